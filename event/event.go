@@ -1,0 +1,246 @@
+// Package event owns sluice's log event: its fields, its one JSON encoding, and the bus message format.
+//
+// The same JSON object is a PostgreSQL row's source (its field names are the table's column names), a
+// line of a blob (gzip NDJSON), and a line of a bus message. A bus message carries one or more events as
+// NDJSON so that a broker bus can carry batches. This package must not import any other sluice package.
+package event
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Level is an event's severity, stored as its upper-case name.
+type Level string
+
+// The levels sluice knows, lowest first.
+const (
+	LevelDebug Level = "DEBUG"
+	LevelInfo  Level = "INFO"
+	LevelWarn  Level = "WARN"
+	LevelError Level = "ERROR"
+)
+
+// Levels lists every level, lowest first.
+var Levels = []Level{LevelDebug, LevelInfo, LevelWarn, LevelError}
+
+// ParseLevel accepts a level name in any case (and "WARNING" for WARN).
+func ParseLevel(s string) (Level, error) {
+	switch string(bytes.ToUpper([]byte(s))) {
+	case "DEBUG":
+		return LevelDebug, nil
+	case "INFO":
+		return LevelInfo, nil
+	case "WARN", "WARNING":
+		return LevelWarn, nil
+	case "ERROR":
+		return LevelError, nil
+	}
+	return "", fmt.Errorf("unknown level %q (want one of DEBUG, INFO, WARN, ERROR)", s)
+}
+
+// Kind says where an event came from.
+type Kind string
+
+// The kinds of event.
+const (
+	KindHTTP Kind = "http" // one HTTP request and its response
+	KindApp  Kind = "app"  // an application log record
+)
+
+// ParseKind accepts "http" or "app".
+func ParseKind(s string) (Kind, error) {
+	switch Kind(s) {
+	case KindHTTP, KindApp:
+		return Kind(s), nil
+	}
+	return "", fmt.Errorf("unknown kind %q (want http or app)", s)
+}
+
+// Event is one log event. Field names in JSON are the column names of the application_logs table; the
+// nested Request, Response and Attrs are stored as jsonb.
+type Event struct {
+	ID        uuid.UUID `json:"id"` // UUIDv7: sorts by time
+	TS        time.Time `json:"ts"` // event time, UTC
+	Level     Level     `json:"level"`
+	Kind      Kind      `json:"kind"`
+	Message   string    `json:"message"`
+	Service   string    `json:"service,omitempty"`
+	RequestID string    `json:"request_id,omitempty"`
+	TraceID   string    `json:"trace_id,omitempty"`
+	SpanID    string    `json:"span_id,omitempty"`
+
+	// HTTP events.
+	Method     string   `json:"method,omitempty"`
+	Route      string   `json:"route,omitempty"` // the route template, e.g. /users/:id
+	Path       string   `json:"path,omitempty"`
+	Status     int      `json:"status,omitempty"`
+	DurationMS float64  `json:"duration_ms,omitempty"`
+	ClientIP   string   `json:"client_ip,omitempty"`
+	UserAgent  string   `json:"user_agent,omitempty"`
+	BytesIn    int64    `json:"bytes_in,omitempty"`
+	BytesOut   int64    `json:"bytes_out,omitempty"`
+	Error      string   `json:"error,omitempty"`
+	Request    *Message `json:"request,omitempty"`
+	Response   *Message `json:"response,omitempty"`
+
+	// Attrs holds application attributes (slog attributes and groups) and anything else.
+	Attrs map[string]any `json:"attrs,omitempty"`
+	// Source is the code location of an application log record ("file:line function").
+	Source string `json:"source,omitempty"`
+
+	// Raw is the event's JSON encoding as it came off the bus (no trailing newline), kept so that sinks
+	// which store JSON do not encode it again. Empty for events built in this process.
+	Raw []byte `json:"-"`
+}
+
+// Message is the captured part of an HTTP request or response.
+type Message struct {
+	Query   string              `json:"query,omitempty"`
+	Headers map[string][]string `json:"headers,omitempty"`
+	Body    *Body               `json:"body,omitempty"`
+}
+
+// Body is a captured (and possibly truncated) HTTP body. Exactly one of JSON, Text and Base64 is set
+// when any content was kept.
+type Body struct {
+	ContentType string          `json:"content_type,omitempty"`
+	Size        int64           `json:"size"`                // bytes seen (the original size when known)
+	Truncated   bool            `json:"truncated,omitempty"` // the kept content is a prefix
+	TimedOut    bool            `json:"timed_out,omitempty"` // capture gave up after its timeout
+	JSON        json.RawMessage `json:"json,omitempty"`
+	Text        string          `json:"text,omitempty"`
+	Base64      string          `json:"base64,omitempty"`
+}
+
+// New returns an event with a fresh UUIDv7 id, the time now in UTC, and the given level, kind and message.
+func New(level Level, kind Kind, msg string) *Event {
+	id, err := uuid.NewV7()
+	if err != nil { // only when the system's random source fails
+		id = uuid.New()
+	}
+	return &Event{ID: id, TS: time.Now().UTC(), Level: level, Kind: kind, Message: msg}
+}
+
+// AppendJSON appends the event's JSON encoding (no newline) to buf. It uses Raw when set.
+func (e *Event) AppendJSON(buf []byte) ([]byte, error) {
+	if len(e.Raw) > 0 {
+		return append(buf, e.Raw...), nil
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return buf, fmt.Errorf("event %s: %w", e.ID, err)
+	}
+	return append(buf, b...), nil
+}
+
+// Validate reports what makes an event unstorable: a zero id or time, or an unknown level or kind.
+func (e *Event) Validate() error {
+	switch {
+	case e.ID == uuid.Nil:
+		return errors.New("event has no id")
+	case e.TS.IsZero():
+		return fmt.Errorf("event %s has no time", e.ID)
+	}
+	switch e.Level {
+	case LevelDebug, LevelInfo, LevelWarn, LevelError:
+	default:
+		return fmt.Errorf("event %s: unknown level %q", e.ID, e.Level)
+	}
+	if _, err := ParseKind(string(e.Kind)); err != nil {
+		return fmt.Errorf("event %s: %w", e.ID, err)
+	}
+	return nil
+}
+
+// Metadata keys of a bus message.
+const (
+	// MetadataEvents is the number of events a bus message carries, in decimal. The bus bounds by it.
+	MetadataEvents = "sluice_events"
+	// MetadataLevels lists the distinct levels a message carries, comma separated (routing hint).
+	MetadataLevels = "sluice_levels"
+)
+
+// Encode returns the NDJSON payload of a bus message carrying events (one line each, newline-terminated).
+func Encode(events ...*Event) ([]byte, error) {
+	var buf []byte
+	for _, e := range events {
+		var err error
+		if buf, err = e.AppendJSON(buf); err != nil {
+			return nil, err
+		}
+		buf = append(buf, '\n')
+	}
+	return buf, nil
+}
+
+// LineError says which line of a payload could not be decoded, and why. Decode reports one per bad line
+// and keeps the good ones: one bad event must not take its message with it.
+type LineError struct {
+	Line int    // 1-based
+	Raw  []byte // the line as received
+	Err  error
+}
+
+func (e *LineError) Error() string {
+	return "event line " + strconv.Itoa(e.Line) + ": " + e.Err.Error()
+}
+
+func (e *LineError) Unwrap() error { return e.Err }
+
+// Decode parses an NDJSON payload into events, keeping each line in Raw. Bad lines are returned as
+// LineErrors; good lines are decoded whatever the bad ones.
+func Decode(payload []byte) ([]*Event, []*LineError) {
+	var (
+		events []*Event
+		bad    []*LineError
+	)
+	line := 0
+	for len(payload) > 0 {
+		i := bytes.IndexByte(payload, '\n')
+		var l []byte
+		if i < 0 {
+			l, payload = payload, nil
+		} else {
+			l, payload = payload[:i], payload[i+1:]
+		}
+		line++
+		if len(bytes.TrimSpace(l)) == 0 {
+			continue
+		}
+		e := new(Event)
+		if err := json.Unmarshal(l, e); err != nil {
+			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
+			continue
+		}
+		if err := e.Validate(); err != nil {
+			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
+			continue
+		}
+		e.Raw = l
+		events = append(events, e)
+	}
+	return events, bad
+}
+
+// BatchID derives a batch's id from the ids of its events, in order. The same events always give the
+// same id, so a batch replayed or retried gets the same name in every store (idempotent writes). The id
+// is a UUID of version 8 (custom) made from a SHA-256 of the event ids.
+func BatchID(events []*Event) uuid.UUID {
+	h := sha256.New()
+	for _, e := range events {
+		h.Write(e.ID[:])
+	}
+	var id uuid.UUID
+	copy(id[:], h.Sum(nil))
+	id[6] = (id[6] & 0x0f) | 0x80 // version 8
+	id[8] = (id[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return id
+}

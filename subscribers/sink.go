@@ -1,0 +1,42 @@
+// Package subscribers owns the consuming side of sluice: the Sink contract that every store implements,
+// and the batching Watermill handler that turns bus messages into batches, writes them to a sink and
+// acknowledges the messages only once their batch is durably written.
+//
+// Stores live in sub-packages (pgsink for PostgreSQL, blobsink for Azure Blob Storage and a local
+// directory); sinktest is the one conformance suite they all pass. This package must not import the
+// publishers package nor the root sluice package.
+package subscribers
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"github.com/sluicelog/sluice/event"
+)
+
+// Batch is a group of events written to a sink in one call.
+type Batch struct {
+	// ID names the batch in every store; it is fixed before the first attempt and derived from the
+	// events (event.BatchID), so a retry or a replay of the same events reuses it.
+	ID     uuid.UUID
+	Events []*event.Event
+}
+
+// NewBatch returns a batch of events with its id derived from them.
+func NewBatch(events []*event.Event) Batch {
+	return Batch{ID: event.BatchID(events), Events: events}
+}
+
+// Sink is a store that events are written to in batches.
+//
+// Write must be idempotent: writing the same batch (same ID, same events) twice leaves every event
+// stored once. It returns nil only when every event of the batch is durably stored. It must honour ctx
+// (deadline and cancellation). It may be called from several goroutines at once.
+type Sink interface {
+	// Name is the sink's short name, used in metrics labels and logs ("postgres", "blob").
+	Name() string
+	Write(ctx context.Context, b Batch) error
+	// Close releases the sink's resources. Writes after Close fail.
+	Close() error
+}
