@@ -1,0 +1,481 @@
+// Package config owns sluice's configuration: the keys, their defaults, loading them from a YAML file
+// and from SLUICE_* environment variables (the same keys in both), and validating them with errors that
+// name the key and the bad value. It holds data only: it builds nothing and connects to nothing.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sluicelog/sluice/event"
+)
+
+// Config is the whole of sluice's configuration. The zero value is not usable: start from Default().
+//
+// Every key has a YAML path (postgres.dsn) and an environment variable (SLUICE_POSTGRES_DSN), formed
+// from the yaml tags: upper case, dots as underscores, prefixed with SLUICE_.
+type Config struct {
+	// Service names the service in every event.
+	Service string `yaml:"service"`
+	// HTTPAddr is where `sluice demo` listens.
+	HTTPAddr string `yaml:"http_addr"`
+	// AdminAddr, when set, serves /metrics, /healthz and /readyz on a separate listener.
+	AdminAddr string `yaml:"admin_addr"`
+	// ShutdownTimeout bounds the flush at shutdown.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	Postgres Postgres `yaml:"postgres"`
+	Blob     Blob     `yaml:"blob"`
+	Bus      Bus      `yaml:"bus"`
+	Capture  Capture  `yaml:"capture"`
+	Breaker  Breaker  `yaml:"breaker"`
+
+	// Routes say which events go to which sink with which policies. Empty means DefaultRoutes().
+	// Routes come from the YAML file or from Go; there is no environment variable for them.
+	Routes []Route `yaml:"routes" env:"-"`
+}
+
+// Postgres configures the PostgreSQL sink.
+type Postgres struct {
+	// Enabled turns the PostgreSQL sink on; routes to "postgres" are refused when it is off.
+	Enabled bool `yaml:"enabled"`
+	// DSN is a libpq connection string or URL.
+	DSN string `yaml:"dsn"`
+	// Migrate applies pending schema migrations at start.
+	Migrate bool `yaml:"migrate"`
+	// MaxConns bounds the connection pool.
+	MaxConns int `yaml:"max_conns"`
+	// WriteTimeout bounds one batch write.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+}
+
+// Blob configures the archive: Azure Blob Storage when ConnectionString is set, else a local directory.
+type Blob struct {
+	ConnectionString string        `yaml:"connection_string" secret:"true"`
+	Container        string        `yaml:"container"`
+	Dir              string        `yaml:"dir"`
+	WriteTimeout     time.Duration `yaml:"write_timeout"`
+}
+
+// Bus configures the in-process bounded bus.
+type Bus struct {
+	// Driver selects the bus; "memory" (the bounded in-process bus) is the one built today.
+	Driver string `yaml:"driver"`
+	// Topic carries every event.
+	Topic string `yaml:"topic"`
+	// MaxEvents bounds the events waiting for each route (each subscriber).
+	MaxEvents int `yaml:"max_events"`
+	// MaxBytes bounds the bytes waiting for each route.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxInFlight bounds the unacknowledged events handed to each route; a route's batch cannot be
+	// larger than this.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// RedeliveryDelay is the first wait before a failed event is offered again (doubling up to MaxRedeliveryDelay).
+	RedeliveryDelay    time.Duration `yaml:"redelivery_delay"`
+	MaxRedeliveryDelay time.Duration `yaml:"max_redelivery_delay"`
+}
+
+// Capture configures what the Echo middleware keeps of each request.
+type Capture struct {
+	Bodies              bool          `yaml:"bodies"`
+	RequestBodyLimit    int           `yaml:"request_body_limit"`
+	ResponseBodyLimit   int           `yaml:"response_body_limit"`
+	RequestBodyTimeout  time.Duration `yaml:"request_body_timeout"`
+	ResponseBodyTimeout time.Duration `yaml:"response_body_timeout"`
+}
+
+// Breaker is the default circuit breaker of every route.
+type Breaker struct {
+	// Failures is how many consecutive failed batch writes open the breaker.
+	Failures int `yaml:"failures"`
+	// Cooldown is how long the breaker stays open before a trial write.
+	Cooldown time.Duration `yaml:"cooldown"`
+}
+
+// Sink names.
+const (
+	SinkPostgres = "postgres"
+	SinkBlob     = "blob"
+)
+
+// Route is one declarative route: which events go to which sink, with which policies. Zero fields take
+// the defaults of the sink (see DefaultRoutes) or of the config (Breaker).
+type Route struct {
+	// Name identifies the route in metrics and errors; unique.
+	Name string `yaml:"name"`
+	// Sink is "postgres" or "blob".
+	Sink string `yaml:"sink"`
+	// Levels the route takes; empty means every level.
+	Levels []string `yaml:"levels"`
+	// Kinds the route takes ("http", "app"); empty means both.
+	Kinds []string `yaml:"kinds"`
+	// Paths are URL path patterns (path.Match syntax, and a trailing "/*" or "*" matches any rest);
+	// empty means every path. Events without a path (app events) match only when Paths is empty.
+	Paths []string `yaml:"paths"`
+	// Container overrides blob.container for a blob route.
+	Container string `yaml:"container"`
+	// Prefix is a path prefix inside the container for a blob route.
+	Prefix string `yaml:"prefix"`
+
+	Batch    BatchPolicy    `yaml:"batch"`
+	Retry    RetryPolicy    `yaml:"retry"`
+	Throttle ThrottlePolicy `yaml:"throttle"`
+	Breaker  Breaker        `yaml:"breaker"`
+}
+
+// BatchPolicy says when a batch is written: at MaxEvents events, at MaxBytes bytes, or MaxWait after
+// its first event, whichever comes first.
+type BatchPolicy struct {
+	MaxEvents int           `yaml:"max_events"`
+	MaxBytes  int64         `yaml:"max_bytes"`
+	MaxWait   time.Duration `yaml:"max_wait"`
+	// MaxConcurrentWrites bounds the batches of this route being written at once.
+	MaxConcurrentWrites int `yaml:"max_concurrent_writes"`
+}
+
+// RetryPolicy bounds the retries of a failed batch write.
+type RetryPolicy struct {
+	MaxAttempts     int           `yaml:"max_attempts"`
+	InitialInterval time.Duration `yaml:"initial_interval"`
+	MaxInterval     time.Duration `yaml:"max_interval"`
+}
+
+// ThrottlePolicy limits the rate of a route; zero means unlimited.
+type ThrottlePolicy struct {
+	EventsPerSecond float64 `yaml:"events_per_second"`
+}
+
+// Default returns the embedded defaults: local PostgreSQL, blobs in ./sluice-data/blobs, a bus of
+// 10,000 events or 64 MiB per route, and DefaultRoutes.
+func Default() Config {
+	return Config{
+		Service:         "sluice-demo",
+		HTTPAddr:        "127.0.0.1:8080",
+		ShutdownTimeout: 30 * time.Second,
+		Postgres: Postgres{
+			Enabled:      true,
+			DSN:          "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+			Migrate:      true,
+			MaxConns:     4,
+			WriteTimeout: 10 * time.Second,
+		},
+		Blob: Blob{
+			Container:    "logs",
+			Dir:          "./sluice-data/blobs",
+			WriteTimeout: 30 * time.Second,
+		},
+		Bus: Bus{
+			Driver:             "memory",
+			Topic:              "sluice.events",
+			MaxEvents:          10_000,
+			MaxBytes:           64 << 20,
+			MaxInFlight:        5_000,
+			RedeliveryDelay:    time.Second,
+			MaxRedeliveryDelay: 30 * time.Second,
+		},
+		Capture: Capture{
+			Bodies:              true,
+			RequestBodyLimit:    64 << 10,
+			ResponseBodyLimit:   64 << 10,
+			RequestBodyTimeout:  2 * time.Second,
+			ResponseBodyTimeout: 3 * time.Second,
+		},
+		Breaker: Breaker{Failures: 5, Cooldown: 60 * time.Second},
+	}
+}
+
+// DefaultRoutes are the design's routes: WARN and ERROR to PostgreSQL, written at 1,000 events or 5 s
+// at the latest; every event to the blob archive, at 5,000 events, 16 MiB or 10 s.
+func DefaultRoutes() []Route {
+	return []Route{
+		{
+			Name:   "postgres",
+			Sink:   SinkPostgres,
+			Levels: []string{string(event.LevelWarn), string(event.LevelError)},
+			Batch:  BatchPolicy{MaxEvents: 1000, MaxBytes: 8 << 20, MaxWait: 5 * time.Second, MaxConcurrentWrites: 2},
+			Retry:  RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second},
+		},
+		{
+			Name:  "blob",
+			Sink:  SinkBlob,
+			Batch: BatchPolicy{MaxEvents: 5000, MaxBytes: 16 << 20, MaxWait: 10 * time.Second, MaxConcurrentWrites: 4},
+			Retry: RetryPolicy{MaxAttempts: 3, InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second},
+		},
+	}
+}
+
+// EffectiveRoutes returns the routes with every zero field filled from the sink's default route and
+// from the config's breaker.
+func (c Config) EffectiveRoutes() []Route {
+	routes := c.Routes
+	if len(routes) == 0 {
+		routes = DefaultRoutes()
+	}
+	defaults := map[string]Route{}
+	for _, r := range DefaultRoutes() {
+		defaults[r.Sink] = r
+	}
+	out := make([]Route, len(routes))
+	for i, r := range routes {
+		d := defaults[r.Sink]
+		if r.Batch.MaxEvents == 0 {
+			r.Batch.MaxEvents = d.Batch.MaxEvents
+		}
+		if r.Batch.MaxBytes == 0 {
+			r.Batch.MaxBytes = d.Batch.MaxBytes
+		}
+		if r.Batch.MaxWait == 0 {
+			r.Batch.MaxWait = d.Batch.MaxWait
+		}
+		if r.Batch.MaxConcurrentWrites == 0 {
+			r.Batch.MaxConcurrentWrites = d.Batch.MaxConcurrentWrites
+		}
+		if r.Retry == (RetryPolicy{}) {
+			r.Retry = d.Retry
+		}
+		if r.Breaker.Failures == 0 {
+			r.Breaker.Failures = c.Breaker.Failures
+		}
+		if r.Breaker.Cooldown == 0 {
+			r.Breaker.Cooldown = c.Breaker.Cooldown
+		}
+		if r.Sink == SinkBlob && r.Container == "" {
+			r.Container = c.Blob.Container
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// FieldError is a configuration error that names the key (YAML path and environment variable) and the
+// bad value.
+type FieldError struct {
+	Key   string // YAML path, e.g. bus.max_events or routes[1].batch.max_wait
+	Value any
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	env := ""
+	if !strings.HasPrefix(e.Key, "routes") {
+		env = " (" + EnvName(e.Key) + ")"
+	}
+	return fmt.Sprintf("config: %s%s = %v: %s", e.Key, env, e.Value, e.Msg)
+}
+
+// EnvName returns the environment variable of a YAML key path: bus.max_events => SLUICE_BUS_MAX_EVENTS.
+func EnvName(key string) string {
+	return "SLUICE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// Validate checks every key and returns all the problems found, joined; each names its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key string, v any, format string, args ...any) {
+		errs = append(errs, &FieldError{Key: key, Value: v, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Service == "" {
+		bad("service", `""`, "must not be empty")
+	}
+	if c.HTTPAddr == "" {
+		bad("http_addr", `""`, "must not be empty")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", c.ShutdownTimeout, "must be positive")
+	}
+	if c.Postgres.Enabled {
+		if c.Postgres.DSN == "" {
+			bad("postgres.dsn", `""`, "must be set when postgres.enabled is true")
+		} else if _, err := pgconn.ParseConfig(c.Postgres.DSN); err != nil {
+			bad("postgres.dsn", maskDSN(c.Postgres.DSN), "malformed: %v", unwrapAll(err))
+		}
+		if c.Postgres.MaxConns <= 0 {
+			bad("postgres.max_conns", c.Postgres.MaxConns, "must be positive")
+		}
+		if c.Postgres.WriteTimeout <= 0 {
+			bad("postgres.write_timeout", c.Postgres.WriteTimeout, "must be positive")
+		}
+	}
+	if c.Blob.ConnectionString == "" && c.Blob.Dir == "" {
+		bad("blob.dir", `""`, "must be set when blob.connection_string is empty")
+	}
+	if c.Blob.ConnectionString != "" && !strings.Contains(strings.ToLower(c.Blob.ConnectionString), "accountname=") &&
+		!strings.Contains(strings.ToLower(c.Blob.ConnectionString), "blobendpoint=") {
+		bad("blob.connection_string", "<secret>", "not an Azure Storage connection string (no AccountName or BlobEndpoint)")
+	}
+	if err := validContainer(c.Blob.Container); err != nil {
+		bad("blob.container", c.Blob.Container, "%v", err)
+	}
+	if c.Blob.WriteTimeout <= 0 {
+		bad("blob.write_timeout", c.Blob.WriteTimeout, "must be positive")
+	}
+	if c.Bus.Driver != "memory" {
+		bad("bus.driver", c.Bus.Driver, `unknown bus driver (want "memory")`)
+	}
+	if c.Bus.Topic == "" {
+		bad("bus.topic", `""`, "must not be empty")
+	}
+	if c.Bus.MaxEvents <= 0 {
+		bad("bus.max_events", c.Bus.MaxEvents, "must be positive")
+	}
+	if c.Bus.MaxBytes <= 0 {
+		bad("bus.max_bytes", c.Bus.MaxBytes, "must be positive")
+	}
+	if c.Bus.MaxInFlight <= 0 {
+		bad("bus.max_in_flight", c.Bus.MaxInFlight, "must be positive")
+	}
+	if c.Bus.RedeliveryDelay <= 0 {
+		bad("bus.redelivery_delay", c.Bus.RedeliveryDelay, "must be positive")
+	}
+	if c.Bus.MaxRedeliveryDelay < c.Bus.RedeliveryDelay {
+		bad("bus.max_redelivery_delay", c.Bus.MaxRedeliveryDelay, "must be at least bus.redelivery_delay (%v)", c.Bus.RedeliveryDelay)
+	}
+	if c.Capture.RequestBodyLimit < 0 {
+		bad("capture.request_body_limit", c.Capture.RequestBodyLimit, "must not be negative")
+	}
+	if c.Capture.ResponseBodyLimit < 0 {
+		bad("capture.response_body_limit", c.Capture.ResponseBodyLimit, "must not be negative")
+	}
+	if c.Capture.RequestBodyTimeout <= 0 {
+		bad("capture.request_body_timeout", c.Capture.RequestBodyTimeout, "must be positive")
+	}
+	if c.Capture.ResponseBodyTimeout <= 0 {
+		bad("capture.response_body_timeout", c.Capture.ResponseBodyTimeout, "must be positive")
+	}
+	if c.Breaker.Failures <= 0 {
+		bad("breaker.failures", c.Breaker.Failures, "must be positive")
+	}
+	if c.Breaker.Cooldown <= 0 {
+		bad("breaker.cooldown", c.Breaker.Cooldown, "must be positive")
+	}
+	errs = append(errs, c.validateRoutes()...)
+	return errors.Join(errs...)
+}
+
+func (c Config) validateRoutes() []error {
+	var errs []error
+	names := map[string]int{}
+	for i, r := range c.EffectiveRoutes() {
+		key := fmt.Sprintf("routes[%d]", i)
+		if r.Name != "" {
+			key = fmt.Sprintf("routes[%d](%s)", i, r.Name)
+		}
+		bad := func(field string, v any, format string, args ...any) {
+			errs = append(errs, &FieldError{Key: key + "." + field, Value: v, Msg: fmt.Sprintf(format, args...)})
+		}
+		if r.Name == "" {
+			bad("name", `""`, "must not be empty")
+		} else if j, dup := names[r.Name]; dup {
+			bad("name", r.Name, "already used by routes[%d]", j)
+		}
+		names[r.Name] = i
+		switch r.Sink {
+		case SinkPostgres:
+			if !c.Postgres.Enabled {
+				bad("sink", r.Sink, "postgres.enabled is false")
+			}
+		case SinkBlob:
+			if err := validContainer(r.Container); err != nil {
+				bad("container", r.Container, "%v", err)
+			}
+		default:
+			bad("sink", r.Sink, `unknown sink (want "postgres" or "blob")`)
+		}
+		for _, l := range r.Levels {
+			if _, err := event.ParseLevel(l); err != nil {
+				bad("levels", l, "unknown level (want DEBUG, INFO, WARN or ERROR)")
+			}
+		}
+		for _, k := range r.Kinds {
+			if _, err := event.ParseKind(k); err != nil {
+				bad("kinds", k, "unknown kind (want http or app)")
+			}
+		}
+		for _, p := range r.Paths {
+			if _, err := path.Match(p, "/"); err != nil || !strings.HasPrefix(p, "/") {
+				bad("paths", p, "not a path pattern (must start with / and be valid path.Match syntax)")
+			}
+		}
+		if r.Batch.MaxEvents <= 0 {
+			bad("batch.max_events", r.Batch.MaxEvents, "must be positive")
+		} else if r.Batch.MaxEvents > c.Bus.MaxInFlight && c.Bus.MaxInFlight > 0 {
+			bad("batch.max_events", r.Batch.MaxEvents, "must not exceed bus.max_in_flight (%d): a batch is made of unacknowledged events", c.Bus.MaxInFlight)
+		}
+		if r.Batch.MaxBytes <= 0 {
+			bad("batch.max_bytes", r.Batch.MaxBytes, "must be positive")
+		}
+		if r.Batch.MaxWait <= 0 {
+			bad("batch.max_wait", r.Batch.MaxWait, "must be positive")
+		}
+		if r.Batch.MaxConcurrentWrites <= 0 {
+			bad("batch.max_concurrent_writes", r.Batch.MaxConcurrentWrites, "must be positive")
+		}
+		if r.Retry.MaxAttempts <= 0 {
+			bad("retry.max_attempts", r.Retry.MaxAttempts, "must be positive (1 means no retry)")
+		}
+		if r.Retry.InitialInterval < 0 || r.Retry.MaxInterval < r.Retry.InitialInterval {
+			bad("retry.max_interval", r.Retry.MaxInterval, "must be at least retry.initial_interval (%v), both non-negative", r.Retry.InitialInterval)
+		}
+		if r.Throttle.EventsPerSecond < 0 {
+			bad("throttle.events_per_second", r.Throttle.EventsPerSecond, "must not be negative")
+		}
+		if r.Breaker.Failures <= 0 {
+			bad("breaker.failures", r.Breaker.Failures, "must be positive")
+		}
+		if r.Breaker.Cooldown <= 0 {
+			bad("breaker.cooldown", r.Breaker.Cooldown, "must be positive")
+		}
+	}
+	return errs
+}
+
+// validContainer applies Azure's container naming rules (3-63 characters: lower-case letters, digits
+// and single hyphens, starting and ending with a letter or digit); the local directory store uses the
+// same name as a directory, so the rules hold for both.
+func validContainer(name string) error {
+	if len(name) < 3 || len(name) > 63 {
+		return errors.New("must be 3 to 63 characters")
+	}
+	for i, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+		case r == '-' && i > 0 && i < len(name)-1 && name[i-1] != '-':
+		default:
+			return errors.New("only lower-case letters, digits and single inner hyphens are allowed")
+		}
+	}
+	return nil
+}
+
+func unwrapAll(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
+// maskDSN hides a password in a DSN for messages and logs.
+func maskDSN(dsn string) string {
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		rest := dsn[i+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			cred := rest[:at]
+			if c := strings.Index(cred, ":"); c >= 0 {
+				return dsn[:i+3] + cred[:c] + ":****" + rest[at:]
+			}
+		}
+		return dsn
+	}
+	if strings.Contains(dsn, "password=") {
+		return "<dsn with password>"
+	}
+	return dsn
+}

@@ -1,0 +1,146 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+}
+
+func TestEnvOverridesFileOverridesDefault(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sluice.yaml")
+	writeFile(t, file, `
+service: shop
+bus:
+  max_events: 500
+  max_in_flight: 400
+blob:
+  container: archive
+routes:
+  - name: pg
+    sink: postgres
+    levels: [warn, ERROR]
+    batch: {max_events: 100, max_wait: 2s}
+  - name: api-archive
+    sink: blob
+    container: api-logs
+    paths: ["/api/*"]
+    batch: {max_events: 300}
+`)
+	c, err := Load(file, []string{"SLUICE_BUS_MAX_EVENTS=700", "SLUICE_BREAKER_COOLDOWN=5s", "HOME=/root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Service != "shop" || c.Bus.MaxEvents != 700 || c.Bus.MaxInFlight != 400 || c.Breaker.Cooldown != 5*time.Second {
+		t.Fatalf("got service=%q max_events=%d in_flight=%d cooldown=%v", c.Service, c.Bus.MaxEvents, c.Bus.MaxInFlight, c.Breaker.Cooldown)
+	}
+	routes := c.EffectiveRoutes()
+	if len(routes) != 2 {
+		t.Fatalf("routes = %d", len(routes))
+	}
+	pg, arch := routes[0], routes[1]
+	if pg.Batch.MaxEvents != 100 || pg.Batch.MaxWait != 2*time.Second || pg.Batch.MaxBytes != 8<<20 {
+		t.Errorf("pg batch = %+v (zero fields must take the sink's defaults)", pg.Batch)
+	}
+	if pg.Breaker.Cooldown != 5*time.Second || pg.Breaker.Failures != 5 {
+		t.Errorf("pg breaker = %+v (must inherit breaker.*)", pg.Breaker)
+	}
+	if arch.Container != "api-logs" || arch.Batch.MaxWait != 10*time.Second || arch.Batch.MaxEvents != 300 {
+		t.Errorf("archive route = %+v", arch)
+	}
+}
+
+func TestBadValuesNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		env  []string
+		yaml string
+		want []string // substrings of the error
+	}{
+		{name: "negative batch size", yaml: "routes:\n  - {name: pg, sink: postgres, batch: {max_events: -5}}\n",
+			want: []string{"routes[0](pg).batch.max_events", "-5", "must be positive"}},
+		{name: "unknown level", yaml: "routes:\n  - {name: pg, sink: postgres, levels: [WARN, LOUD]}\n",
+			want: []string{"routes[0](pg).levels", "LOUD", "unknown level"}},
+		{name: "malformed DSN", env: []string{"SLUICE_POSTGRES_DSN=postgres://a:b@host:notaport/db"},
+			want: []string{"postgres.dsn (SLUICE_POSTGRES_DSN)", "malformed", "a:****@"}},
+		{name: "env not an integer", env: []string{"SLUICE_BUS_MAX_EVENTS=lots"},
+			want: []string{"bus.max_events (SLUICE_BUS_MAX_EVENTS)", `"lots"`, "not an integer"}},
+		{name: "env negative", env: []string{"SLUICE_BUS_MAX_BYTES=-1"},
+			want: []string{"bus.max_bytes (SLUICE_BUS_MAX_BYTES)", "must be positive"}},
+		{name: "env bad duration", env: []string{"SLUICE_BREAKER_COOLDOWN=soon"},
+			want: []string{"breaker.cooldown (SLUICE_BREAKER_COOLDOWN)", "not a duration"}},
+		{name: "unknown env", env: []string{"SLUICE_BUS_MAX_EVENT=1"},
+			want: []string{"unknown environment variable SLUICE_BUS_MAX_EVENT"}},
+		{name: "unknown yaml key", yaml: "bus:\n  max_eventz: 3\n", want: []string{"max_eventz", "not found"}},
+		{name: "unknown sink", yaml: "routes:\n  - {name: x, sink: s3}\n", want: []string{"routes[0](x).sink", "unknown sink"}},
+		{name: "duplicate route", yaml: "routes:\n  - {name: x, sink: blob}\n  - {name: x, sink: blob}\n",
+			want: []string{"routes[1](x).name", "already used by routes[0]"}},
+		{name: "bad container", env: []string{"SLUICE_BLOB_CONTAINER=Logs_1"}, want: []string{"blob.container (SLUICE_BLOB_CONTAINER)"}},
+		{name: "batch larger than in-flight window", yaml: "bus: {max_in_flight: 10}\n",
+			want: []string{"routes[0](postgres).batch.max_events", "bus.max_in_flight (10)"}},
+		{name: "bad path pattern", yaml: "routes:\n  - {name: x, sink: blob, paths: [\"api/[\"]}\n", want: []string{"routes[0](x).paths"}},
+		{name: "postgres route while disabled", env: []string{"SLUICE_POSTGRES_ENABLED=false"},
+			want: []string{"routes[0](postgres).sink", "postgres.enabled is false"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			file := ""
+			if tc.yaml != "" {
+				file = filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".yaml")
+				writeFile(t, file, tc.yaml)
+			}
+			_, err := Load(file, tc.env)
+			if err == nil {
+				t.Fatal("Load succeeded; want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRedactedMasksSecrets(t *testing.T) {
+	c := Default()
+	c.Postgres.DSN = "postgres://app:hunter2@db:5432/logs"
+	c.Blob.ConnectionString = "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=c2VjcmV0;BlobEndpoint=http://x"
+	r := c.Redacted()
+	for _, s := range []string{r.Postgres.DSN, r.Blob.ConnectionString} {
+		if strings.Contains(s, "hunter2") || strings.Contains(s, "c2VjcmV0") {
+			t.Errorf("secret left in %q", s)
+		}
+	}
+	if c.Postgres.DSN != "postgres://app:hunter2@db:5432/logs" {
+		t.Error("Redacted changed the original")
+	}
+}
+
+func TestKeysHaveEnvNames(t *testing.T) {
+	keys := strings.Join(Keys(), " ")
+	for _, k := range []string{"postgres.dsn", "blob.connection_string", "blob.container", "blob.dir", "breaker.failures", "breaker.cooldown", "http_addr"} {
+		if !strings.Contains(keys, k) {
+			t.Errorf("Keys() lacks %s", k)
+		}
+	}
+	if EnvName("breaker.cooldown") != "SLUICE_BREAKER_COOLDOWN" {
+		t.Error(EnvName("breaker.cooldown"))
+	}
+}
+
+func writeFile(t *testing.T, name, data string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,165 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Load builds the configuration: Default(), then the YAML file at path (when path is not empty), then
+// the SLUICE_* variables of environ (os.Environ() form), then Validate. Unknown YAML keys, unknown
+// SLUICE_ variables and unparsable values are errors that name the key.
+func Load(path string, environ []string) (Config, error) {
+	c := Default()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("config: read %s: %w", path, err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return c, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	if err := c.applyEnv(environ); err != nil {
+		return c, err
+	}
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// applyEnv sets every key whose SLUICE_ variable is present in environ.
+func (c *Config) applyEnv(environ []string) error {
+	vars := map[string]string{}
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(k, "SLUICE_") {
+			vars[k] = v
+		}
+	}
+	known := map[string]bool{}
+	var errs []error
+	walk(reflect.ValueOf(c).Elem(), "", func(key string, f reflect.Value) {
+		name := EnvName(key)
+		known[name] = true
+		v, ok := vars[name]
+		if !ok {
+			return
+		}
+		if err := setValue(f, v); err != nil {
+			errs = append(errs, &FieldError{Key: key, Value: strconv.Quote(v), Msg: err.Error()})
+		}
+	})
+	for name := range vars {
+		if !known[name] && !ignoredEnv[name] {
+			errs = append(errs, fmt.Errorf("config: unknown environment variable %s", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ignoredEnv are SLUICE_ variables that are not configuration keys (read by the command line or tests).
+var ignoredEnv = map[string]bool{
+	"SLUICE_CONFIG":            true,
+	"SLUICE_TEST_AZURITE":      true,
+	"SLUICE_TEST_POSTGRES_DSN": true,
+}
+
+// Keys lists every key that has an environment variable, in declaration order (for documentation).
+func Keys() []string {
+	var keys []string
+	c := Default()
+	walk(reflect.ValueOf(&c).Elem(), "", func(key string, _ reflect.Value) { keys = append(keys, key) })
+	return keys
+}
+
+// walk calls fn for every leaf field with an env variable, with its dotted YAML key.
+func walk(v reflect.Value, prefix string, fn func(key string, f reflect.Value)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		if sf.Tag.Get("env") == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		key := name
+		if prefix != "" {
+			key = prefix + "." + name
+		}
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(time.Duration(0)) {
+			walk(f, key, fn)
+			continue
+		}
+		fn(key, f)
+	}
+}
+
+func setValue(f reflect.Value, s string) error {
+	s = strings.TrimSpace(s)
+	switch f.Interface().(type) {
+	case time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("not a duration (e.g. 500ms, 5s, 1m): %v", err)
+		}
+		f.SetInt(int64(d))
+		return nil
+	}
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("not a boolean (true or false)")
+		}
+		f.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		f.SetInt(n)
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return errors.New("not a number")
+		}
+		f.SetFloat(n)
+	default:
+		return fmt.Errorf("cannot be set from the environment (%s)", f.Kind())
+	}
+	return nil
+}
+
+// Redacted returns a copy safe to log: the blob connection string's key and the DSN's password masked.
+func (c Config) Redacted() Config {
+	c.Postgres.DSN = maskDSN(c.Postgres.DSN)
+	if c.Blob.ConnectionString != "" {
+		var parts []string
+		for _, p := range strings.Split(c.Blob.ConnectionString, ";") {
+			k, _, ok := strings.Cut(p, "=")
+			if ok && (strings.EqualFold(k, "AccountKey") || strings.EqualFold(k, "SharedAccessSignature")) {
+				p = k + "=****"
+			}
+			parts = append(parts, p)
+		}
+		c.Blob.ConnectionString = strings.Join(parts, ";")
+	}
+	return c
+}
