@@ -1,0 +1,180 @@
+package blobsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+)
+
+// AzureConfig configures an AzureStore. Its zero value is not usable: ConnectionString is required.
+type AzureConfig struct {
+	// ConnectionString is an Azure Storage connection string (SLUICE_BLOB_CONNECTION_STRING).
+	ConnectionString string
+	// Container holds the blobs; it is created when missing. Default "logs" (SLUICE_BLOB_CONTAINER).
+	Container string
+	// TryTimeout bounds one HTTP attempt; the SDK retries an attempt that timed out. Default 10s.
+	TryTimeout time.Duration
+	// MaxConnsPerHost is how many connections to the storage account are kept open for reuse. Go's
+	// default transport keeps 10, fewer than the uploads a busy sink runs at once. Default 64.
+	MaxConnsPerHost int
+}
+
+// Defaults of AzureConfig.
+const (
+	DefaultContainer       = "logs"
+	DefaultTryTimeout      = 10 * time.Second
+	DefaultMaxConnsPerHost = 64
+)
+
+func (c *AzureConfig) setDefaults() {
+	if c.Container == "" {
+		c.Container = DefaultContainer
+	}
+	if c.TryTimeout == 0 {
+		c.TryTimeout = DefaultTryTimeout
+	}
+	if c.MaxConnsPerHost == 0 {
+		c.MaxConnsPerHost = DefaultMaxConnsPerHost
+	}
+}
+
+// containerName is Azure's rule: 3-63 lowercase letters, digits and single hyphens, starting and ending
+// with a letter or digit.
+var containerName = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,62}$`)
+
+// Validate reports the first invalid value, naming its key. Zero values stand for the defaults.
+func (c AzureConfig) Validate() error {
+	switch {
+	case c.ConnectionString == "":
+		return errors.New("`connection_string` is required")
+	case c.Container != "" && (len(c.Container) > 63 || !containerName.MatchString(c.Container)):
+		return fmt.Errorf("`container` (%q) must be 3-63 lowercase letters, digits and single hyphens", c.Container)
+	case c.TryTimeout < 0:
+		return fmt.Errorf("`try_timeout` (%s) must not be negative", c.TryTimeout)
+	case c.MaxConnsPerHost < 0:
+		return fmt.Errorf("`max_conns_per_host` (%d) must not be negative", c.MaxConnsPerHost)
+	}
+	return nil
+}
+
+// AzureStore is a Store in an Azure Blob Storage container (or Azurite). Put is one retry-safe PUT
+// (UploadBuffer, up to 256 MiB) with If-None-Match: *, so that a retried or replayed upload is answered
+// 409 BlobAlreadyExists, which Put reports as success.
+type AzureStore struct {
+	client    *azblob.Client
+	container string
+	transport *http.Transport
+}
+
+// OpenAzure connects to the storage account of cfg.ConnectionString and creates cfg.Container unless it
+// exists.
+func OpenAzure(ctx context.Context, cfg AzureConfig) (*AzureStore, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("blobsink: invalid Azure config: %w", err)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 2 * cfg.MaxConnsPerHost
+	t.MaxIdleConnsPerHost = cfg.MaxConnsPerHost
+	// Without this Go asks for gzip and hands back the decompressed bytes of a blob stored with
+	// Content-Encoding: gzip; Get returns what was stored.
+	t.DisableCompression = true
+	opts := &azblob.ClientOptions{ClientOptions: azcore.ClientOptions{
+		Transport: &http.Client{Transport: t},
+		Retry:     policy.RetryOptions{TryTimeout: cfg.TryTimeout},
+	}}
+	client, err := azblob.NewClientFromConnectionString(cfg.ConnectionString, opts)
+	if err != nil {
+		return nil, fmt.Errorf("blobsink: invalid Azure config: `connection_string`: %w", err)
+	}
+	s := &AzureStore{client: client, container: cfg.Container, transport: t}
+	if _, err := client.CreateContainer(ctx, cfg.Container, nil); err != nil &&
+		!bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+		t.CloseIdleConnections()
+		return nil, fmt.Errorf("blobsink: create container %s: %w", cfg.Container, err)
+	}
+	return s, nil
+}
+
+// Container returns the name of the store's container.
+func (s *AzureStore) Container() string { return s.container }
+
+// Put implements Store.
+func (s *AzureStore) Put(ctx context.Context, name string, data []byte, contentType, contentEncoding string) error {
+	h := &blob.HTTPHeaders{}
+	if contentType != "" {
+		h.BlobContentType = &contentType
+	}
+	if contentEncoding != "" {
+		h.BlobContentEncoding = &contentEncoding
+	}
+	_, err := s.client.UploadBuffer(ctx, s.container, name, data, &azblob.UploadBufferOptions{
+		HTTPHeaders: h,
+		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{
+			IfNoneMatch: to.Ptr(azcore.ETagAny),
+		}},
+	})
+	if err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
+		return fmt.Errorf("blobsink: upload %s/%s: %w", s.container, name, err)
+	}
+	return nil
+}
+
+// Get implements Store.
+func (s *AzureStore) Get(ctx context.Context, name string) ([]byte, error) {
+	resp, err := s.client.DownloadStream(ctx, s.container, name, nil)
+	if bloberror.HasCode(err, bloberror.BlobNotFound) {
+		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, s.container, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobsink: download %s/%s: %w", s.container, name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("blobsink: download %s/%s: %w", s.container, name, err)
+	}
+	return b, nil
+}
+
+// List implements Store.
+func (s *AzureStore) List(ctx context.Context, prefix string) ([]string, error) {
+	var names []string
+	opts := &container.ListBlobsFlatOptions{}
+	if prefix != "" {
+		opts.Prefix = &prefix
+	}
+	pager := s.client.NewListBlobsFlatPager(s.container, opts)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("blobsink: list %s: %w", s.container, err)
+		}
+		for _, b := range page.Segment.BlobItems {
+			if b.Name != nil {
+				names = append(names, *b.Name)
+			}
+		}
+	}
+	return names, nil
+}
+
+// Close closes the store's idle connections. The store must not be used afterwards.
+func (s *AzureStore) Close() error {
+	s.transport.CloseIdleConnections()
+	return nil
+}
+
+var _ Store = (*AzureStore)(nil)
