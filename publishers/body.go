@@ -1,0 +1,252 @@
+package publishers
+
+import (
+	"bufio"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sluicelog/sluice/event"
+)
+
+// requestBody stands in for a request's body: the handler reads the whole, unchanged stream through it
+// while it keeps a copy of the first limit bytes and counts the rest. It never reads ahead of the
+// handler; after the handler, topUp reads what the handler left, up to limit+1 bytes in all, for at
+// most a timeout.
+type requestBody struct {
+	src   io.ReadCloser
+	limit int
+
+	mu        sync.Mutex // guards the rest: topUp's reader may outlive its timeout
+	buf       []byte
+	total     int64 // bytes read through, captured or not
+	eof       bool
+	failed    bool // a read failed (other than EOF)
+	timedOut  bool
+	abandoned bool // topUp gave up; its reader must not touch buf any more
+}
+
+func newRequestBody(src io.ReadCloser, limit int, contentLength int64) *requestBody {
+	b := &requestBody{src: src, limit: limit}
+	if contentLength > 0 && limit > 0 {
+		b.buf = make([]byte, 0, min(contentLength, int64(limit)))
+	}
+	return b
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.src.Read(p)
+	b.mu.Lock()
+	if !b.abandoned {
+		if room := b.limit - len(b.buf); room > 0 && n > 0 {
+			b.buf = append(b.buf, p[:min(n, room)]...)
+		}
+		b.total += int64(n)
+		if err == io.EOF {
+			b.eof = true
+		} else if err != nil {
+			b.failed = true
+		}
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+func (b *requestBody) Close() error { return b.src.Close() }
+
+// topUp reads what the handler did not, until limit+1 bytes have been seen in all (enough to know
+// whether the body is longer than the limit) or the body ends, for at most timeout. It reports
+// whether it had to give up.
+func (b *requestBody) topUp(timeout time.Duration) {
+	b.mu.Lock()
+	need := int64(b.limit) + 1 - b.total
+	done := b.eof || b.failed || need <= 0
+	b.mu.Unlock()
+	if done {
+		return
+	}
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		chunk := make([]byte, min(need, 32<<10))
+		for {
+			b.mu.Lock()
+			stop := b.eof || b.failed || b.abandoned || b.total > int64(b.limit)
+			b.mu.Unlock()
+			if stop {
+				return
+			}
+			if _, err := b.Read(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+		b.mu.Lock()
+		b.abandoned, b.timedOut = true, true
+		b.mu.Unlock()
+	}
+}
+
+// captured returns what was kept and what is known of the body's size. Size is exact when the body was
+// read to its end, else the Content-Length when known, else the bytes seen.
+func (b *requestBody) captured(contentLength int64) (content []byte, size int64, truncated, timedOut bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	size = b.total
+	if !b.eof && contentLength > size {
+		size = contentLength
+	}
+	return b.buf, size, size > int64(len(b.buf)), b.timedOut
+}
+
+// responseBody is the capped copying writer put in front of Echo's response writer. Writes pass through
+// unchanged; the first limit bytes are copied until the capture has been open for timeout (from the
+// first write), after which a stream is only counted. It keeps http.Flusher (and FlushError),
+// http.Hijacker and Unwrap, so that http.ResponseController, SSE and websocket upgrades work as without it.
+type responseBody struct {
+	http.ResponseWriter
+	limit    int
+	timeout  time.Duration
+	buf      []byte
+	first    time.Time
+	timedOut bool
+	hijacked bool
+}
+
+func (w *responseBody) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	if n > 0 && len(w.buf) < w.limit && !w.timedOut {
+		now := time.Now()
+		if w.first.IsZero() {
+			w.first = now
+		} else if now.Sub(w.first) > w.timeout {
+			w.timedOut = true
+			return n, err
+		}
+		if w.buf == nil {
+			w.buf = make([]byte, 0, min(max(n, 512), w.limit))
+		}
+		w.buf = append(w.buf, p[:min(n, w.limit-len(w.buf))]...)
+	}
+	return n, err
+}
+
+// FlushError flushes the underlying writer, reporting http.ErrNotSupported when it cannot.
+func (w *responseBody) FlushError() error {
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Flush implements http.Flusher.
+func (w *responseBody) Flush() { _ = w.FlushError() }
+
+// Hijack implements http.Hijacker.
+func (w *responseBody) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return conn, rw, err
+}
+
+// Unwrap returns the writer it wraps (for http.ResponseController).
+func (w *responseBody) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// bodyKind is how a body's content is kept.
+type bodyKind int
+
+const (
+	bodyBinary bodyKind = iota // size and type only (base64 when asked for)
+	bodyJSON                   // as JSON when valid, else as redacted text
+	bodyForm                   // urlencoded form: text with redacted fields
+	bodyText                   // text
+	bodySniff                  // no content type: JSON if it looks like JSON, text if it is UTF-8
+)
+
+// classify maps a Content-Type (and Content-Encoding) to how the body is kept.
+func classify(contentType, contentEncoding string) bodyKind {
+	if contentEncoding != "" && !strings.EqualFold(contentEncoding, "identity") {
+		return bodyBinary
+	}
+	mt := contentType
+	if i := strings.IndexByte(mt, ';'); i >= 0 {
+		mt = mt[:i]
+	}
+	mt = strings.TrimSpace(mt)
+	if mt == "" {
+		return bodySniff
+	}
+	mt = strings.ToLower(mt) // no allocation when already lower case
+	switch {
+	case mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "text/json":
+		return bodyJSON
+	case mt == "application/x-www-form-urlencoded":
+		return bodyForm
+	case strings.HasPrefix(mt, "text/"), mt == "application/xml", strings.HasSuffix(mt, "+xml"),
+		mt == "application/javascript", mt == "application/x-ndjson", mt == "application/graphql",
+		mt == "application/yaml", mt == "application/x-yaml":
+		return bodyText
+	}
+	return bodyBinary
+}
+
+// bodyOptions is what buildBody needs of the middleware's configuration.
+type bodyOptions struct {
+	redact *redactor
+	base64 bool
+}
+
+// buildBody makes an event body of captured content. size is the original size as far as known.
+func buildBody(content []byte, size int64, truncated, timedOut bool, contentType, contentEncoding string, o *bodyOptions) *event.Body {
+	if size == 0 && !timedOut {
+		return nil
+	}
+	b := &event.Body{ContentType: safeString(contentType), Size: size, Truncated: truncated, TimedOut: timedOut}
+	if len(content) == 0 {
+		return b
+	}
+	kind := classify(contentType, contentEncoding)
+	if kind == bodySniff {
+		switch {
+		case looksLikeJSON(content):
+			kind = bodyJSON
+		case utf8.Valid(trimPartialRune(content)):
+			kind = bodyText
+		default:
+			kind = bodyBinary
+		}
+	}
+	switch kind {
+	case bodyJSON:
+		if !truncated {
+			if out, ok := rewriteJSON(content, o.redact.body, o.redact.replJSON); ok {
+				b.JSON = out
+				return b
+			}
+		}
+		b.Text = safeBytes(redactLenient(content, o.redact.body, o.redact.replJSON), truncated)
+	case bodyForm:
+		b.Text = safeString(redactQuery(safeBytes(content, truncated), o.redact.body, o.redact.repl))
+	case bodyText:
+		b.Text = safeBytes(content, truncated)
+	default:
+		if o.base64 {
+			b.Base64 = base64.StdEncoding.EncodeToString(content)
+		}
+	}
+	return b
+}
+
+func looksLikeJSON(p []byte) bool {
+	i := skipSpace(p, 0)
+	return i < len(p) && (p[i] == '{' || p[i] == '[')
+}

@@ -1,0 +1,401 @@
+package publishers
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxJSONDepth bounds the nesting that rewriteJSON accepts; deeper documents are treated as invalid.
+const maxJSONDepth = 512
+
+var errBadJSON = errors.New("invalid JSON")
+
+// escapedReplacement is U+FFFD as a JSON escape: what invalid UTF-8, \u0000 and lone surrogates become.
+const escapedReplacement = `\ufffd`
+
+// rewriteJSON validates a JSON document in one pass and, in the same pass, replaces the value of every
+// object member whose key is in keys (case-insensitive, at any depth) with repl (a JSON value), and makes
+// the document storable in PostgreSQL jsonb: invalid UTF-8, \u0000 and lone surrogate escapes become
+// \ufffd. It returns the input itself when nothing had to change (no allocation), and ok=false when the
+// input is not one complete JSON value.
+func rewriteJSON(in []byte, keys []string, repl string) (out []byte, ok bool) {
+	r := jsonRewriter{in: in, keys: keys, repl: repl}
+	r.skipWS()
+	if err := r.value(); err != nil {
+		return nil, false
+	}
+	r.skipWS()
+	if r.pos != len(in) {
+		return nil, false
+	}
+	if r.out == nil {
+		return in, true
+	}
+	return append(r.out, in[r.done:]...), true
+}
+
+type jsonRewriter struct {
+	in       []byte
+	pos      int
+	out      []byte // nil until the first change
+	done     int    // in[:done] is accounted for in out
+	keys     []string
+	repl     string
+	suppress int // >0 while scanning a value that is replaced as a whole
+	depth    int
+}
+
+func (r *jsonRewriter) replace(from, to int, with string) {
+	if r.suppress > 0 {
+		return
+	}
+	if r.out == nil {
+		r.out = make([]byte, 0, len(r.in)+len(with))
+	}
+	r.out = append(r.out, r.in[r.done:from]...)
+	r.out = append(r.out, with...)
+	r.done = to
+}
+
+func (r *jsonRewriter) skipWS() {
+	for r.pos < len(r.in) {
+		switch r.in[r.pos] {
+		case ' ', '\t', '\n', '\r':
+			r.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (r *jsonRewriter) value() error {
+	if r.pos >= len(r.in) {
+		return errBadJSON
+	}
+	switch c := r.in[r.pos]; {
+	case c == '{':
+		return r.object()
+	case c == '[':
+		return r.array()
+	case c == '"':
+		_, _, err := r.str()
+		return err
+	case c == '-' || (c >= '0' && c <= '9'):
+		return r.number()
+	case c == 't':
+		return r.literal("true")
+	case c == 'f':
+		return r.literal("false")
+	case c == 'n':
+		return r.literal("null")
+	}
+	return errBadJSON
+}
+
+func (r *jsonRewriter) literal(lit string) error {
+	if len(r.in)-r.pos < len(lit) || string(r.in[r.pos:r.pos+len(lit)]) != lit {
+		return errBadJSON
+	}
+	r.pos += len(lit)
+	return nil
+}
+
+func (r *jsonRewriter) object() error {
+	if empty, err := r.open('}'); empty || err != nil {
+		return err
+	}
+	for {
+		r.skipWS()
+		if r.pos >= len(r.in) || r.in[r.pos] != '"' {
+			return errBadJSON
+		}
+		start, escaped, err := r.str()
+		if err != nil {
+			return err
+		}
+		redact := r.suppress == 0 && len(r.keys) > 0 && r.isKey(r.in[start+1:r.pos-1], escaped)
+		r.skipWS()
+		if r.pos >= len(r.in) || r.in[r.pos] != ':' {
+			return errBadJSON
+		}
+		r.pos++
+		r.skipWS()
+		vstart := r.pos
+		if redact {
+			r.suppress++
+		}
+		if err := r.value(); err != nil {
+			return err
+		}
+		if redact {
+			r.suppress--
+			r.replace(vstart, r.pos, r.repl)
+		}
+		if end, err := r.next('}'); end || err != nil {
+			return err
+		}
+	}
+}
+
+func (r *jsonRewriter) array() error {
+	if empty, err := r.open(']'); empty || err != nil {
+		return err
+	}
+	for {
+		r.skipWS()
+		if err := r.value(); err != nil {
+			return err
+		}
+		if end, err := r.next(']'); end || err != nil {
+			return err
+		}
+	}
+}
+
+// open enters an object or array at its opening bracket, reporting whether it is empty (then it is
+// already left, past closer).
+func (r *jsonRewriter) open(closer byte) (empty bool, err error) {
+	if r.depth++; r.depth > maxJSONDepth {
+		return false, errBadJSON
+	}
+	r.pos++
+	r.skipWS()
+	if r.pos < len(r.in) && r.in[r.pos] == closer {
+		r.pos++
+		r.depth--
+		return true, nil
+	}
+	return false, nil
+}
+
+// next moves past the comma after a member or element, or past closer, reporting whether the object or
+// array ended.
+func (r *jsonRewriter) next(closer byte) (end bool, err error) {
+	r.skipWS()
+	if r.pos >= len(r.in) {
+		return false, errBadJSON
+	}
+	switch r.in[r.pos] {
+	case ',':
+		r.pos++
+		return false, nil
+	case closer:
+		r.pos++
+		r.depth--
+		return true, nil
+	}
+	return false, errBadJSON
+}
+
+// str scans a string starting at the opening quote, leaving pos after the closing quote. It returns the
+// position of the opening quote and whether the string holds escapes.
+func (r *jsonRewriter) str() (start int, escaped bool, err error) {
+	start = r.pos
+	i := r.pos + 1
+	in := r.in
+	for i < len(in) {
+		c := in[i]
+		switch {
+		case c == '"':
+			r.pos = i + 1
+			return start, escaped, nil
+		case c < 0x20:
+			return start, escaped, errBadJSON
+		case c == '\\':
+			escaped = true
+			if i+1 >= len(in) {
+				return start, escaped, errBadJSON
+			}
+			switch in[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				cp, ok := hex4(in, i+2)
+				if !ok {
+					return start, escaped, errBadJSON
+				}
+				switch {
+				case cp == 0, cp >= 0xDC00 && cp <= 0xDFFF:
+					r.replace(i, i+6, escapedReplacement)
+					i += 6
+				case cp >= 0xD800 && cp <= 0xDBFF:
+					if i+7 < len(in) && in[i+6] == '\\' && in[i+7] == 'u' {
+						if lo, ok := hex4(in, i+8); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+							i += 12
+							continue
+						}
+					}
+					r.replace(i, i+6, escapedReplacement)
+					i += 6
+				default:
+					i += 6
+				}
+			default:
+				return start, escaped, errBadJSON
+			}
+		case c < utf8.RuneSelf:
+			i++
+		default:
+			rn, n := utf8.DecodeRune(in[i:])
+			if rn == utf8.RuneError && n == 1 {
+				r.replace(i, i+1, escapedReplacement)
+			}
+			i += n
+		}
+	}
+	return start, escaped, errBadJSON
+}
+
+func hex4(in []byte, i int) (rune, bool) {
+	if i+4 > len(in) {
+		return 0, false
+	}
+	var v rune
+	for _, c := range in[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			v = v<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
+}
+
+func (r *jsonRewriter) number() error {
+	in, i := r.in, r.pos
+	if in[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(in) && in[i] >= '0' && in[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	switch {
+	case i < len(in) && in[i] == '0':
+		i++
+	case digits() == 0:
+		return errBadJSON
+	}
+	if i < len(in) && in[i] == '.' {
+		i++
+		if digits() == 0 {
+			return errBadJSON
+		}
+	}
+	if i < len(in) && (in[i] == 'e' || in[i] == 'E') {
+		i++
+		if i < len(in) && (in[i] == '+' || in[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return errBadJSON
+		}
+	}
+	r.pos = i
+	return nil
+}
+
+// isKey reports whether a raw object key (without quotes) is one of the keys to redact.
+func (r *jsonRewriter) isKey(raw []byte, escaped bool) bool {
+	key := string(raw) // no allocation for the comparison below
+	if escaped {
+		var s string
+		if json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &s) != nil {
+			return false
+		}
+		key = s
+	}
+	return matchKey(key, r.keys)
+}
+
+// matchKey reports whether key equals one of keys, ignoring case.
+func matchKey(key string, keys []string) bool {
+	for _, k := range keys {
+		if len(k) == len(key) && strings.EqualFold(k, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactLenient redacts `"key": value` pairs in text that is meant to be JSON but is not valid (cut off
+// or malformed), so that a truncated body never leaks a secret that a complete one would have hidden.
+// A string value is replaced up to its closing quote (or the end), any other value up to the next
+// , } ] or line break. It returns p itself when nothing matched.
+func redactLenient(p []byte, keys []string, repl string) []byte {
+	if len(keys) == 0 {
+		return p
+	}
+	var out []byte
+	done := 0
+	i := 0
+	for i < len(p) {
+		if p[i] != '"' {
+			i++
+			continue
+		}
+		end := closingQuote(p, i+1) // index after the closing quote, or len(p)
+		key := p[i+1 : max(i+1, end-1)]
+		i = end
+		if !matchKey(string(key), keys) {
+			continue
+		}
+		j := skipSpace(p, end)
+		if j >= len(p) || p[j] != ':' {
+			continue
+		}
+		v := skipSpace(p, j+1)
+		var vend int
+		if v < len(p) && p[v] == '"' {
+			vend = closingQuote(p, v+1)
+		} else {
+			vend = v
+			for vend < len(p) && !strings.ContainsRune(",}]\r\n", rune(p[vend])) {
+				vend++
+			}
+		}
+		if out == nil {
+			out = make([]byte, 0, len(p))
+		}
+		out = append(out, p[done:v]...)
+		out = append(out, repl...)
+		done = vend
+		i = vend
+	}
+	if out == nil {
+		return p
+	}
+	return append(out, p[done:]...)
+}
+
+func closingQuote(p []byte, i int) int {
+	for i < len(p) {
+		switch p[i] {
+		case '\\':
+			i += 2
+		case '"':
+			return i + 1
+		default:
+			i++
+		}
+	}
+	return len(p)
+}
+
+func skipSpace(p []byte, i int) int {
+	for i < len(p) && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
+		i++
+	}
+	return i
+}

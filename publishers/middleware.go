@@ -1,0 +1,212 @@
+package publishers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/sluicelog/sluice/event"
+)
+
+// httpLogger is a validated Config, compiled for the request path.
+type httpLogger struct {
+	cfg             Config
+	redact          *redactor
+	sample          *sampler
+	body            bodyOptions
+	reqLimit        int // 0: request bodies are not captured
+	respLimit       int // 0: response bodies are not captured
+	requestIDHeader string
+}
+
+// outcome is how the handler chain below the middleware ended.
+type outcome struct {
+	err      error // returned by the handler (already handed to c.Error), or the panic as an error
+	panicked bool
+	stack    []byte
+}
+
+// middleware logs one event per request.
+//
+// Errors: a handler's error is handed to c.Error (the host's HTTPErrorHandler) before the status is
+// read, so the event has the status the client received, and the middleware then returns nil so that
+// the error handler does not run twice.
+//
+// Panics: the middleware recovers, publishes an ERROR event with the panic and its stack, and panics
+// again with the same value, so that an outer Recover (or net/http) behaves as without sluice. If the
+// response was not committed before the panic, the event's status is 500: what Echo's Recover (through
+// the error handler) sends. Without an outer Recover, net/http drops the connection and the client gets
+// no status at all; the event still says 500.
+func (m *httpLogger) middleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if m.cfg.Skipper(c) {
+			return next(c)
+		}
+		start := time.Now()
+		ev := event.New(event.LevelInfo, event.KindHTTP, "")
+		req, res := c.Request(), c.Response()
+
+		corr := Correlation{RequestID: req.Header.Get(m.requestIDHeader)}
+		if !validRequestID(corr.RequestID) {
+			corr.RequestID = res.Header().Get(m.requestIDHeader) // set by an outer RequestID middleware
+			if !validRequestID(corr.RequestID) {
+				corr.RequestID = m.newRequestID(ev)
+			}
+		}
+		res.Header().Set(m.requestIDHeader, corr.RequestID)
+		if tp := req.Header.Get("Traceparent"); tp != "" {
+			corr.TraceID, corr.SpanID, _ = parseTraceparent(tp)
+		}
+		req = req.WithContext(ContextWithCorrelation(req.Context(), corr))
+		var reqBody *requestBody
+		if m.reqLimit > 0 && req.Body != nil && req.Body != http.NoBody {
+			reqBody = newRequestBody(req.Body, m.reqLimit, req.ContentLength)
+			req.Body = reqBody
+		}
+		c.SetRequest(req)
+		rw := &responseBody{ResponseWriter: res.Writer, limit: m.respLimit, timeout: m.cfg.ResponseBodyTimeout}
+		res.Writer = rw
+
+		done := false
+		defer func() {
+			if done {
+				return
+			}
+			r := recover()
+			res.Writer = rw.ResponseWriter
+			if r == nil { // runtime.Goexit: nothing to log, nothing to re-panic
+				return
+			}
+			o := outcome{panicked: true}
+			if err, ok := r.(error); ok {
+				o.err = err
+			} else {
+				o.err = fmt.Errorf("%v", r)
+			}
+			if !errors.Is(o.err, http.ErrAbortHandler) {
+				o.stack = debug.Stack()
+				if len(o.stack) > m.cfg.StackSize {
+					o.stack = o.stack[:m.cfg.StackSize]
+				}
+			}
+			m.finish(c, start, ev, corr, reqBody, rw, o)
+			panic(r)
+		}()
+
+		err := next(c)
+		if err != nil {
+			c.Error(err) // writes the error response (through rw, so that its body is captured)
+		}
+		done = true
+		res.Writer = rw.ResponseWriter
+		m.finish(c, start, ev, corr, reqBody, rw, outcome{err: err})
+		return nil
+	}
+}
+
+func (m *httpLogger) newRequestID(ev *event.Event) string {
+	if m.cfg.RequestIDGenerator != nil {
+		if id := m.cfg.RequestIDGenerator(); validRequestID(id) {
+			return id
+		}
+	}
+	return ev.ID.String()
+}
+
+// finish completes the event of a request and publishes it, unless sampling keeps it out.
+func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, corr Correlation, reqBody *requestBody, rw *responseBody, o outcome) {
+	req, res := c.Request(), c.Response()
+	status := res.Status
+	switch {
+	case rw.hijacked && isUpgrade(req):
+		status = http.StatusSwitchingProtocols
+	case o.panicked && !res.Committed:
+		status = http.StatusInternalServerError
+	}
+	level := m.cfg.Levels(status, o.err, o.panicked)
+	route := c.Path()
+	if level != event.LevelWarn && level != event.LevelError && !m.sample.keep(req.Method, route, corr.RequestID) {
+		if m.cfg.Counters != nil {
+			m.cfg.Counters.SampledOut(route)
+		}
+		return
+	}
+
+	ev.Level = level
+	ev.Service = m.cfg.Service
+	ev.RequestID, ev.TraceID, ev.SpanID = safeString(corr.RequestID), corr.TraceID, corr.SpanID
+	ev.Method = safeString(req.Method)
+	ev.Route = safeString(route)
+	ev.Path = safeString(req.URL.Path)
+	ev.Status = status
+	ev.ClientIP = safeString(c.RealIP())
+	ev.UserAgent = safeString(req.UserAgent())
+	ev.BytesOut = res.Size
+	if o.err != nil {
+		ev.Error = safeString(o.err.Error())
+		if o.panicked {
+			ev.Error = "panic: " + ev.Error
+		}
+	}
+	shown := ev.Route
+	if shown == "" {
+		shown = ev.Path
+	}
+	ev.Message = ev.Method + " " + shown + " " + strconv.Itoa(status)
+
+	ev.Request = &event.Message{
+		Query:   safeString(redactQuery(req.URL.RawQuery, m.redact.query, m.redact.repl)),
+		Headers: m.redact.copyHeaders(req.Header),
+	}
+	ev.BytesIn = max(req.ContentLength, 0)
+	if reqBody != nil {
+		if !rw.hijacked {
+			reqBody.topUp(m.cfg.RequestBodyTimeout)
+		}
+		content, size, truncated, timedOut := reqBody.captured(req.ContentLength)
+		ev.BytesIn = size
+		ev.Request.Body = buildBody(content, size, truncated, timedOut,
+			req.Header.Get(echo.HeaderContentType), req.Header.Get(echo.HeaderContentEncoding), &m.body)
+	}
+	ev.Response = &event.Message{Headers: m.redact.copyHeaders(res.Header())}
+	if m.respLimit > 0 && !rw.hijacked {
+		h := res.Header()
+		ev.Response.Body = buildBody(rw.buf, res.Size, res.Size > int64(len(rw.buf)), rw.timedOut,
+			h.Get(echo.HeaderContentType), h.Get(echo.HeaderContentEncoding), &m.body)
+	}
+	if o.panicked || rw.hijacked {
+		ev.Attrs = make(map[string]any, 2)
+		if o.panicked {
+			ev.Attrs["panic"] = true
+		}
+		if len(o.stack) > 0 {
+			ev.Attrs["stack"] = safeBytes(o.stack, true)
+		}
+		if rw.hijacked {
+			ev.Attrs["hijacked"] = true
+		}
+	}
+	ev.DurationMS = float64(time.Since(start).Nanoseconds()) / 1e6
+	publish(context.WithoutCancel(req.Context()), m.cfg.Publisher, m.cfg.Counters, SourceHTTP, ev)
+}
+
+// isUpgrade reports whether a request asks to switch protocols (a websocket handshake).
+func isUpgrade(r *http.Request) bool {
+	if r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range r.Header.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
