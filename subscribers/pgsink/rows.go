@@ -1,0 +1,136 @@
+package pgsink
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/sluicelog/sluice/event"
+)
+
+// columnNames are the columns a row fills, in the order of eventRow's values.
+var columnNames = []string{"id", "ts", "level", "kind", "message", "service", "request_id", "trace_id",
+	"span_id", "method", "route", "path", "status", "duration_ms", "client_ip", "user_agent", "bytes_in",
+	"bytes_out", "error", "source", "request", "response", "attrs"}
+
+// eventRows returns the rows of the events, skipping any whose id came earlier in the batch (the first
+// copy wins) and any that cannot be stored; for those it returns one error each.
+func eventRows(events []*event.Event) (rows [][]any, bad []error) {
+	seen := make(map[uuid.UUID]struct{}, len(events))
+	rows = make([][]any, 0, len(events))
+	for i, e := range events {
+		if e == nil {
+			bad = append(bad, fmt.Errorf("%w: event %d is nil", ErrInvalidEvent, i))
+			continue
+		}
+		if _, dup := seen[e.ID]; dup {
+			continue
+		}
+		r, err := eventRow(e)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("%w: event %d: %w", ErrInvalidEvent, i, err))
+			continue
+		}
+		seen[e.ID] = struct{}{}
+		rows = append(rows, r)
+	}
+	return rows, bad
+}
+
+// eventRow returns an event's values in the order of columnNames, each ready for PostgreSQL: text
+// cleaned, jsonb as cleaned JSON bytes, and nil (NULL) for an optional column whose field the event's
+// JSON omits (empty string, zero number).
+func eventRow(e *event.Event) ([]any, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	req, err := jsonMessage(e.Request)
+	if err != nil {
+		return nil, fmt.Errorf("event %s: request: %w", e.ID, err)
+	}
+	resp, err := jsonMessage(e.Response)
+	if err != nil {
+		return nil, fmt.Errorf("event %s: response: %w", e.ID, err)
+	}
+	attrs, err := jsonAttrs(e.Attrs)
+	if err != nil {
+		return nil, fmt.Errorf("event %s: attrs: %w", e.ID, err)
+	}
+	return []any{
+		e.ID, e.TS, string(e.Level), string(e.Kind), cleanText(e.Message),
+		optText(e.Service), optText(e.RequestID), optText(e.TraceID), optText(e.SpanID),
+		optText(e.Method), optText(e.Route), optText(e.Path),
+		optNumber(int32(e.Status)), optNumber(e.DurationMS),
+		optText(e.ClientIP), optText(e.UserAgent), optNumber(e.BytesIn), optNumber(e.BytesOut),
+		optText(e.Error), optText(e.Source),
+		optJSON(req), optJSON(resp), optJSON(attrs),
+	}, nil
+}
+
+// optText is an optional text column: NULL when empty.
+func optText(s string) any {
+	if s == "" {
+		return nil
+	}
+	return cleanText(s)
+}
+
+// optNumber is an optional number column: NULL when zero.
+func optNumber[N int32 | int64 | float64](n N) any {
+	if n == 0 {
+		return nil
+	}
+	return n
+}
+
+// optJSON is an optional jsonb column: NULL when there is no document.
+func optJSON(doc []byte) any {
+	if doc == nil {
+		return nil
+	}
+	return doc
+}
+
+// jsonMessage encodes a captured request or response as a jsonb document (nil, NULL, when m is nil). A
+// body whose JSON is not valid JSON is kept as text rather than refused.
+func jsonMessage(m *event.Message) ([]byte, error) {
+	if m == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil && m.Body != nil && len(m.Body.JSON) > 0 {
+		body := *m.Body
+		body.Text, body.JSON = string(body.JSON), nil
+		copied := *m
+		copied.Body = &body
+		b, err = json.Marshal(&copied)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cleanJSON(b), nil
+}
+
+// jsonAttrs encodes attributes as a jsonb document (nil, NULL, when there are none). An attribute whose
+// value JSON cannot encode (a NaN, a channel, a failing MarshalJSON) is kept as its fmt %v text.
+func jsonAttrs(attrs map[string]any) ([]byte, error) {
+	if len(attrs) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(attrs)
+	if err != nil {
+		fixed := make(map[string]any, len(attrs))
+		for k, v := range attrs {
+			if _, err := json.Marshal(v); err != nil {
+				v = fmt.Sprintf("%v", v)
+			}
+			fixed[k] = v
+		}
+		b, err = json.Marshal(fixed)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cleanJSON(b), nil
+}
