@@ -134,7 +134,7 @@ func (w *responseBody) Write(p []byte) (int, error) {
 			return n, err
 		}
 		if w.buf == nil {
-			w.buf = make([]byte, 0, min(max(n, 512), w.limit))
+			w.buf = make([]byte, 0, min(n, w.limit))
 		}
 		w.buf = append(w.buf, p[:min(n, w.limit-len(w.buf))]...)
 	}
@@ -228,14 +228,14 @@ func buildBody(content []byte, size int64, truncated, timedOut bool, contentType
 	switch kind {
 	case bodyJSON:
 		if !truncated {
-			if out, ok := rewriteJSON(content, o.redact.body, o.redact.replJSON); ok {
+			if out, ok := rewriteJSON(content, &o.redact.body, o.redact.replJSON); ok {
 				b.JSON = out
 				return b
 			}
 		}
-		b.Text = safeBytes(redactLenient(content, o.redact.body, o.redact.replJSON), truncated)
+		b.Text = safeBytes(redactLenient(content, &o.redact.body, o.redact.replJSON), truncated)
 	case bodyForm:
-		b.Text = safeString(redactQuery(safeBytes(content, truncated), o.redact.body, o.redact.repl))
+		b.Text = redactQuery(safeBytes(content, truncated), &o.redact.body, o.redact.repl)
 	case bodyText:
 		b.Text = safeBytes(content, truncated)
 	default:

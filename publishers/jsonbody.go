@@ -1,8 +1,10 @@
 package publishers
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -20,7 +22,7 @@ const escapedReplacement = `\ufffd`
 // the document storable in PostgreSQL jsonb: invalid UTF-8, \u0000 and lone surrogate escapes become
 // \ufffd. It returns the input itself when nothing had to change (no allocation), and ok=false when the
 // input is not one complete JSON value.
-func rewriteJSON(in []byte, keys []string, repl string) (out []byte, ok bool) {
+func rewriteJSON(in []byte, keys *keySet, repl string) (out []byte, ok bool) {
 	r := jsonRewriter{in: in, keys: keys, repl: repl}
 	r.skipWS()
 	if err := r.value(); err != nil {
@@ -41,7 +43,7 @@ type jsonRewriter struct {
 	pos      int
 	out      []byte // nil until the first change
 	done     int    // in[:done] is accounted for in out
-	keys     []string
+	keys     *keySet
 	repl     string
 	suppress int // >0 while scanning a value that is replaced as a whole
 	depth    int
@@ -60,14 +62,14 @@ func (r *jsonRewriter) replace(from, to int, with string) {
 }
 
 func (r *jsonRewriter) skipWS() {
-	for r.pos < len(r.in) {
-		switch r.in[r.pos] {
-		case ' ', '\t', '\n', '\r':
-			r.pos++
-		default:
-			return
-		}
+	in, i := r.in, r.pos
+	if i < len(in) && in[i] > ' ' {
+		return // the common case: no whitespace
 	}
+	for i < len(in) && (in[i] == ' ' || in[i] == '\t' || in[i] == '\n' || in[i] == '\r') {
+		i++
+	}
+	r.pos = i
 }
 
 func (r *jsonRewriter) value() error {
@@ -115,7 +117,7 @@ func (r *jsonRewriter) object() error {
 		if err != nil {
 			return err
 		}
-		redact := r.suppress == 0 && len(r.keys) > 0 && r.isKey(r.in[start+1:r.pos-1], escaped)
+		redact := r.suppress == 0 && r.keys != nil && !r.keys.empty() && r.isKey(r.in[start+1:r.pos-1], escaped)
 		r.skipWS()
 		if r.pos >= len(r.in) || r.in[r.pos] != ':' {
 			return errBadJSON
@@ -196,6 +198,20 @@ func (r *jsonRewriter) str() (start int, escaped bool, err error) {
 	i := r.pos + 1
 	in := r.in
 	for i < len(in) {
+		// Eight bytes at a time while none of them is a quote, a backslash, a control or a non-ASCII byte.
+		for i+8 <= len(in) {
+			x := binary.LittleEndian.Uint64(in[i:])
+			if ((x-lsb*0x20)|((x^(lsb*'"'))-lsb)|((x^(lsb*'\\'))-lsb)|x)&msb != 0 {
+				break
+			}
+			i += 8
+		}
+		for i < len(in) && plainStringByte[in[i]] {
+			i++
+		}
+		if i >= len(in) {
+			break
+		}
 		c := in[i]
 		switch {
 		case c == '"':
@@ -235,8 +251,6 @@ func (r *jsonRewriter) str() (start int, escaped bool, err error) {
 			default:
 				return start, escaped, errBadJSON
 			}
-		case c < utf8.RuneSelf:
-			i++
 		default:
 			rn, n := utf8.DecodeRune(in[i:])
 			if rn == utf8.RuneError && n == 1 {
@@ -247,6 +261,20 @@ func (r *jsonRewriter) str() (start int, escaped bool, err error) {
 	}
 	return start, escaped, errBadJSON
 }
+
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+// plainStringByte marks the bytes that stand for themselves inside a JSON string: printable ASCII but
+// the quote and the backslash.
+var plainStringByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func hex4(in []byte, i int) (rune, bool) {
 	if i+4 > len(in) {
@@ -268,8 +296,16 @@ func hex4(in []byte, i int) (rune, bool) {
 	return v, true
 }
 
+// Numbers that PostgreSQL's numeric (behind jsonb) may refuse ("value overflows numeric format", e.g.
+// 1e-20000) are kept as JSON strings: more than maxNumberDigits digits or an exponent beyond ±maxExponent.
+const (
+	maxNumberDigits = 1000
+	maxExponent     = 1000
+)
+
 func (r *jsonRewriter) number() error {
-	in, i := r.in, r.pos
+	in, start := r.in, r.pos
+	i := start
 	if in[i] == '-' {
 		i++
 	}
@@ -281,60 +317,67 @@ func (r *jsonRewriter) number() error {
 		}
 		return n
 	}
+	n := 0
 	switch {
 	case i < len(in) && in[i] == '0':
 		i++
-	case digits() == 0:
-		return errBadJSON
-	}
-	if i < len(in) && in[i] == '.' {
-		i++
-		if digits() == 0 {
+		n = 1
+	default:
+		if n = digits(); n == 0 {
 			return errBadJSON
 		}
 	}
+	if i < len(in) && in[i] == '.' {
+		i++
+		f := digits()
+		if f == 0 {
+			return errBadJSON
+		}
+		n += f
+	}
+	big := n > maxNumberDigits
 	if i < len(in) && (in[i] == 'e' || in[i] == 'E') {
 		i++
 		if i < len(in) && (in[i] == '+' || in[i] == '-') {
 			i++
 		}
+		expStart := i
 		if digits() == 0 {
 			return errBadJSON
 		}
+		exp := in[expStart:i]
+		for len(exp) > 1 && exp[0] == '0' {
+			exp = exp[1:]
+		}
+		if len(exp) > 4 || (len(exp) == 4 && string(exp) > strconv.Itoa(maxExponent)) {
+			big = true
+		}
 	}
 	r.pos = i
+	if big {
+		r.replace(start, i, `"`+string(in[start:i])+`"`)
+	}
 	return nil
 }
 
 // isKey reports whether a raw object key (without quotes) is one of the keys to redact.
 func (r *jsonRewriter) isKey(raw []byte, escaped bool) bool {
-	key := string(raw) // no allocation for the comparison below
-	if escaped {
-		var s string
-		if json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &s) != nil {
-			return false
-		}
-		key = s
+	if !escaped {
+		return has(r.keys, raw)
 	}
-	return matchKey(key, r.keys)
-}
-
-// matchKey reports whether key equals one of keys, ignoring case.
-func matchKey(key string, keys []string) bool {
-	for _, k := range keys {
-		if len(k) == len(key) && strings.EqualFold(k, key) {
-			return true
-		}
+	var s string
+	if json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &s) != nil {
+		return false
 	}
-	return false
+	return has(r.keys, s)
 }
 
 // redactLenient redacts `"key": value` pairs in text that is meant to be JSON but is not valid (cut off
 // or malformed), so that a truncated body never leaks a secret that a complete one would have hidden.
 // A string value is replaced up to its closing quote (or the end), any other value up to the next
 // , } ] or line break. It returns p itself when nothing matched.
-func redactLenient(p []byte, keys []string, repl string) []byte {
-	if len(keys) == 0 {
+func redactLenient(p []byte, keys *keySet, repl string) []byte {
+	if keys.empty() {
 		return p
 	}
 	var out []byte
@@ -348,7 +391,7 @@ func redactLenient(p []byte, keys []string, repl string) []byte {
 		end := closingQuote(p, i+1) // index after the closing quote, or len(p)
 		key := p[i+1 : max(i+1, end-1)]
 		i = end
-		if !matchKey(string(key), keys) {
+		if !has(keys, key) {
 			continue
 		}
 		j := skipSpace(p, end)

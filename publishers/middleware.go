@@ -161,7 +161,7 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, co
 	ev.Message = ev.Method + " " + shown + " " + strconv.Itoa(status)
 
 	ev.Request = &event.Message{
-		Query:   safeString(redactQuery(req.URL.RawQuery, m.redact.query, m.redact.repl)),
+		Query:   safeString(redactQuery(req.URL.RawQuery, &m.redact.query, m.redact.repl)),
 		Headers: m.redact.copyHeaders(req.Header),
 	}
 	ev.BytesIn = max(req.ContentLength, 0)

@@ -47,10 +47,10 @@ type Redaction struct {
 
 // redactor is a Redaction compiled for the request path.
 type redactor struct {
-	headers  map[string]struct{} // canonical names
-	allow    bool                // headers is an allow-list
-	query    []string
-	body     []string
+	headers  keySet
+	allow    bool // headers is an allow-list
+	query    keySet
+	body     keySet
 	repl     string // plain
 	replJSON string // as a JSON string
 }
@@ -71,15 +71,14 @@ func (r Redaction) compile() (*redactor, error) {
 	if r.AllowHeaders != nil {
 		names, c.allow = r.AllowHeaders, true
 	}
-	c.headers = make(map[string]struct{}, len(names))
 	for _, h := range names {
 		if h == "" {
 			return nil, fmt.Errorf("`Redaction` header list holds an empty name")
 		}
-		c.headers[http.CanonicalHeaderKey(h)] = struct{}{}
 	}
-	c.query = keyList(r.QueryParams)
-	c.body = keyList(r.BodyKeys)
+	c.headers = newKeySet(names)
+	c.query = newKeySet(keyList(r.QueryParams))
+	c.body = newKeySet(keyList(r.BodyKeys))
 	return c, nil
 }
 
@@ -87,7 +86,7 @@ func keyList(keys []string) []string {
 	if keys == nil {
 		return DefaultRedactedKeys()
 	}
-	return append([]string(nil), keys...)
+	return keys
 }
 
 func jsonQuote(s string) string {
@@ -109,8 +108,7 @@ func jsonQuote(s string) string {
 }
 
 func (r *redactor) redactHeader(name string) bool {
-	_, listed := r.headers[http.CanonicalHeaderKey(name)]
-	return listed != r.allow
+	return has(&r.headers, name) != r.allow
 }
 
 // headers copies h with redacted values and safe strings. All values share one backing array.
@@ -141,8 +139,8 @@ func (r *redactor) copyHeaders(h http.Header) map[string][]string {
 
 // redactQuery replaces the values of the listed parameters in a raw (still escaped) query string or
 // form body. It returns raw itself when nothing matched.
-func redactQuery(raw string, keys []string, repl string) string {
-	if raw == "" || len(keys) == 0 {
+func redactQuery(raw string, keys *keySet, repl string) string {
+	if raw == "" || keys.empty() {
 		return raw
 	}
 	var b strings.Builder
@@ -162,7 +160,7 @@ func redactQuery(raw string, keys []string, repl string) string {
 				key = k
 			}
 		}
-		if matchKey(key, keys) {
+		if has(keys, key) {
 			if !changed {
 				changed = true
 				b.Grow(len(raw) + len(repl))

@@ -79,7 +79,7 @@ func TestQueryRedaction(t *testing.T) {
 		if keys == nil {
 			keys = DefaultRedactedKeys()
 		}
-		if got := redactQuery(tt.raw, keys, DefaultReplacement); got != tt.want {
+		if got := redactQuery(tt.raw, ptr(newKeySet(keys)), DefaultReplacement); got != tt.want {
 			t.Errorf("redactQuery(%q) = %q, want %q", tt.raw, got, tt.want)
 		}
 	}
@@ -210,7 +210,9 @@ func TestRewriteJSON(t *testing.T) {
 		{`{}`, `{}`}, {` [ ] `, ` [ ] `}, {`"s"`, `"s"`}, {`-0.5e+10`, `-0.5e+10`}, {`true`, `true`}, {`null`, `null`},
 		{`{"a":[1,{"b":"c"}]}`, `{"a":[1,{"b":"c"}]}`},
 		{`"\u0000"`, `"\ufffd"`}, {`"\udc00x"`, `"\ufffdx"`}, {`"\ud800\u0041"`, `"\ufffd\u0041"`},
-		{`"\uD83D\uDE00"`, `"\uD83D\uDE00"`}, {"\"\xff\"", `"\ufffd"`},
+		{`"\uD83D\uDE00"`, `"\uD83D\uDE00"`},
+		{`[1e1000,1E-0999,-1e-20000,2e+01001]`, `[1e1000,1E-0999,"-1e-20000","2e+01001"]`},
+		{strings.Repeat("9", 1001), `"` + strings.Repeat("9", 1001) + `"`}, {strings.Repeat("9", 1000), strings.Repeat("9", 1000)}, {"\"\xff\"", `"\ufffd"`},
 		{``, ""}, {`{`, ""}, {`{"a"}`, ""}, {`{"a":1,}`, ""}, {`[1,]`, ""}, {`01`, ""}, {`1.`, ""}, {`1e`, ""},
 		{`tru`, ""}, {"\"a\x01\"", ""}, {`"\x"`, ""}, {`"\u12"`, ""}, {`{} {}`, ""}, {`{1:2}`, ""},
 		{strings.Repeat("[", maxJSONDepth+1) + strings.Repeat("]", maxJSONDepth+1), ""},
@@ -228,9 +230,26 @@ func TestRewriteJSON(t *testing.T) {
 			t.Errorf("rewriteJSON(%q) = %q, %v; want %q", tt.in, got, ok, tt.want)
 		}
 	}
-	in := []byte(`{"a":"b","c":[1,2,3]}`)
-	if n := testing.AllocsPerRun(100, func() { _, _ = rewriteJSON(in, DefaultRedactedKeys(), `"x"`) }); n > 1 {
+	in := []byte(`{"a":"b","c":[1,2,3],"a_key_longer_than_32_bytes_xxxxxxxxxxxx":1}`)
+	keys := newKeySet(DefaultRedactedKeys())
+	if n := testing.AllocsPerRun(100, func() { _, _ = rewriteJSON(in, &keys, `"x"`) }); n != 0 {
 		t.Errorf("rewriteJSON allocates %v times when nothing changes", n)
+	}
+}
+
+func TestKeySet(t *testing.T) {
+	long := strings.Repeat("k", 70)
+	s := newKeySet([]string{"password", "X-Api-Key", long, "straße"})
+	for name, want := range map[string]bool{
+		"password": true, "PassWord": true, "x-api-key": true, "X-API-KEY": true, strings.ToUpper(long): true,
+		"STRASSE": false, "STRAßE": true, "passwor": false, "passwords": false, "": false, "token": false,
+	} {
+		if got := has(&s, name); got != want {
+			t.Errorf("has(%q) = %v, want %v", name, got, want)
+		}
+		if got := has(&s, []byte(name)); got != want {
+			t.Errorf("has([]byte(%q)) = %v, want %v", name, got, want)
+		}
 	}
 }
 

@@ -3,6 +3,8 @@ package publishers
 import (
 	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -179,5 +181,41 @@ func TestRequestBodyOverASocket(t *testing.T) {
 	b := ev.Request.Body
 	if b == nil || b.Size != int64(len(body)) || !b.Truncated || b.Text != body[:DefaultBodyLimit] || ev.BytesIn != int64(len(body)) {
 		t.Errorf("request body %d %v %d, bytes in %d", b.Size, b.Truncated, len(b.Text), ev.BytesIn)
+	}
+}
+
+// TestSlowRequestBodyOverASocket: a client sends part of a body the handler never reads, and the rest
+// only later. The capture gives up after its timeout and says so; the request still succeeds.
+func TestSlowRequestBodyOverASocket(t *testing.T) {
+	e, rec := newEcho(t, Config{RequestBodyTimeout: 50 * time.Millisecond}, func(e *echo.Echo) {
+		e.POST("/", func(c echo.Context) error { return c.String(200, "ok") })
+	})
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nabc"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := io.WriteString(conn, "defghij"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 10))
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("status %d body %q", resp.StatusCode, body)
+	}
+	ev := waitOne(t, rec)
+	b := ev.Request.Body
+	if b == nil || !b.TimedOut || b.Text != "abc" || b.Size != 10 || !b.Truncated {
+		t.Errorf("request body %+v", b)
 	}
 }
