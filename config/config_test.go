@@ -127,8 +127,12 @@ func TestRedactedMasksSecrets(t *testing.T) {
 }
 
 func TestKeysHaveEnvNames(t *testing.T) {
-	keys := strings.Join(Keys(), " ")
-	for _, k := range []string{"postgres.dsn", "blob.connection_string", "blob.container", "blob.dir", "breaker.failures", "breaker.cooldown", "http_addr"} {
+	var all []string
+	for _, kv := range Default().Values() {
+		all = append(all, kv.Key+"="+kv.Env)
+	}
+	keys := strings.Join(all, " ")
+	for _, k := range []string{"postgres.dsn", "blob.connection_string", "blob.container", "blob.dir", "breaker.failures", "breaker.cooldown", "http_addr", "postgres.dsn=SLUICE_POSTGRES_DSN"} {
 		if !strings.Contains(keys, k) {
 			t.Errorf("Keys() lacks %s", k)
 		}

@@ -76,14 +76,6 @@ var ignoredEnv = map[string]bool{
 	"SLUICE_TEST_POSTGRES_DSN": true,
 }
 
-// Keys lists every key that has an environment variable, in declaration order (for documentation).
-func Keys() []string {
-	var keys []string
-	c := Default()
-	walk(reflect.ValueOf(&c).Elem(), "", func(key string, _ reflect.Value) { keys = append(keys, key) })
-	return keys
-}
-
 // walk calls fn for every leaf field with an env variable, with its dotted YAML key.
 func walk(v reflect.Value, prefix string, fn func(key string, f reflect.Value)) {
 	t := v.Type()
@@ -162,4 +154,20 @@ func (c Config) Redacted() Config {
 		c.Blob.ConnectionString = strings.Join(parts, ";")
 	}
 	return c
+}
+
+// KeyValue is one configuration key, its environment variable and its value as text.
+type KeyValue struct {
+	Key, Env, Value string
+}
+
+// Values lists every key that has an environment variable with its value, secrets masked: for the
+// start-up log line and `sluice config`.
+func (c Config) Values() []KeyValue {
+	r := c.Redacted()
+	var out []KeyValue
+	walk(reflect.ValueOf(&r).Elem(), "", func(key string, f reflect.Value) {
+		out = append(out, KeyValue{Key: key, Env: EnvName(key), Value: fmt.Sprint(f.Interface())})
+	})
+	return out
 }
