@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -230,13 +231,19 @@ func Decode(payload []byte) ([]*Event, []*LineError) {
 	return events, bad
 }
 
-// BatchID derives a batch's id from the ids of its events, in order. The same events always give the
-// same id, so a batch replayed or retried gets the same name in every store (idempotent writes). The id
-// is a UUID of version 8 (custom) made from a SHA-256 of the event ids.
+// BatchID derives a batch's id from the set of its events' ids, whatever their order. The same events
+// always give the same id, so a batch replayed or retried (its messages redelivered in any order) gets
+// the same name in every store: idempotent writes. The id is a UUID of version 8 (custom) made from a
+// SHA-256 of the sorted event ids.
 func BatchID(events []*Event) uuid.UUID {
+	ids := make([]uuid.UUID, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	h := sha256.New()
-	for _, e := range events {
-		h.Write(e.ID[:])
+	for _, id := range ids {
+		h.Write(id[:])
 	}
 	var id uuid.UUID
 	copy(id[:], h.Sum(nil))
