@@ -19,8 +19,10 @@ import (
 // handler; after the handler, topUp reads what the handler left, up to limit+1 bytes in all, for at
 // most a timeout.
 type requestBody struct {
-	src   io.ReadCloser
-	limit int
+	src            io.ReadCloser
+	limit          int
+	contentLength  int64 // -1 when unknown
+	expectsGoAhead bool  // the client waits for "100 Continue" before it sends the body
 
 	mu        sync.Mutex // guards the rest: topUp's reader may outlive its timeout
 	buf       []byte
@@ -31,8 +33,10 @@ type requestBody struct {
 	abandoned bool // topUp gave up; its reader must not touch buf any more
 }
 
-func newRequestBody(src io.ReadCloser, limit int, contentLength int64) *requestBody {
-	b := &requestBody{src: src, limit: limit}
+func newRequestBody(r *http.Request, limit int) *requestBody {
+	contentLength := r.ContentLength
+	b := &requestBody{src: r.Body, limit: limit, contentLength: contentLength,
+		expectsGoAhead: strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
 	if contentLength > 0 && limit > 0 {
 		b.buf = make([]byte, 0, min(contentLength, int64(limit)))
 	}
@@ -60,12 +64,16 @@ func (b *requestBody) Read(p []byte) (int, error) {
 func (b *requestBody) Close() error { return b.src.Close() }
 
 // topUp reads what the handler did not, until limit+1 bytes have been seen in all (enough to know
-// whether the body is longer than the limit) or the body ends, for at most timeout. It reports
-// whether it had to give up.
+// whether the body is longer than the limit) or the body ends, for at most timeout. It reads nothing
+// when the handler read up to the Content-Length (the server delivers no more), and nothing of a body
+// the client only sends after "100 Continue" if the handler did not ask for it by reading: sluice must
+// not make a client upload what the handler refused.
 func (b *requestBody) topUp(timeout time.Duration) {
 	b.mu.Lock()
 	need := int64(b.limit) + 1 - b.total
-	done := b.eof || b.failed || need <= 0
+	done := b.eof || b.failed || need <= 0 ||
+		(b.contentLength >= 0 && b.total >= b.contentLength) ||
+		(b.expectsGoAhead && b.total == 0)
 	b.mu.Unlock()
 	if done {
 		return
@@ -99,12 +107,12 @@ func (b *requestBody) topUp(timeout time.Duration) {
 
 // captured returns what was kept and what is known of the body's size. Size is exact when the body was
 // read to its end, else the Content-Length when known, else the bytes seen.
-func (b *requestBody) captured(contentLength int64) (content []byte, size int64, truncated, timedOut bool) {
+func (b *requestBody) captured() (content []byte, size int64, truncated, timedOut bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	size = b.total
-	if !b.eof && contentLength > size {
-		size = contentLength
+	if !b.eof && b.contentLength > size {
+		size = b.contentLength
 	}
 	return b.buf, size, size > int64(len(b.buf)), b.timedOut
 }

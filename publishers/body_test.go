@@ -249,3 +249,53 @@ func TestResponseWriterKeepsInterfaces(t *testing.T) {
 	}
 	rec.one(t)
 }
+
+// TestRequestBodyTopUpReadsOnlyWhatItMust: no read past a Content-Length the handler reached (a decoder
+// that stops at the end of its value never sees EOF), and no read of a body the client sends only after
+// "100 Continue" when the handler did not read it.
+func TestRequestBodyTopUpReadsOnlyWhatItMust(t *testing.T) {
+	tests := []struct {
+		name   string
+		expect string
+		read   int
+		want   event.Body
+	}{
+		{name: "read up to Content-Length", read: 6,
+			want: event.Body{ContentType: "text/plain", Size: 6, Text: "abcdef"}},
+		{name: "100-continue, not read", expect: "100-continue", read: 0,
+			want: event.Body{ContentType: "text/plain", Size: 6, Truncated: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := &slowBody{first: []byte("abcdef"), release: make(chan struct{})} // blocks after its content
+			defer close(body.release)
+			e, rec := newEcho(t, Config{RequestBodyTimeout: time.Minute}, func(e *echo.Echo) {
+				e.POST("/", func(c echo.Context) error {
+					_, err := io.ReadFull(c.Request().Body, make([]byte, tt.read))
+					if err != nil {
+						return err
+					}
+					return c.NoContent(204)
+				})
+			})
+			req := httptest.NewRequest("POST", "/", body)
+			req.ContentLength = 6
+			req.Header.Set("Content-Type", "text/plain")
+			if tt.expect != "" {
+				req.Header.Set("Expect", tt.expect)
+			}
+			done := make(chan struct{})
+			go func() { serve(e, req); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the capture waited on a body it had no reason to read")
+			}
+			ev := rec.one(t)
+			compareBody(t, ev.Request.Body, &tt.want)
+			if tt.expect != "" && len(body.first) != 6 {
+				t.Error("the body of a 100-continue request was read")
+			}
+		})
+	}
+}

@@ -57,6 +57,7 @@ func NewHandler(opts HandlerOptions) (*Handler, error) {
 	if opts.Level == nil {
 		opts.Level = slog.LevelInfo
 	}
+	opts.Service = safeString(opts.Service)
 	return &Handler{opts: opts, next: opts.Next}, nil
 }
 

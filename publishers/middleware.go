@@ -66,7 +66,7 @@ func (m *httpLogger) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		req = req.WithContext(ContextWithCorrelation(req.Context(), corr))
 		var reqBody *requestBody
 		if m.reqLimit > 0 && req.Body != nil && req.Body != http.NoBody {
-			reqBody = newRequestBody(req.Body, m.reqLimit, req.ContentLength)
+			reqBody = newRequestBody(req, m.reqLimit)
 			req.Body = reqBody
 		}
 		c.SetRequest(req)
@@ -121,6 +121,7 @@ func (m *httpLogger) newRequestID(ev *event.Event) string {
 
 // finish completes the event of a request and publishes it, unless sampling keeps it out.
 func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, corr Correlation, reqBody *requestBody, rw *responseBody, o outcome) {
+	duration := time.Since(start) // before topUp: the event times the handler, not the capture
 	req, res := c.Request(), c.Response()
 	status := res.Status
 	switch {
@@ -169,7 +170,7 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, co
 		if !rw.hijacked {
 			reqBody.topUp(m.cfg.RequestBodyTimeout)
 		}
-		content, size, truncated, timedOut := reqBody.captured(req.ContentLength)
+		content, size, truncated, timedOut := reqBody.captured()
 		ev.BytesIn = size
 		ev.Request.Body = buildBody(content, size, truncated, timedOut,
 			req.Header.Get(echo.HeaderContentType), req.Header.Get(echo.HeaderContentEncoding), &m.body)
@@ -192,7 +193,7 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, co
 			ev.Attrs["hijacked"] = true
 		}
 	}
-	ev.DurationMS = float64(time.Since(start).Nanoseconds()) / 1e6
+	ev.DurationMS = float64(duration.Nanoseconds()) / 1e6
 	publish(context.WithoutCancel(req.Context()), m.cfg.Publisher, m.cfg.Counters, SourceHTTP, ev)
 }
 
