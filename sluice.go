@@ -1,0 +1,305 @@
+// Package sluice is request/response and application logging for Echo services that never slows a
+// request and never floods the database.
+//
+// An Echo middleware and a log/slog handler (package publishers) turn requests and log records into
+// events and hand them, without blocking, to a bounded in-process Watermill pub/sub (package bus).
+// A Watermill router feeds one batching handler per declared route (routing.go, package subscribers),
+// each writing its sink in batches: PostgreSQL for warnings and errors (subscribers/pgsink), Azure
+// Blob Storage or a local directory for everything (subscribers/blobsink), behind a circuit breaker
+// per route (breaker_middleware.go).
+//
+// This package owns the assembly of that pipeline (Pipeline) and its metrics. It is the only package
+// that knows every other; nothing below it imports it.
+package sluice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluicelog/sluice/bus"
+	"github.com/sluicelog/sluice/config"
+	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/publishers"
+	"github.com/sluicelog/sluice/subscribers"
+	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/pgsink"
+)
+
+// Config is sluice's configuration (see package config for every key).
+type Config = config.Config
+
+// DefaultConfig returns the embedded defaults: local PostgreSQL, blobs in ./sluice-data/blobs.
+func DefaultConfig() Config { return config.Default() }
+
+// LoadConfig reads the defaults, the optional YAML file at path, and the SLUICE_* environment.
+func LoadConfig(path string, environ []string) (Config, error) { return config.Load(path, environ) }
+
+// ErrClosed is returned by Publish once the pipeline is closing.
+var ErrClosed = errors.New("sluice: pipeline closed")
+
+// Option changes how New builds a pipeline.
+type Option func(*options)
+
+type options struct {
+	logger *slog.Logger
+}
+
+// WithLogger sets the logger of sluice's own diagnostics (start-up, state changes, errors). Default:
+// slog.Default(). It must not be a logger that writes into the same pipeline.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// Pipeline is a running sluice: the bus, the router and its routes, the sinks, and the metrics.
+// Build it with New, hand Middleware to Echo and Logger to the application, and Close it on shutdown
+// after the HTTP server has stopped accepting requests.
+type Pipeline struct {
+	cfg      Config
+	log      *slog.Logger
+	wmLogger watermill.LoggerAdapter
+	bus      *bus.Bus
+	pub      message.Publisher
+	router   *message.Router
+	routes   []*route
+	sinks    []subscribers.Sink
+	pool     *pgxpool.Pool
+	metrics  *metrics
+	closing  atomic.Bool
+	closed   sync.Once
+	closeErr error
+	pgStatus atomic.Value // string: why PostgreSQL is not ready, "" when it is
+}
+
+// New builds and starts a pipeline from cfg. It fails on an invalid configuration or a sink that
+// cannot be opened at all; an unreachable PostgreSQL is not fatal: its route's events wait in the bus
+// (up to its bound) while it is down, and the other routes go on.
+func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
+	o := options{logger: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Pipeline{cfg: cfg, log: o.logger.With("component", "sluice")}
+	p.wmLogger = watermill.NewSlogLoggerWithLevelMapping(o.logger.With("component", "sluice.watermill"),
+		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	p.pgStatus.Store("")
+	b, err := bus.New(bus.Config{
+		MaxEvents:          cfg.Bus.MaxEvents,
+		MaxBytes:           cfg.Bus.MaxBytes,
+		OnFull:             bus.Drop,
+		MaxInFlight:        cfg.Bus.MaxInFlight,
+		RedeliveryDelay:    cfg.Bus.RedeliveryDelay,
+		MaxRedeliveryDelay: cfg.Bus.MaxRedeliveryDelay,
+	}, p.wmLogger)
+	if err != nil {
+		return nil, err
+	}
+	p.bus, p.pub = b, b.Publisher(bus.Drop)
+	p.metrics = newMetrics(b)
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, p.wmLogger)
+	if err != nil {
+		return nil, err
+	}
+	p.router = router
+	if err := p.buildRoutes(ctx); err != nil {
+		p.closeSinks()
+		return nil, err
+	}
+	go func() {
+		if err := router.Run(context.Background()); err != nil {
+			p.log.Error("router stopped", "error", err)
+		}
+	}()
+	select {
+	case <-router.Running():
+	case <-ctx.Done():
+		_ = router.Close()
+		p.closeSinks()
+		return nil, ctx.Err()
+	}
+	return p, nil
+}
+
+// buildRoutes opens the sinks the routes need and adds one handler per route.
+func (p *Pipeline) buildRoutes(ctx context.Context) error {
+	blobSinks := map[string]subscribers.Sink{} // by container and prefix
+	var pg subscribers.Sink
+	for _, r := range p.cfg.EffectiveRoutes() {
+		var (
+			sink    subscribers.Sink
+			timeout time.Duration
+		)
+		switch r.Sink {
+		case config.SinkPostgres:
+			if pg == nil {
+				s, err := p.openPostgres(ctx)
+				if err != nil {
+					return routeError(r, err)
+				}
+				pg = s
+			}
+			sink, timeout = pg, p.cfg.Postgres.WriteTimeout
+		case config.SinkBlob:
+			key := r.Container + "/" + r.Prefix
+			if blobSinks[key] == nil {
+				s, err := p.openBlob(ctx, r)
+				if err != nil {
+					return routeError(r, err)
+				}
+				blobSinks[key] = s
+			}
+			sink, timeout = blobSinks[key], p.cfg.Blob.WriteTimeout
+		}
+		if err := p.addRoute(r, sink, timeout); err != nil {
+			return routeError(r, err)
+		}
+		p.breakerChanged(r.Name, BreakerClosed, BreakerClosed)
+	}
+	return nil
+}
+
+func (p *Pipeline) openPostgres(ctx context.Context) (subscribers.Sink, error) {
+	pcfg, err := pgxpool.ParseConfig(p.cfg.Postgres.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres.dsn: %w", err)
+	}
+	pcfg.MaxConns = int32(p.cfg.Postgres.MaxConns)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg) // connects lazily
+	if err != nil {
+		return nil, err
+	}
+	p.pool = pool
+	sink, err := pgsink.New(pool, pgsink.Config{WriteTimeout: p.cfg.Postgres.WriteTimeout})
+	if err != nil {
+		return nil, err
+	}
+	s := &schemaSink{Sink: sink, pool: pool, migrate: p.cfg.Postgres.Migrate, p: p}
+	p.sinks = append(p.sinks, s)
+	// Try once now, briefly, so that the start-up log says whether PostgreSQL is there.
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.ensure(tctx); err != nil {
+		p.log.Warn("PostgreSQL is not reachable: warnings and errors wait in the bus (up to its bound) "+
+			"and are written when it is back; the blob archive goes on",
+			"dsn", p.cfg.Redacted().Postgres.DSN, "error", err)
+	}
+	return s, nil
+}
+
+// schemaSink makes sure the schema is migrated (when configured) before the first write, so that a
+// PostgreSQL that was down at start is set up when it comes back.
+type schemaSink struct {
+	*pgsink.Sink
+	pool    *pgxpool.Pool
+	migrate bool
+	p       *Pipeline
+	mu      sync.Mutex
+	ready   bool
+}
+
+func (s *schemaSink) ensure(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ready {
+		return nil
+	}
+	var err error
+	if s.migrate {
+		var applied []string
+		if applied, err = pgsink.Migrate(ctx, s.pool); err == nil && len(applied) > 0 {
+			s.p.log.Info("PostgreSQL schema migrated", "applied", applied)
+		}
+	} else {
+		err = s.pool.Ping(ctx)
+	}
+	if err != nil {
+		s.p.pgStatus.Store(err.Error())
+		return err
+	}
+	s.ready = true
+	s.p.pgStatus.Store("")
+	return nil
+}
+
+func (s *schemaSink) Write(ctx context.Context, b subscribers.Batch) error {
+	if err := s.ensure(ctx); err != nil {
+		return err
+	}
+	return s.Sink.Write(ctx, b)
+}
+
+func (p *Pipeline) openBlob(ctx context.Context, r Route) (subscribers.Sink, error) {
+	var store blobsink.Store
+	if p.cfg.Blob.ConnectionString != "" {
+		s, err := blobsink.OpenAzure(ctx, blobsink.AzureConfig{ConnectionString: p.cfg.Blob.ConnectionString, Container: r.Container})
+		if err != nil {
+			return nil, err
+		}
+		store = s
+	} else {
+		s, err := blobsink.NewDirStore(filepath.Join(p.cfg.Blob.Dir, r.Container))
+		if err != nil {
+			return nil, err
+		}
+		store = s
+	}
+	sink, err := blobsink.New(store, blobsink.Config{Prefix: r.Prefix, WriteTimeout: p.cfg.Blob.WriteTimeout})
+	if err != nil {
+		return nil, err
+	}
+	p.sinks = append(p.sinks, sink)
+	return sink, nil
+}
+
+func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
+	p.metrics.breaker.WithLabelValues(name).Set(float64(to))
+	if from != to {
+		p.log.Warn("circuit breaker "+to.String(), "route", name, "from", from.String())
+	}
+}
+
+// Publish hands one event to the bus without blocking. It returns a *DropError when the event was not
+// accepted (the bus is full for every route, or closed).
+func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
+	if p.closing.Load() {
+		return &DropError{Why: bus.ReasonClosed, Err: ErrClosed}
+	}
+	payload, err := e.AppendJSON(make([]byte, 0, 512))
+	if err != nil {
+		return &DropError{Why: publishers.ReasonPublishError, Err: err}
+	}
+	msg := message.NewMessage(e.ID.String(), append(payload, '\n'))
+	if err := p.pub.Publish(p.cfg.Bus.Topic, msg); err != nil {
+		reason := bus.ReasonClosed
+		var full *bus.FullError
+		if errors.As(err, &full) {
+			reason = full.Reason
+		}
+		return &DropError{Why: reason, Err: err}
+	}
+	return nil
+}
+
+// DropError says why an event was not accepted; publishers count it by Reason.
+type DropError struct {
+	Why string // the drop reason: a bus.Reason* or publishers.ReasonPublishError
+	Err error
+}
+
+func (e *DropError) Error() string { return "sluice: event dropped (" + e.Why + "): " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *DropError) Unwrap() error { return e.Err }
+
+// Reason names the drop reason (publishers.DropReason reads it).
+func (e *DropError) Reason() string { return e.Why }
