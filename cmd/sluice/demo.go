@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"gopkg.in/yaml.v3"
+
+	"github.com/sluicelog/sluice"
+	"github.com/sluicelog/sluice/app"
+	"github.com/sluicelog/sluice/config"
+	"github.com/sluicelog/sluice/handlers"
+	"github.com/sluicelog/sluice/subscribers/pgsink"
+)
+
+func loadConfig(file string) (sluice.Config, error) {
+	cfg, err := sluice.LoadConfig(file, environ())
+	if err != nil {
+		return cfg, &configError{err}
+	}
+	return cfg, nil
+}
+
+// demo runs the demo service until ctx ends, then flushes everything accepted.
+func demo(ctx context.Context, file string, stdout io.Writer, log *slog.Logger) error {
+	cfg, err := loadConfig(file)
+	if err != nil {
+		return err
+	}
+	log.Info("starting sluice demo", configAttrs(cfg)...)
+	p, err := sluice.New(ctx, cfg, sluice.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	appLog := p.Logger(log.Handler()) // application logs: into sluice and to stderr
+
+	e := echo.New()
+	// Outermost: sluice records the panic with its stack and re-panics into it; Recover then answers
+	// 500 as it would without sluice, without printing the stack a second time.
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisablePrintStack: true}))
+	mw := p.MiddlewareConfig()
+	mw.Skipper = handlers.IsOps
+	logging, err := mw.ToMiddleware()
+	if err != nil {
+		_ = p.Close(ctx)
+		return err
+	}
+	e.Use(logging)
+	handlers.Demo(e, appLog)
+	ops := handlers.Ops{Metrics: p.MetricsHandler(), Ready: func(context.Context) (bool, any) {
+		r := p.Readiness()
+		return r.Ready, r
+	}}
+	var admin *echo.Echo
+	if cfg.AdminAddr != "" {
+		admin = echo.New()
+		ops.Register(admin)
+	} else {
+		ops.Register(e)
+	}
+
+	srv := &app.Server{
+		Addr: cfg.HTTPAddr, Echo: e, AdminAddr: cfg.AdminAddr, Admin: admin,
+		ShutdownTimeout: cfg.ShutdownTimeout, Flush: p.Close, Log: log,
+		OnListen: func(addr net.Addr) { printWhere(stdout, cfg, addr) },
+	}
+	if err := srv.Run(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "sluice demo: stopped; every accepted event was written")
+	return nil
+}
+
+// printWhere tells the user where the service listens and where the logs go.
+func printWhere(w io.Writer, cfg sluice.Config, addr net.Addr) {
+	fmt.Fprintf(w, "sluice demo listening on http://%s  (try /hello, /fail, /panic, /slow?ms=200, POST /echo; /metrics, /readyz)\n", addr)
+	for _, r := range cfg.EffectiveRoutes() {
+		levels := "every level"
+		if len(r.Levels) > 0 {
+			levels = strings.Join(r.Levels, ", ")
+		}
+		switch r.Sink {
+		case config.SinkPostgres:
+			fmt.Fprintf(w, "  route %-10s %s -> PostgreSQL %s, table %s (within %v)\n", r.Name, levels,
+				cfg.Redacted().Postgres.DSN, pgsink.DefaultTable, r.Batch.MaxWait)
+		case config.SinkBlob:
+			where := "local directory " + abs(filepath.Join(cfg.Blob.Dir, r.Container))
+			if cfg.Blob.ConnectionString != "" {
+				where = "Azure Blob container " + r.Container
+			}
+			fmt.Fprintf(w, "  route %-10s %s -> %s, gzip NDJSON YYYY/MM/DD/HH/<batch>.ndjson.gz (within %v)\n",
+				r.Name, levels, where, r.Batch.MaxWait)
+		}
+	}
+	fmt.Fprintln(w, "Ctrl-C flushes everything accepted, then exits.")
+}
+
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// configAttrs renders the effective configuration for the start-up log line, secrets masked.
+func configAttrs(cfg sluice.Config) []any {
+	var attrs []any
+	for _, kv := range cfg.Values() {
+		attrs = append(attrs, kv.Key, kv.Value)
+	}
+	for _, r := range cfg.EffectiveRoutes() {
+		attrs = append(attrs, "route."+r.Name, fmt.Sprintf("%s levels=%v kinds=%v paths=%v batch=%d/%dB/%v",
+			r.Sink, r.Levels, r.Kinds, r.Paths, r.Batch.MaxEvents, r.Batch.MaxBytes, r.Batch.MaxWait))
+	}
+	return attrs
+}
+
+// effective renders the configuration as YAML, secrets masked.
+func effective(cfg sluice.Config) string {
+	r := cfg.Redacted()
+	r.Routes = r.EffectiveRoutes()
+	b, err := yaml.Marshal(r)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
