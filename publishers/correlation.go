@@ -3,6 +3,7 @@ package publishers
 import (
 	"context"
 	"strings"
+	"time"
 )
 
 // Correlation is what ties an application log record to the request it was written for.
@@ -15,11 +16,21 @@ type Correlation struct {
 type correlationKey struct{}
 
 // correlationContext carries a Correlation in one allocation (a context.WithValue plus a pointer would
-// take two); everything else is the parent's.
+// take two); everything else is the parent's. Its detached view, in the same allocation, is the context
+// an event is published with: the same values, never cancelled (context.WithoutCancel without the
+// allocation), so that a client that went away does not make the Publisher drop its request's event.
 type correlationContext struct {
 	context.Context
-	c Correlation
+	c        Correlation
+	detached detachedContext
 }
+
+type detachedContext struct{ of *correlationContext }
+
+func (detachedContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (detachedContext) Done() <-chan struct{}       { return nil }
+func (detachedContext) Err() error                  { return nil }
+func (d *detachedContext) Value(key any) any        { return d.of.Value(key) }
 
 func (x *correlationContext) Value(key any) any {
 	if key == (correlationKey{}) {
@@ -31,7 +42,13 @@ func (x *correlationContext) Value(key any) any {
 // ContextWithCorrelation returns a context that carries c. The middleware does this for every request;
 // use it for work that is not a request (a job, a consumer) so that its logs are correlated too.
 func ContextWithCorrelation(ctx context.Context, c Correlation) context.Context {
-	return &correlationContext{Context: ctx, c: c}
+	return newCorrelationContext(ctx, c)
+}
+
+func newCorrelationContext(ctx context.Context, c Correlation) *correlationContext {
+	x := &correlationContext{Context: ctx, c: c}
+	x.detached.of = x
+	return x
 }
 
 // CorrelationFromContext returns the Correlation that ctx carries, if any.

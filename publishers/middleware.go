@@ -1,7 +1,6 @@
 package publishers
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -63,7 +62,8 @@ func (m *httpLogger) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if tp := req.Header.Get("Traceparent"); tp != "" {
 			corr.TraceID, corr.SpanID, _ = parseTraceparent(tp)
 		}
-		req = req.WithContext(ContextWithCorrelation(req.Context(), corr))
+		ctx := newCorrelationContext(req.Context(), corr)
+		req = req.WithContext(ctx)
 		var reqBody *requestBody
 		if m.reqLimit > 0 && req.Body != nil && req.Body != http.NoBody {
 			reqBody = newRequestBody(req, m.reqLimit)
@@ -95,7 +95,7 @@ func (m *httpLogger) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 					o.stack = o.stack[:m.cfg.StackSize]
 				}
 			}
-			m.finish(c, start, ev, corr, reqBody, rw, o)
+			m.finish(c, start, ev, ctx, reqBody, rw, o)
 			panic(r)
 		}()
 
@@ -105,7 +105,7 @@ func (m *httpLogger) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		done = true
 		res.Writer = rw.ResponseWriter
-		m.finish(c, start, ev, corr, reqBody, rw, outcome{err: err})
+		m.finish(c, start, ev, ctx, reqBody, rw, outcome{err: err})
 		return nil
 	}
 }
@@ -120,7 +120,8 @@ func (m *httpLogger) newRequestID(ev *event.Event) string {
 }
 
 // finish completes the event of a request and publishes it, unless sampling keeps it out.
-func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, corr Correlation, reqBody *requestBody, rw *responseBody, o outcome) {
+func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ctx *correlationContext, reqBody *requestBody, rw *responseBody, o outcome) {
+	corr := ctx.c
 	duration := time.Since(start) // before topUp: the event times the handler, not the capture
 	req, res := c.Request(), c.Response()
 	status := res.Status
@@ -194,7 +195,7 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, co
 		}
 	}
 	ev.DurationMS = float64(duration.Nanoseconds()) / 1e6
-	publish(context.WithoutCancel(req.Context()), m.cfg.Publisher, m.cfg.Counters, SourceHTTP, ev)
+	publish(&ctx.detached, m.cfg.Publisher, m.cfg.Counters, SourceHTTP, ev)
 }
 
 // isUpgrade reports whether a request asks to switch protocols (a websocket handshake).

@@ -1,6 +1,7 @@
 package publishers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -412,5 +413,25 @@ func TestConfig(t *testing.T) {
 	}
 	if !errors.Is(Config{}.Validate(), ErrNoPublisher) {
 		t.Error("Validate does not report ErrNoPublisher")
+	}
+}
+
+// TestPublishContext: the event is published with the request's values but not its cancellation, so a
+// client that went away does not make the Publisher refuse the event.
+func TestPublishContext(t *testing.T) {
+	var got context.Context
+	p := PublisherFunc(func(ctx context.Context, _ *event.Event) error { got = ctx; return nil })
+	e, _ := newEcho(t, Config{Publisher: p}, func(e *echo.Echo) { e.GET("/", func(c echo.Context) error { return nil }) })
+	type key struct{}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+	cancel()
+	req := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+	req.Header.Set(echo.HeaderXRequestID, "r-9")
+	serve(e, req)
+	if got == nil || got.Err() != nil || got.Done() != nil || got.Value(key{}) != "v" {
+		t.Fatalf("publish context %v: err %v, value %v", got, got.Err(), got.Value(key{}))
+	}
+	if c, ok := CorrelationFromContext(got); !ok || c.RequestID != "r-9" {
+		t.Errorf("correlation %+v %v", c, ok)
 	}
 }

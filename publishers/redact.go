@@ -2,6 +2,7 @@ package publishers
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -111,30 +112,43 @@ func (r *redactor) redactHeader(name string) bool {
 	return has(&r.headers, name) != r.allow
 }
 
-// headers copies h with redacted values and safe strings. All values share one backing array.
+// copyHeaders returns a copy of h with redacted values and safe strings. The copy is a clone of the map
+// (one copy of its memory, no rehashing) that shares the value slices it does not change: net/http and
+// Echo replace a header's slice (Set, Add, Del) rather than write into it, so the event's view cannot
+// change after the request.
 func (r *redactor) copyHeaders(h http.Header) map[string][]string {
 	if len(h) == 0 {
 		return nil
 	}
-	n := 0
-	for _, vs := range h {
-		n += len(vs)
-	}
-	vals := make([]string, 0, n)
-	m := make(map[string][]string, len(h))
-	for k, vs := range h {
-		start := len(vals)
+	m := map[string][]string(maps.Clone(h))
+	for k, vs := range h { // h, not m: m changes below
 		redact := r.redactHeader(k)
-		for _, v := range vs {
+		if sk := safeString(k); sk != k {
+			delete(m, k)
+			k = sk
+		} else if !redact && safeStrings(vs) {
+			continue // the common case: nothing to change
+		}
+		out := make([]string, len(vs))
+		for i, v := range vs {
 			if redact {
-				vals = append(vals, r.repl)
+				out[i] = r.repl
 			} else {
-				vals = append(vals, safeString(v))
+				out[i] = safeString(v)
 			}
 		}
-		m[safeString(k)] = vals[start:len(vals):len(vals)]
+		m[k] = out
 	}
 	return m
+}
+
+func safeStrings(vs []string) bool {
+	for _, v := range vs {
+		if !isSafe(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // redactQuery replaces the values of the listed parameters in a raw (still escaped) query string or

@@ -8,16 +8,28 @@ import (
 // safeString returns s as valid UTF-8 without NUL: each invalid byte and each NUL becomes U+FFFD.
 // It does not allocate when s is already safe (the common case).
 func safeString(s string) string {
+	if i := firstUnsafe(s); i >= 0 {
+		return sanitize(s, i)
+	}
+	return s
+}
+
+// isSafe reports whether s is valid UTF-8 without NUL.
+func isSafe(s string) bool { return firstUnsafe(s) < 0 }
+
+// firstUnsafe returns where s stops being plain ASCII without NUL when the rest is not safe, or -1
+// when all of s is safe.
+func firstUnsafe(s string) int {
 	for i := 0; i < len(s); i++ {
 		b := s[i]
 		if b == 0 || b >= utf8.RuneSelf {
 			if b == 0 || !utf8.ValidString(s[i:]) || strings.IndexByte(s[i:], 0) >= 0 {
-				return sanitize(s, i)
+				return i
 			}
-			return s
+			return -1
 		}
 	}
-	return s
+	return -1
 }
 
 // sanitize rewrites s from byte i on (s[:i] is known to be safe).
