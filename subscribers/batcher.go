@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 
 	"github.com/sluicelog/sluice/event"
 )
@@ -49,7 +50,10 @@ type WriteFunc func(ctx context.Context, b Batch) error
 type Observer interface {
 	// BatchWritten reports one write attempt of a batch: its size, how long it took and its error.
 	BatchWritten(route string, events, bytes int, took time.Duration, err error)
-	// Rejected reports events that could not be decoded and were dropped (reason "decode_error").
+	// DeadLettered reports events set aside as dead letters, by reason (the Reason constants).
+	DeadLettered(route, reason string, n int)
+	// Rejected reports events that could neither be stored nor kept as dead letters (the sink keeps
+	// none), by reason: they are dropped.
 	Rejected(route, reason string, n int)
 }
 
@@ -62,9 +66,19 @@ type BatcherConfig struct {
 	Write WriteFunc
 	// Match selects the events of a message that this route takes; nil takes every event.
 	Match func(*event.Event) bool
-	// Observer, when set, is told about writes and rejected events.
+	// DeadLetters keeps what cannot be stored: lines that are not events, events over MaxEventBytes,
+	// and events the sink refuses permanently. Nil means they are dropped and counted as Rejected.
+	DeadLetters DeadLetterSink
+	// MaxEventBytes is the largest encoded event the route stores; larger ones are dead letters
+	// (reason "oversize"). Default DefaultMaxEventBytes.
+	MaxEventBytes int
+	// Observer, when set, is told about writes, dead letters and rejected events.
 	Observer Observer
 }
+
+// DefaultMaxEventBytes is the default of BatcherConfig.MaxEventBytes: bodies are capped at 64 KiB
+// each by default, so a larger event is a runaway attribute.
+const DefaultMaxEventBytes = 1 << 20
 
 // Batcher is a Watermill handler (Handle) that gathers the events of many messages into batches and
 // writes each batch with one call. A message is acknowledged only once the batch holding its events
@@ -73,6 +87,8 @@ type BatcherConfig struct {
 // Policy.MaxEvents unacknowledged messages at once for a batch to fill (the bounded bus does).
 type Batcher struct {
 	cfg    BatcherConfig
+	ctx    context.Context // the writes' context; Abort cancels it
+	abort  context.CancelFunc
 	in     chan *pending
 	drain  chan struct{}
 	stop   chan struct{}
@@ -96,8 +112,14 @@ func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
 	if err := cfg.Policy.Validate(); err != nil {
 		return nil, fmt.Errorf("subscribers: invalid config: route %q: %w", cfg.Route, err)
 	}
+	if cfg.MaxEventBytes <= 0 {
+		cfg.MaxEventBytes = DefaultMaxEventBytes
+	}
+	ctx, abort := context.WithCancel(context.Background())
 	b := &Batcher{
 		cfg:   cfg,
+		ctx:   ctx,
+		abort: abort,
 		in:    make(chan *pending),
 		drain: make(chan struct{}),
 		stop:  make(chan struct{}),
@@ -111,18 +133,30 @@ func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
 // message's events are written (nil) or failed to be (the error), or when the message's context ends.
 func (b *Batcher) Handle(msg *message.Message) error {
 	events, bad := event.Decode(msg.Payload)
-	if len(bad) > 0 && b.cfg.Observer != nil {
-		b.cfg.Observer.Rejected(b.cfg.Route, "decode_error", len(bad))
+	var letters []DeadLetter
+	for _, le := range bad {
+		letters = append(letters, DeadLetter{Route: b.cfg.Route, Reason: ReasonDecodeError, Detail: le.Error(), Raw: le.Raw})
 	}
 	p := &pending{result: make(chan error, 1)}
 	for _, e := range events {
-		if b.cfg.Match == nil || b.cfg.Match(e) {
-			p.events = append(p.events, e)
-			p.bytes += len(e.Raw) + 1
+		if b.cfg.Match != nil && !b.cfg.Match(e) {
+			continue
+		}
+		if len(e.Raw) > b.cfg.MaxEventBytes {
+			letters = append(letters, DeadLetter{ID: e.ID, Route: b.cfg.Route, Reason: ReasonOversize,
+				Detail: fmt.Sprintf("event of %d bytes is over the route's limit of %d", len(e.Raw), b.cfg.MaxEventBytes), Raw: e.Raw})
+			continue
+		}
+		p.events = append(p.events, e)
+		p.bytes += len(e.Raw) + 1
+	}
+	if len(letters) > 0 {
+		if err := b.deadLetter(msg.Context(), uuid.Nil, letters); err != nil {
+			return err // kept on the bus: offered again later
 		}
 	}
 	if len(p.events) == 0 {
-		return nil // nothing for this route: acknowledge
+		return nil // nothing (more) for this route: acknowledge
 	}
 	ctx := msg.Context()
 	select {
@@ -152,8 +186,13 @@ func (b *Batcher) Drain() {
 func (b *Batcher) Close() error {
 	b.closed.Do(func() { close(b.stop) })
 	<-b.done
+	b.abort()
 	return nil
 }
+
+// Abort cancels the writes under way and any wait for an open circuit breaker: their messages get
+// the context's error (and stay on the bus). Used when a shutdown deadline has passed.
+func (b *Batcher) Abort() { b.abort() }
 
 func (b *Batcher) run() {
 	defer close(b.done)
@@ -224,10 +263,7 @@ func (b *Batcher) run() {
 // (a redelivery racing its original) are written once.
 func (b *Batcher) write(batch []*pending) {
 	seen := make(map[[16]byte]struct{}, len(batch))
-	var (
-		events []*event.Event
-		bytes  int
-	)
+	var events []*event.Event
 	for _, p := range batch {
 		for _, e := range p.events {
 			if _, dup := seen[e.ID]; dup {
@@ -235,13 +271,12 @@ func (b *Batcher) write(batch []*pending) {
 			}
 			seen[e.ID] = struct{}{}
 			events = append(events, e)
-			bytes += len(e.Raw) + 1
 		}
 	}
-	start := time.Now()
-	err := b.cfg.Write(context.Background(), NewBatch(events))
-	if b.cfg.Observer != nil {
-		b.cfg.Observer.BatchWritten(b.cfg.Route, len(events), bytes, time.Since(start), err)
+	whole := NewBatch(events)
+	err := b.writeOnce(whole)
+	if IsPermanent(err) {
+		err = b.isolate(whole.ID, events, err)
 	}
 	if err != nil {
 		err = fmt.Errorf("route %s: write batch of %d events: %w", b.cfg.Route, len(events), err)
@@ -249,4 +284,82 @@ func (b *Batcher) write(batch []*pending) {
 	for _, p := range batch {
 		p.result <- err
 	}
+}
+
+func (b *Batcher) writeOnce(batch Batch) error {
+	bytes := 0
+	for _, e := range batch.Events {
+		bytes += len(e.Raw) + 1
+	}
+	start := time.Now()
+	err := b.cfg.Write(b.ctx, batch)
+	if b.cfg.Observer != nil {
+		b.cfg.Observer.BatchWritten(b.cfg.Route, len(batch.Events), bytes, time.Since(start), err)
+	}
+	return err
+}
+
+// isolate finds the events that a sink refuses permanently by splitting the batch in halves until
+// each refused part is one event, writes every other event, and dead-letters the refused ones. It
+// returns nil when every event is stored or dead-lettered, and a transient error (the whole batch is
+// then offered again; what was written is not written twice) otherwise.
+func (b *Batcher) isolate(batchID uuid.UUID, events []*event.Event, cause error) error {
+	var letters []DeadLetter
+	var split func(part []*event.Event, err error) error
+	split = func(part []*event.Event, err error) error {
+		if len(part) == 1 {
+			letters = append(letters, DeadLetter{ID: part[0].ID, Route: b.cfg.Route, Reason: ReasonInvalidData,
+				Detail: err.Error(), Raw: part[0].Raw})
+			return nil
+		}
+		for _, half := range [][]*event.Event{part[:len(part)/2], part[len(part)/2:]} {
+			err := b.writeOnce(NewBatch(half))
+			switch {
+			case err == nil:
+			case IsPermanent(err):
+				if err := split(half, err); err != nil {
+					return err
+				}
+			default:
+				return err
+			}
+		}
+		return nil
+	}
+	if err := split(events, cause); err != nil {
+		return err
+	}
+	return b.deadLetter(b.ctx, batchID, letters)
+}
+
+// deadLetter keeps letters in the route's dead-letter sink, or counts them as rejected when there is
+// none. An error means they were not kept (the messages stay on the bus).
+func (b *Batcher) deadLetter(ctx context.Context, batchID uuid.UUID, letters []DeadLetter) error {
+	if len(letters) == 0 {
+		return nil
+	}
+	counts := map[string]int{}
+	now := time.Now().UTC()
+	for i := range letters {
+		letters[i].BatchID = batchID
+		letters[i].FailedAt = now
+		counts[letters[i].Reason]++
+	}
+	if b.cfg.DeadLetters == nil {
+		if b.cfg.Observer != nil {
+			for reason, n := range counts {
+				b.cfg.Observer.Rejected(b.cfg.Route, reason, n)
+			}
+		}
+		return nil
+	}
+	if err := b.cfg.DeadLetters.WriteDeadLetters(ctx, letters); err != nil {
+		return fmt.Errorf("route %s: keep %d dead letters: %w", b.cfg.Route, len(letters), err)
+	}
+	if b.cfg.Observer != nil {
+		for reason, n := range counts {
+			b.cfg.Observer.DeadLettered(b.cfg.Route, reason, n)
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package subscribers_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,6 +164,8 @@ func (o *countingObserver) BatchWritten(_ string, events, _ int, _ time.Duration
 	}
 }
 
+func (o *countingObserver) DeadLettered(_, reason string, n int) { o.Rejected("", "dead:"+reason, n) }
+
 func (o *countingObserver) Rejected(_, reason string, n int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -195,7 +198,7 @@ func TestBatcherFiltersByRouteAndSurvivesBadLines(t *testing.T) {
 		t.Fatalf("wrote %v; want only the WARN event", sizes)
 	}
 	if obs.rejected["decode_error"] != 2 {
-		t.Errorf("rejected = %v, want 2 decode errors (bad JSON, unknown level)", obs.rejected)
+		t.Errorf("rejected = %v, want 2 decode errors (bad JSON, unknown level): no dead-letter sink", obs.rejected)
 	}
 	if obs.written != 1 {
 		t.Errorf("observer saw %d written", obs.written)
@@ -287,4 +290,139 @@ func contains(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// poisonSink refuses, permanently, any batch holding an event whose message is "poison", as a
+// database refuses a whole COPY for one bad row; it keeps dead letters.
+type poisonSink struct {
+	recordingSink
+	mu       sync.Mutex
+	letters  []subscribers.DeadLetter
+	attempts int
+}
+
+func (s *poisonSink) Write(ctx context.Context, b subscribers.Batch) error {
+	s.mu.Lock()
+	s.attempts++
+	s.mu.Unlock()
+	for _, e := range b.Events {
+		if e.Message == "poison" {
+			return subscribers.Permanent(fmt.Errorf("event %s: value out of range", e.ID))
+		}
+	}
+	return s.recordingSink.Write(ctx, b)
+}
+
+func (s *poisonSink) WriteDeadLetters(_ context.Context, l []subscribers.DeadLetter) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.letters = append(s.letters, l...)
+	return nil
+}
+
+func TestBatcherIsolatesPoisonEventsAndWritesTheRest(t *testing.T) {
+	sink := &poisonSink{}
+	obs := &countingObserver{}
+	b, err := subscribers.NewBatcher(subscribers.BatcherConfig{Route: "pg", Write: sink.Write, DeadLetters: sink, Observer: obs,
+		MaxEventBytes: 4096,
+		Policy:        subscribers.BatchPolicy{MaxEvents: 1000, MaxBytes: 1 << 30, MaxWait: 50 * time.Millisecond, MaxConcurrentWrites: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var msgs []*message.Message
+	poison := map[uuid.UUID]bool{}
+	for i := 0; i < 1000; i++ {
+		e := event.New(event.LevelError, event.KindApp, "fine")
+		if i%250 == 7 {
+			e.Message = "poison"
+			poison[e.ID] = true
+		}
+		msgs = append(msgs, newMsg(t, e))
+	}
+	big := event.New(event.LevelError, event.KindApp, strings.Repeat("x", 10_000))
+	msgs = append(msgs, newMsg(t, big), message.NewMessage("bad", []byte(`{"id":"`+uuid.NewString()+`","ts":"yesterday","level":"ERROR","kind":"app","message":"m"}`+"\n")))
+	for i, err := range handleAll(b, msgs) {
+		if err != nil {
+			t.Fatalf("message %d: %v (every message must be acked: stored or dead-lettered)", i, err)
+		}
+	}
+	_, total := sink.sizes()
+	if total != 1000-len(poison) {
+		t.Errorf("stored %d events, want %d", total, 1000-len(poison))
+	}
+	reasons := map[string]int{}
+	for _, l := range sink.letters {
+		reasons[l.Reason]++
+		if l.Reason == subscribers.ReasonInvalidData && !poison[l.ID] {
+			t.Errorf("dead-lettered a good event %s", l.ID)
+		}
+		if len(l.Raw) == 0 || l.FailedAt.IsZero() || l.Route != "pg" {
+			t.Errorf("dead letter lacks its raw bytes, time or route: %+v", l)
+		}
+	}
+	want := map[string]int{subscribers.ReasonInvalidData: len(poison), subscribers.ReasonOversize: 1, subscribers.ReasonDecodeError: 1}
+	for r, n := range want {
+		if reasons[r] != n {
+			t.Errorf("dead letters by reason %v, want %v", reasons, want)
+			break
+		}
+	}
+	if obs.rejected["dead:invalid_data"] != len(poison) {
+		t.Errorf("observer: %v", obs.rejected)
+	}
+	t.Logf("%d write attempts to isolate %d poison events among 1000", sink.attempts, len(poison))
+	if sink.attempts > 100 {
+		t.Errorf("%d write attempts: bisection should need about 2*k*log2(n)", sink.attempts)
+	}
+}
+
+func TestBatcherTransientFailureWhileIsolatingFailsTheBatch(t *testing.T) {
+	sink := &poisonSink{}
+	poison := event.New(event.LevelError, event.KindApp, "poison")
+	good := event.New(event.LevelError, event.KindApp, "fine")
+	// The first write fails permanently; then storage goes down: the batch must fail (transient),
+	// nothing dead-lettered.
+	origWrite := sink.Write
+	calls := 0
+	b2, err := subscribers.NewBatcher(subscribers.BatcherConfig{Route: "pg", DeadLetters: sink,
+		Write: func(ctx context.Context, batch subscribers.Batch) error {
+			calls++
+			if calls > 1 {
+				return errors.New("connection reset")
+			}
+			return origWrite(ctx, batch)
+		},
+		Policy: subscribers.BatchPolicy{MaxEvents: 2, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	for _, err := range handleAll(b2, []*message.Message{newMsg(t, poison), newMsg(t, good)}) {
+		if err == nil || subscribers.IsPermanent(err) {
+			t.Fatalf("err = %v, want the transient error", err)
+		}
+	}
+	if len(sink.letters) != 0 {
+		t.Fatalf("dead-lettered %d events on a transient failure", len(sink.letters))
+	}
+}
+
+func TestBatcherAbortEndsWritesThatWait(t *testing.T) {
+	sink := &recordingSink{gate: make(chan struct{})} // never opened: a write that waits forever
+	b := newBatcher(t, sink, subscribers.BatchPolicy{MaxEvents: 1, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1}, nil, nil)
+	errc := make(chan error, 1)
+	go func() { errc <- b.Handle(newMsg(t, event.New(event.LevelInfo, event.KindApp, "m"))) }()
+	for sink.active.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	b.Abort()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Abort did not end the waiting write")
+	}
 }
