@@ -10,7 +10,8 @@ import (
 	"github.com/sluicelog/sluice/subscribers"
 )
 
-// ErrBreakerOpen is returned for a write that the circuit breaker refused without trying it.
+// ErrBreakerOpen is returned (wrapping the context's error) for a write whose context ended while it
+// waited for an open circuit breaker.
 var ErrBreakerOpen = errors.New("sluice: circuit breaker open")
 
 // BreakerState is a circuit breaker's state; its value is what sluice_breaker_state exports.
@@ -50,17 +51,23 @@ type BreakerConfig struct {
 }
 
 // Breaker is a circuit breaker that counts batch writes, not messages: it sits between a route's
-// batcher and its sink (Wrap), so one failed batch of 1,000 events is one failure. While it is open,
-// writes fail at once with ErrBreakerOpen, the batch's messages are nacked, and the bus offers them
-// again after its redelivery delay (with backoff): no write attempts and no redelivery storm, unlike
-// Watermill's per-message CircuitBreaker middleware.
+// batcher and its sink (Wrap), so one failed batch of 1,000 events is one failure, and only
+// transient failures count (a permanent error is the data's fault: the storage answered).
+//
+// While it is open, a write does not fail: it waits, without trying, until the cooldown is over (or
+// its context ends). The batch's messages stay unacknowledged in the bus, the batcher stops taking
+// more once its writes are all waiting, and new events wait in the route's share of the bus up to its
+// bound and are then dropped and counted: no write attempts, no nacks and no redelivery storm (unlike
+// Watermill's per-message CircuitBreaker middleware, which fails and nacks every message at once).
+// After the cooldown one trial write goes through (half-open); the others wait for its outcome.
 type Breaker struct {
 	cfg      BreakerConfig
 	mu       sync.Mutex
 	state    BreakerState
 	failures int
 	openedAt time.Time
-	trial    bool // a half-open trial write is under way
+	trial    bool          // a half-open trial write is under way
+	settled  chan struct{} // closed (and replaced) whenever a write's outcome is recorded
 }
 
 // NewBreaker returns a closed breaker.
@@ -74,7 +81,7 @@ func NewBreaker(cfg BreakerConfig) *Breaker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Breaker{cfg: cfg}
+	return &Breaker{cfg: cfg, settled: make(chan struct{})}
 }
 
 // State returns the breaker's state now (an open breaker whose cooldown is over reports half-open).
@@ -93,7 +100,7 @@ func (b *Breaker) Open() bool { return b.State() == BreakerOpen }
 // Wrap returns write guarded by the breaker.
 func (b *Breaker) Wrap(write subscribers.WriteFunc) subscribers.WriteFunc {
 	return func(ctx context.Context, batch subscribers.Batch) error {
-		if err := b.allow(); err != nil {
+		if err := b.allow(ctx); err != nil {
 			return err
 		}
 		err := write(ctx, batch)
@@ -102,30 +109,54 @@ func (b *Breaker) Wrap(write subscribers.WriteFunc) subscribers.WriteFunc {
 	}
 }
 
-func (b *Breaker) allow() error {
-	b.mu.Lock()
-	from := b.state
-	switch b.state {
-	case BreakerOpen:
-		if b.cfg.Now().Sub(b.openedAt) < b.cfg.Cooldown {
+// allow returns when a write may go: at once while closed; after the cooldown while open (as the one
+// trial); after the trial's outcome while half-open. It returns an error wrapping ErrBreakerOpen and
+// the context's error when ctx ends first.
+func (b *Breaker) allow(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		from := b.state
+		var wait time.Duration
+		switch b.state {
+		case BreakerClosed:
 			b.mu.Unlock()
-			return ErrBreakerOpen
+			return nil
+		case BreakerOpen:
+			if wait = b.cfg.Cooldown - b.cfg.Now().Sub(b.openedAt); wait <= 0 {
+				b.state, b.trial = BreakerHalfOpen, true
+				b.mu.Unlock()
+				b.changed(from, BreakerHalfOpen)
+				return nil
+			}
+		case BreakerHalfOpen:
+			if !b.trial {
+				b.trial = true
+				b.mu.Unlock()
+				return nil
+			}
+			wait = b.cfg.Cooldown // until the trial settles
 		}
-		b.state, b.trial = BreakerHalfOpen, true
-	case BreakerHalfOpen:
-		if b.trial {
-			b.mu.Unlock()
-			return ErrBreakerOpen
+		settled := b.settled
+		b.mu.Unlock()
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("%w: %w", ErrBreakerOpen, ctx.Err())
+		case <-settled:
+		case <-timer.C:
 		}
-		b.trial = true
+		timer.Stop()
 	}
-	to := b.state
-	b.mu.Unlock()
-	b.changed(from, to)
-	return nil
 }
 
 func (b *Breaker) record(err error) {
+	if err != nil && subscribers.IsPermanent(err) {
+		err = nil // the storage answered: the data was bad, not the storage
+	}
+	if err != nil && errors.Is(err, ErrBreakerOpen) {
+		return
+	}
 	b.mu.Lock()
 	from := b.state
 	switch {
@@ -140,6 +171,8 @@ func (b *Breaker) record(err error) {
 		}
 	}
 	to := b.state
+	close(b.settled)
+	b.settled = make(chan struct{})
 	b.mu.Unlock()
 	b.changed(from, to)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,17 +23,30 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
+// shortCtx is a context for a write that must not get through: it ends quickly.
+func shortCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func TestBreakerOpensAfterConsecutiveFailedWritesAndRecovers(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(0, 0)}
+	var mu sync.Mutex
 	var changes []string
 	b := NewBreaker(BreakerConfig{Name: "pg", Failures: 3, Cooldown: time.Minute, Now: clock.Now,
-		OnStateChange: func(name string, from, to BreakerState) { changes = append(changes, from.String()+">"+to.String()) }})
+		OnStateChange: func(name string, from, to BreakerState) {
+			mu.Lock()
+			changes = append(changes, from.String()+">"+to.String())
+			mu.Unlock()
+		}})
 	storage := errors.New("connection refused")
-	var calls int
-	failing := true
+	var calls atomic.Int32
+	var failing atomic.Bool
+	failing.Store(true)
 	write := b.Wrap(func(context.Context, subscribers.Batch) error {
-		calls++
-		if failing {
+		calls.Add(1)
+		if failing.Load() {
 			return storage
 		}
 		return nil
@@ -47,23 +61,23 @@ func TestBreakerOpensAfterConsecutiveFailedWritesAndRecovers(t *testing.T) {
 	if b.State() != BreakerOpen {
 		t.Fatalf("state %v after 3 failures, want open", b.State())
 	}
-	// Open: no write attempt at all.
-	if err := write(ctx, subscribers.Batch{}); !errors.Is(err, ErrBreakerOpen) || calls != 3 {
-		t.Fatalf("write while open: %v, calls %d", err, calls)
+	// Open: the write waits without trying; its context ends first.
+	if err := write(shortCtx(t), subscribers.Batch{}); !errors.Is(err, ErrBreakerOpen) || !errors.Is(err, context.DeadlineExceeded) || calls.Load() != 3 {
+		t.Fatalf("write while open: %v, calls %d", err, calls.Load())
 	}
 	// After the cooldown: one trial; a failed trial opens again for another cooldown.
 	clock.Add(time.Minute)
 	if b.State() != BreakerHalfOpen {
 		t.Fatalf("state %v after cooldown, want half-open", b.State())
 	}
-	if err := write(ctx, subscribers.Batch{}); !errors.Is(err, storage) || calls != 4 {
-		t.Fatalf("trial: %v, calls %d", err, calls)
+	if err := write(ctx, subscribers.Batch{}); !errors.Is(err, storage) || calls.Load() != 4 {
+		t.Fatalf("trial: %v, calls %d", err, calls.Load())
 	}
-	if err := write(ctx, subscribers.Batch{}); !errors.Is(err, ErrBreakerOpen) {
+	if err := write(shortCtx(t), subscribers.Batch{}); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("after failed trial: %v", err)
 	}
 	// Storage is back: the next trial closes the breaker.
-	failing = false
+	failing.Store(false)
 	clock.Add(time.Minute)
 	if err := write(ctx, subscribers.Batch{}); err != nil {
 		t.Fatalf("successful trial: %v", err)
@@ -72,6 +86,8 @@ func TestBreakerOpensAfterConsecutiveFailedWritesAndRecovers(t *testing.T) {
 		t.Fatalf("state %v after a successful trial", b.State())
 	}
 	want := []string{"closed>open", "open>half-open", "half-open>open", "open>half-open", "half-open>closed"}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(changes) != len(want) {
 		t.Fatalf("state changes %v, want %v", changes, want)
 	}
@@ -82,14 +98,48 @@ func TestBreakerOpensAfterConsecutiveFailedWritesAndRecovers(t *testing.T) {
 	}
 }
 
+func TestBreakerWaitingWriteGoesThroughAfterTheCooldown(t *testing.T) {
+	b := NewBreaker(BreakerConfig{Failures: 1, Cooldown: 50 * time.Millisecond})
+	var calls atomic.Int32
+	write := b.Wrap(func(context.Context, subscribers.Batch) error {
+		if calls.Add(1) == 1 {
+			return errors.New("down")
+		}
+		return nil
+	})
+	_ = write(context.Background(), subscribers.Batch{})
+	start := time.Now()
+	if err := write(context.Background(), subscribers.Batch{}); err != nil {
+		t.Fatalf("write after cooldown: %v", err)
+	}
+	if waited := time.Since(start); waited < 40*time.Millisecond {
+		t.Fatalf("the write went through after %v, before the cooldown", waited)
+	}
+	if calls.Load() != 2 {
+		t.Fatalf("%d attempts: the open breaker let a write try", calls.Load())
+	}
+}
+
+func TestBreakerIgnoresPermanentErrors(t *testing.T) {
+	b := NewBreaker(BreakerConfig{Failures: 2, Cooldown: time.Minute})
+	write := b.Wrap(func(context.Context, subscribers.Batch) error {
+		return subscribers.Permanent(errors.New("invalid byte sequence"))
+	})
+	for i := 0; i < 5; i++ {
+		_ = write(context.Background(), subscribers.Batch{})
+	}
+	if b.State() != BreakerClosed {
+		t.Fatalf("bad data opened the breaker: %v", b.State())
+	}
+}
+
 func TestBreakerLetsOneTrialAtATime(t *testing.T) {
 	clock := &fakeClock{now: time.Unix(0, 0)}
 	b := NewBreaker(BreakerConfig{Failures: 1, Cooldown: time.Second, Now: clock.Now})
 	gate := make(chan struct{})
-	first := true
+	var calls atomic.Int32
 	write := b.Wrap(func(context.Context, subscribers.Batch) error {
-		if first {
-			first = false
+		if calls.Add(1) == 1 {
 			return errors.New("down")
 		}
 		<-gate
@@ -99,21 +149,19 @@ func TestBreakerLetsOneTrialAtATime(t *testing.T) {
 	clock.Add(time.Second)
 	done := make(chan error)
 	go func() { done <- write(context.Background(), subscribers.Batch{}) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b.mu.Lock()
-		trial := b.trial
-		b.mu.Unlock()
-		if trial || time.Now().After(deadline) {
-			break
-		}
+	for calls.Load() < 2 {
 		time.Sleep(time.Millisecond)
 	}
-	if err := write(context.Background(), subscribers.Batch{}); !errors.Is(err, ErrBreakerOpen) {
-		t.Fatalf("second write during the trial: %v, want ErrBreakerOpen", err)
+	if err := write(shortCtx(t), subscribers.Batch{}); !errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("second write during the trial: %v, want it to wait", err)
 	}
+	second := make(chan error)
+	go func() { second <- write(context.Background(), subscribers.Batch{}) }()
 	close(gate)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("a write waiting for the trial must go once it succeeded: %v", err)
 	}
 }
