@@ -1,7 +1,6 @@
 package sluice
 
 import (
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,17 +23,27 @@ type metrics struct {
 	writeSeconds *prometheus.HistogramVec
 	breaker      *prometheus.GaugeVec
 
-	mu      sync.Mutex
-	dropped map[string]float64 // reasons the bus does not count: publish_error, decode_error
+	dropped     *prometheus.CounterVec
+	deadLetters *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	unrouted    prometheus.Counter
 
-	droppedDesc, depthDesc, bytesDesc, inFlightDesc, redeliveredDesc, capacityDesc *prometheus.Desc
+	depthDesc, bytesDesc, inFlightDesc, redeliveredDesc, capacityDesc *prometheus.Desc
 }
 
 func newMetrics(b *bus.Bus) *metrics {
 	m := &metrics{
-		reg:     prometheus.NewRegistry(),
-		bus:     b,
-		dropped: map[string]float64{},
+		reg: prometheus.NewRegistry(),
+		bus: b,
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_dropped_total",
+			Help: "Events not accepted by a route, or not decodable, by reason and route (empty route: before routing)."},
+			[]string{"reason", "route"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_dead_letters_total",
+			Help: "Events a route could not store and set aside as dead letters, by route and reason."}, []string{"route", "reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_retries_total",
+			Help: "Retries of messages whose batch write failed transiently, by route."}, []string{"route"}),
+		unrouted: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_unrouted_total",
+			Help: "Events that no route takes (by configuration)."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_published_total",
 			Help: "Events accepted by the bus, by source (http, app)."}, []string{"source"}),
 		sampledOut: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_sampled_out_total",
@@ -50,8 +59,6 @@ func newMetrics(b *bus.Bus) *metrics {
 			Help: "Batch write latency, by sink route.", Buckets: prometheus.DefBuckets}, []string{"sink"}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_breaker_state",
 			Help: "Circuit breaker state by sink route: 0 closed, 1 half-open, 2 open."}, []string{"sink"}),
-		droppedDesc: prometheus.NewDesc("sluice_events_dropped_total",
-			"Events not accepted or not delivered, by reason.", []string{"reason"}, nil),
 		depthDesc: prometheus.NewDesc("sluice_queue_depth",
 			"Events accepted by the bus and not yet written, summed over routes.", nil, nil),
 		bytesDesc: prometheus.NewDesc("sluice_queue_bytes",
@@ -63,14 +70,15 @@ func newMetrics(b *bus.Bus) *metrics {
 		capacityDesc: prometheus.NewDesc("sluice_queue_capacity",
 			"The bus bound per route, in events.", nil, nil),
 	}
-	m.reg.MustRegister(m.published, m.sampledOut, m.written, m.writeErrors, m.batchSize, m.writeSeconds, m.breaker, m,
+	m.reg.MustRegister(m.published, m.sampledOut, m.written, m.writeErrors, m.batchSize, m.writeSeconds, m.breaker,
+		m.dropped, m.deadLetters, m.retries, m.unrouted, m,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.droppedDesc, m.depthDesc, m.bytesDesc, m.inFlightDesc, m.redeliveredDesc, m.capacityDesc} {
+	for _, d := range []*prometheus.Desc{m.depthDesc, m.bytesDesc, m.inFlightDesc, m.redeliveredDesc, m.capacityDesc} {
 		ch <- d
 	}
 }
@@ -78,18 +86,6 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector with a snapshot of the bus.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	st := m.bus.Stats()
-	dropped := map[string]float64{}
-	for reason, n := range st.DroppedEvents {
-		dropped[reason] += float64(n)
-	}
-	m.mu.Lock()
-	for reason, n := range m.dropped {
-		dropped[reason] += n
-	}
-	m.mu.Unlock()
-	for reason, n := range dropped {
-		ch <- prometheus.MustNewConstMetric(m.droppedDesc, prometheus.CounterValue, n, reason)
-	}
 	ch <- prometheus.MustNewConstMetric(m.depthDesc, prometheus.GaugeValue, float64(st.DepthEvents))
 	ch <- prometheus.MustNewConstMetric(m.bytesDesc, prometheus.GaugeValue, float64(st.DepthBytes))
 	ch <- prometheus.MustNewConstMetric(m.inFlightDesc, prometheus.GaugeValue, float64(st.InFlight))
@@ -100,15 +96,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 // Published implements publishers.Counters.
 func (m *metrics) Published(source string) { m.published.WithLabelValues(source).Inc() }
 
-// Dropped implements publishers.Counters. Drops that the bus refused are counted by the bus itself
-// (read at scrape time); only the others are counted here.
-func (m *metrics) Dropped(_, reason string) {
-	if busReason(reason) {
-		return
-	}
-	m.mu.Lock()
-	m.dropped[reason]++
-	m.mu.Unlock()
+// Dropped implements publishers.Counters. The pipeline's Publish counts every drop itself, per route,
+// before it returns the error that publishers count here: nothing to add.
+func (m *metrics) Dropped(_, _ string) {}
+
+// drop counts n events dropped for reason on route ("" before routing).
+func (m *metrics) drop(reason, route string, n int) {
+	m.dropped.WithLabelValues(reason, route).Add(float64(n))
 }
 
 // SampledOut implements publishers.Counters.
@@ -125,17 +119,10 @@ func (m *metrics) BatchWritten(route string, events, _ int, took time.Duration, 
 	m.written.WithLabelValues(route).Add(float64(events))
 }
 
-// Rejected implements subscribers.Observer.
-func (m *metrics) Rejected(_, reason string, n int) {
-	m.mu.Lock()
-	m.dropped[reason] += float64(n)
-	m.mu.Unlock()
+// DeadLettered implements subscribers.Observer.
+func (m *metrics) DeadLettered(route, reason string, n int) {
+	m.deadLetters.WithLabelValues(route, reason).Add(float64(n))
 }
 
-func busReason(reason string) bool {
-	switch reason {
-	case bus.ReasonQueueFull, bus.ReasonTooLarge, bus.ReasonNoSubscribers, bus.ReasonClosed, bus.ReasonSubscriberFull:
-		return true
-	}
-	return false
-}
+// Rejected implements subscribers.Observer: events a route could neither store nor dead-letter.
+func (m *metrics) Rejected(route, reason string, n int) { m.drop(reason, route, n) }

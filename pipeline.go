@@ -142,6 +142,13 @@ func (p *Pipeline) close(ctx context.Context) error {
 		r.batcher.Drain()
 	}
 	drainErr := p.bus.Drain(ctx)
+	if drainErr != nil {
+		// The deadline passed: end the writes still waiting (a slow sink, an open breaker); their
+		// events stay unacknowledged and are counted below.
+		for _, r := range p.routes {
+			r.batcher.Abort()
+		}
+	}
 	if err := p.router.Close(); err != nil {
 		p.log.Warn("router close", "error", err)
 	}

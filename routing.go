@@ -71,9 +71,12 @@ func matchPath(pattern, p string) bool {
 	return ok
 }
 
-// route is one running route: its batcher, the sink it writes, and its breaker.
+// route is one running route: its bus topic and filter, its batcher, the sink it writes, and its
+// breaker.
 type route struct {
 	cfg     Route
+	topic   string
+	match   func(*event.Event) bool
 	sink    subscribers.Sink
 	breaker *Breaker
 	batcher *subscribers.Batcher
@@ -90,18 +93,27 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 		defer cancel()
 		return sink.Write(ctx, b)
 	})
+	match := matcher(r)
+	var deadLetters subscribers.DeadLetterSink
+	if dl, ok := sink.(subscribers.DeadLetterSink); ok {
+		deadLetters = dl
+	}
 	batcher, err := subscribers.NewBatcher(subscribers.BatcherConfig{
 		Route: r.Name,
 		Policy: subscribers.BatchPolicy{MaxEvents: r.Batch.MaxEvents, MaxBytes: r.Batch.MaxBytes,
 			MaxWait: r.Batch.MaxWait, MaxConcurrentWrites: r.Batch.MaxConcurrentWrites},
-		Write:    write,
-		Match:    matcher(r),
+		MaxEventBytes: r.Batch.MaxEventBytes,
+		DeadLetters:   deadLetters,
+		Write:         write,
+		// The publisher filters already; over a broker a message may carry events of several routes.
+		Match:    match,
 		Observer: p.metrics,
 	})
 	if err != nil {
 		return err
 	}
-	h := p.router.AddNoPublisherHandler("sluice."+r.Name, p.cfg.Bus.Topic, p.bus, batcher.Handle)
+	topic := p.cfg.Bus.Topic + "." + r.Name
+	h := p.router.AddNoPublisherHandler("sluice."+r.Name, topic, p.bus, batcher.Handle)
 	if r.Retry.MaxAttempts > 1 {
 		h.AddMiddleware(middleware.Retry{
 			MaxRetries:          r.Retry.MaxAttempts - 1,
@@ -110,14 +122,15 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 			Multiplier:          2,
 			RandomizationFactor: 0.5,
 			// An open breaker fails at once; waiting for it is the bus's redelivery, not a retry.
-			ShouldRetry: func(params middleware.RetryParams) bool { return !br.Open() },
+			ShouldRetry: func(params middleware.RetryParams) bool { return !subscribers.IsPermanent(params.Err) },
+			OnRetryHook: func(int, time.Duration) { p.metrics.retries.WithLabelValues(r.Name).Inc() },
 			Logger:      p.wmLogger,
 		}.Middleware)
 	}
 	if r.Throttle.EventsPerSecond > 0 {
 		h.AddMiddleware(middleware.NewThrottle(1, time.Duration(float64(time.Second)/r.Throttle.EventsPerSecond)).Middleware)
 	}
-	p.routes = append(p.routes, &route{cfg: r, sink: sink, breaker: br, batcher: batcher})
+	p.routes = append(p.routes, &route{cfg: r, topic: topic, match: match, sink: sink, breaker: br, batcher: batcher})
 	return nil
 }
 

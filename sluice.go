@@ -268,24 +268,51 @@ func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
 	}
 }
 
-// Publish hands one event to the bus without blocking. It returns a *DropError when the event was not
-// accepted (the bus is full for every route, or closed).
+// Publish hands one event, without blocking, to the bus topic of every route whose filter it
+// matches (each route has its own topic, so its share of the bus holds only its own events, and a
+// stuck sink fills only its own share). A route that has no room counts the event as dropped for that
+// route, by reason. Publish returns a *DropError only when no route took the event; an event that no
+// route wants is counted as unrouted and is not an error.
 func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 	if p.closing.Load() {
+		p.metrics.drop(bus.ReasonClosed, "", 1)
 		return &DropError{Why: bus.ReasonClosed, Err: ErrClosed}
 	}
-	payload, err := e.AppendJSON(make([]byte, 0, 512))
-	if err != nil {
-		return &DropError{Why: publishers.ReasonPublishError, Err: err}
-	}
-	msg := message.NewMessage(e.ID.String(), append(payload, '\n'))
-	if err := p.pub.Publish(p.cfg.Bus.Topic, msg); err != nil {
-		reason := bus.ReasonClosed
-		var full *bus.FullError
-		if errors.As(err, &full) {
-			reason = full.Reason
+	var msg *message.Message
+	matched, accepted := 0, 0
+	var lastErr error
+	lastReason := ""
+	for _, r := range p.routes {
+		if !r.match(e) {
+			continue
 		}
-		return &DropError{Why: reason, Err: err}
+		matched++
+		if msg == nil {
+			payload, err := e.AppendJSON(make([]byte, 0, 512))
+			if err != nil {
+				p.metrics.drop(publishers.ReasonPublishError, "", 1)
+				return &DropError{Why: publishers.ReasonPublishError, Err: err}
+			}
+			msg = message.NewMessage(e.ID.String(), append(payload, '\n'))
+		}
+		if err := p.pub.Publish(r.topic, msg); err != nil {
+			reason := bus.ReasonClosed
+			var full *bus.FullError
+			if errors.As(err, &full) {
+				reason = full.Reason
+			}
+			p.metrics.drop(reason, r.cfg.Name, 1)
+			lastErr, lastReason = err, reason
+			continue
+		}
+		accepted++
+	}
+	switch {
+	case matched == 0:
+		p.metrics.unrouted.Inc()
+		return nil
+	case accepted == 0:
+		return &DropError{Why: lastReason, Err: lastErr}
 	}
 	return nil
 }

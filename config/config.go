@@ -136,6 +136,9 @@ type BatchPolicy struct {
 	MaxWait   time.Duration `yaml:"max_wait"`
 	// MaxConcurrentWrites bounds the batches of this route being written at once.
 	MaxConcurrentWrites int `yaml:"max_concurrent_writes"`
+	// MaxEventBytes is the largest encoded event the route stores; a larger one is kept as a dead
+	// letter (reason oversize) instead of holding up its batch.
+	MaxEventBytes int `yaml:"max_event_bytes"`
 }
 
 // RetryPolicy bounds the retries of a failed batch write.
@@ -197,13 +200,13 @@ func DefaultRoutes() []Route {
 			Name:   "postgres",
 			Sink:   SinkPostgres,
 			Levels: []string{string(event.LevelWarn), string(event.LevelError)},
-			Batch:  BatchPolicy{MaxEvents: 1000, MaxBytes: 8 << 20, MaxWait: 5 * time.Second, MaxConcurrentWrites: 2},
+			Batch:  BatchPolicy{MaxEvents: 1000, MaxBytes: 8 << 20, MaxWait: 5 * time.Second, MaxConcurrentWrites: 2, MaxEventBytes: 1 << 20},
 			Retry:  RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second},
 		},
 		{
 			Name:  "blob",
 			Sink:  SinkBlob,
-			Batch: BatchPolicy{MaxEvents: 5000, MaxBytes: 16 << 20, MaxWait: 10 * time.Second, MaxConcurrentWrites: 4},
+			Batch: BatchPolicy{MaxEvents: 5000, MaxBytes: 16 << 20, MaxWait: 10 * time.Second, MaxConcurrentWrites: 4, MaxEventBytes: 1 << 20},
 			Retry: RetryPolicy{MaxAttempts: 3, InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second},
 		},
 	}
@@ -234,6 +237,9 @@ func (c Config) EffectiveRoutes() []Route {
 		}
 		if r.Batch.MaxConcurrentWrites == 0 {
 			r.Batch.MaxConcurrentWrites = d.Batch.MaxConcurrentWrites
+		}
+		if r.Batch.MaxEventBytes == 0 {
+			r.Batch.MaxEventBytes = d.Batch.MaxEventBytes
 		}
 		if r.Retry == (RetryPolicy{}) {
 			r.Retry = d.Retry
@@ -414,6 +420,11 @@ func (c Config) validateRoutes() []error {
 		}
 		if r.Batch.MaxConcurrentWrites <= 0 {
 			bad("batch.max_concurrent_writes", r.Batch.MaxConcurrentWrites, "must be positive")
+		}
+		if r.Batch.MaxEventBytes <= 0 {
+			bad("batch.max_event_bytes", r.Batch.MaxEventBytes, "must be positive")
+		} else if int64(r.Batch.MaxEventBytes) > c.Bus.MaxBytes {
+			bad("batch.max_event_bytes", r.Batch.MaxEventBytes, "must not exceed bus.max_bytes (%d)", c.Bus.MaxBytes)
 		}
 		if r.Retry.MaxAttempts <= 0 {
 			bad("retry.max_attempts", r.Retry.MaxAttempts, "must be positive (1 means no retry)")
