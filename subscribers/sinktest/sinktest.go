@@ -29,6 +29,14 @@ type Reader interface {
 	EventIDs(ctx context.Context) (map[uuid.UUID]int, error)
 }
 
+// DeadLetterReader reads back the dead letters a sink stored. A Reader implements it when its sink is a
+// subscribers.DeadLetterSink; the suite's dead-letter case then checks what was stored, letter by
+// letter.
+type DeadLetterReader interface {
+	// DeadLetters returns every dead letter in the store, each stored copy once.
+	DeadLetters(ctx context.Context) ([]subscribers.DeadLetter, error)
+}
+
 // Factory returns a sink writing to a fresh, empty store that nothing else writes to, and a Reader of
 // that store. It is called once per test case; it registers with t.Cleanup whatever it must release
 // besides the sink, which the suite closes itself.
@@ -51,6 +59,7 @@ func Run(t *testing.T, f Factory) {
 		{"EmptyBatch", testEmptyBatch, false},
 		{"LargeEvent", testLargeEvent, false},
 		{"WriteAfterClose", testWriteAfterClose, true},
+		{"DeadLetters", testDeadLetters, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -3,6 +3,8 @@ package sinktest_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -16,9 +18,34 @@ import (
 
 // memorySink is the smallest sink that keeps the contract: the suite's check of itself.
 type memorySink struct {
-	mu     sync.Mutex
-	ids    map[uuid.UUID]int
-	closed bool
+	mu      sync.Mutex
+	ids     map[uuid.UUID]int
+	letters map[string]subscribers.DeadLetter // by route, reason and id or raw
+	closed  bool
+}
+
+func (m *memorySink) WriteDeadLetters(ctx context.Context, letters []subscribers.DeadLetter) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range letters {
+		key := l.Route + "\x00" + l.Reason + "\x00" + l.ID.String()
+		if l.ID == uuid.Nil {
+			key += "\x00" + string(l.Raw)
+		}
+		if _, ok := m.letters[key]; !ok {
+			m.letters[key] = l
+		}
+	}
+	return nil
+}
+
+func (m *memorySink) DeadLetters(context.Context) ([]subscribers.DeadLetter, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Collect(maps.Values(m.letters)), nil
 }
 
 func (m *memorySink) Name() string { return "memory" }
@@ -57,7 +84,7 @@ func (m *memorySink) EventIDs(context.Context) (map[uuid.UUID]int, error) {
 
 func TestRunMemorySink(t *testing.T) {
 	sinktest.Run(t, func(t *testing.T) (subscribers.Sink, sinktest.Reader) {
-		m := &memorySink{ids: map[uuid.UUID]int{}}
+		m := &memorySink{ids: map[uuid.UUID]int{}, letters: map[string]subscribers.DeadLetter{}}
 		return m, m
 	})
 }
