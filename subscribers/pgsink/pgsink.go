@@ -5,6 +5,10 @@
 // already stored, leaves one row per event. Text and jsonb values are cleaned of what PostgreSQL
 // refuses (NUL, invalid UTF-8, \u0000 escapes) so that one such event cannot fail its batch.
 //
+// Write's errors are classified (Classify): permanent (subscribers.Permanent) when the data is at fault,
+// by SQLSTATE, so that the batcher splits the batch and dead-letters the bad events; transient
+// otherwise. WriteDeadLetters keeps those events in application_logs_dead_letter.
+//
 // The package writes and migrates; it does not batch, retry, or decide which events to keep: that is
 // the subscribers package's and the router's work. It must not import the publishers package nor the
 // root sluice package.
@@ -27,15 +31,17 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultTable        = "application_logs"
-	DefaultWriteTimeout = 10 * time.Second
+	DefaultTable           = "application_logs"
+	DefaultDeadLetterTable = "application_logs_dead_letter"
+	DefaultWriteTimeout    = 10 * time.Second
 )
 
 var (
 	// ErrClosed is returned by Write after Close.
 	ErrClosed = errors.New("pgsink: sink is closed")
 	// ErrInvalidEvent marks an event that cannot be stored whatever the retries: it fails
-	// event.Validate, or cannot be encoded. The other events of its batch are written.
+	// event.Validate, its time is outside PostgreSQL's range, or it cannot be encoded. Write's error
+	// wraps it, is permanent, and names the event; nothing of its batch is written.
 	ErrInvalidEvent = errors.New("invalid event")
 )
 
@@ -44,6 +50,10 @@ type Config struct {
 	// Table is the table written to, optionally schema-qualified ("logs.application_logs"). It must have
 	// the columns of application_logs and a unique key on id. Default "application_logs".
 	Table string `yaml:"table"`
+	// DeadLetterTable is the table WriteDeadLetters writes, optionally schema-qualified. It must have the
+	// columns of application_logs_dead_letter and its unique keys (migration 0002). Default
+	// "application_logs_dead_letter".
+	DeadLetterTable string `yaml:"dead_letter_table"`
 	// WriteTimeout bounds one Write, on top of the caller's context. Default 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
@@ -59,6 +69,9 @@ func (c *Config) setDefaults() {
 	if c.Table == "" {
 		c.Table = DefaultTable
 	}
+	if c.DeadLetterTable == "" {
+		c.DeadLetterTable = DefaultDeadLetterTable
+	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
@@ -71,6 +84,10 @@ var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Z
 func (c Config) Validate() error {
 	if c.Table != "" && !tableName.MatchString(c.Table) {
 		return fmt.Errorf("`table` (%q) must be a table name, optionally schema-qualified: letters, digits and _", c.Table)
+	}
+	if c.DeadLetterTable != "" && !tableName.MatchString(c.DeadLetterTable) {
+		return fmt.Errorf("`dead_letter_table` (%q) must be a table name, optionally schema-qualified: "+
+			"letters, digits and _", c.DeadLetterTable)
 	}
 	if c.WriteTimeout < 0 {
 		return fmt.Errorf("`write_timeout` (%s) must not be negative", c.WriteTimeout)
@@ -85,10 +102,15 @@ type Sink struct {
 	ownPool bool // Close closes pool
 	cfg     Config
 	insert  string
-	closed  atomic.Bool
+	// insertDeadLetters is the statement of WriteDeadLetters.
+	insertDeadLetters string
+	closed            atomic.Bool
 }
 
-var _ subscribers.Sink = (*Sink)(nil)
+var (
+	_ subscribers.Sink           = (*Sink)(nil)
+	_ subscribers.DeadLetterSink = (*Sink)(nil)
+)
 
 // New returns a Sink that writes through pool. The pool stays the caller's: Close does not close it.
 // The table must exist (see Migrate).
@@ -101,7 +123,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sink, error) {
 		return nil, fmt.Errorf("pgsink: invalid config: %w", err)
 	}
 	table := pgx.Identifier(strings.Split(cfg.Table, ".")).Sanitize()
-	return &Sink{pool: pool, cfg: cfg, insert: insertStatement(table)}, nil
+	deadLetters := pgx.Identifier(strings.Split(cfg.DeadLetterTable, ".")).Sanitize()
+	return &Sink{pool: pool, cfg: cfg, insert: insertStatement(table),
+		insertDeadLetters: insertDeadLettersStatement(deadLetters)}, nil
 }
 
 // Open connects a pool to dsn, checks that the server answers, and returns a Sink that owns the pool:
@@ -155,9 +179,16 @@ func insertStatement(table string) string {
 func (s *Sink) Name() string { return "postgres" }
 
 // Write stores the batch's events, one row each, in one transaction: all of them or, on error, none.
-// Events already stored (a retried batch, a duplicate id within the batch) are skipped. Events that
-// cannot be stored (ErrInvalidEvent) do not stop the others: the rest is written and Write returns
-// their errors joined. Errors from PostgreSQL are wrapped: errors.As(err, **pgconn.PgError) finds them.
+// Events already stored (a retried batch, a duplicate id within the batch) are skipped.
+//
+// Its errors are classified (see Classify): a permanent one (subscribers.IsPermanent) means the batch
+// holds an event that can never be stored, and that nothing of the batch was written; splitting the
+// batch finds the event. Events that cannot be stored whatever the server says (ErrInvalidEvent: they
+// fail event.Validate, have a time outside PostgreSQL's range, or cannot be encoded) are found before
+// anything is sent: the error names each of them, is permanent, and nothing is written. Not writing the
+// valid events of such a batch is what makes splitting it cheap and exact: each half without an invalid
+// event is written once, each half with one costs no round trip, and a batch never succeeds in part.
+// Errors from PostgreSQL are wrapped: errors.As(err, **pgconn.PgError) finds them.
 func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	if s.closed.Load() {
 		return ErrClosed
@@ -166,16 +197,14 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 		return nil
 	}
 	rows, bad := eventRows(b.Events)
-	if len(rows) > 0 {
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		defer cancel()
-		if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.write(ctx, tx, rows) }); err != nil {
-			return fmt.Errorf("pgsink: write batch %s (%d events) to %s: %w", b.ID, len(rows), s.cfg.Table, err)
-		}
-	}
 	if len(bad) > 0 {
-		return fmt.Errorf("pgsink: batch %s: %d of %d events not stored: %w",
-			b.ID, len(bad), len(b.Events), errors.Join(bad...))
+		return subscribers.Permanent(fmt.Errorf("pgsink: batch %s: %d of %d events cannot be stored, none written: %w",
+			b.ID, len(bad), len(b.Events), errors.Join(bad...)))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	if err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.write(ctx, tx, rows) }); err != nil {
+		return Classify(fmt.Errorf("pgsink: write batch %s (%d events) to %s: %w", b.ID, len(rows), s.cfg.Table, err))
 	}
 	return nil
 }

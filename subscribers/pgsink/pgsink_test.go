@@ -44,6 +44,34 @@ func (r tableReader) EventIDs(ctx context.Context) (map[uuid.UUID]int, error) {
 	return ids, rows.Err()
 }
 
+// DeadLetters reads back application_logs_dead_letter.
+func (r tableReader) DeadLetters(ctx context.Context) ([]subscribers.DeadLetter, error) {
+	rows, err := r.pool.Query(ctx, `SELECT id, batch_id, route, reason, coalesce(detail, ''), raw, failed_at
+		FROM application_logs_dead_letter ORDER BY dead_letter_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []subscribers.DeadLetter
+	for rows.Next() {
+		var (
+			l           subscribers.DeadLetter
+			id, batchID *uuid.UUID
+		)
+		if err := rows.Scan(&id, &batchID, &l.Route, &l.Reason, &l.Detail, &l.Raw, &l.FailedAt); err != nil {
+			return nil, err
+		}
+		if id != nil {
+			l.ID = *id
+		}
+		if batchID != nil {
+			l.BatchID = *batchID
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
 // newSink returns a sink writing through pool, closed when the test ends.
 func newSink(t *testing.T, pool *pgxpool.Pool, cfg pgsink.Config) *pgsink.Sink {
 	t.Helper()
@@ -297,8 +325,9 @@ func deref(s *string) string {
 	return *s
 }
 
-// Events that can never be stored are reported; the others of their batch are written.
-func TestInvalidEventsDoNotStopBatch(t *testing.T) {
+// Events that can never be stored make Write fail permanently before anything is sent, naming them;
+// the batch without them is written.
+func TestInvalidEventsArePermanent(t *testing.T) {
 	ctx := t.Context()
 	pool := migratedPool(t)
 	s := newSink(t, pool, pgsink.Config{})
@@ -307,14 +336,25 @@ func TestInvalidEventsDoNotStopBatch(t *testing.T) {
 	badLevel.Level = "TRACE"
 	noID := sinktest.Events(1, time.Now())[0]
 	noID.ID = uuid.Nil
-	batch := append([]*event.Event{badLevel, nil, noID}, good...)
+	farFuture := sinktest.Events(1, time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC))[0]
+	batch := append([]*event.Event{badLevel, nil, noID, farFuture}, good...)
 
-	err := s.Write(ctx, subscribers.Batch{ID: uuid.New(), Events: batch}) // NewBatch does not take nil events
-	if !errors.Is(err, pgsink.ErrInvalidEvent) {
-		t.Fatalf("Write = %v, want ErrInvalidEvent", err)
+	for range 2 { // the same batch again fails the same way
+		err := s.Write(ctx, subscribers.Batch{ID: uuid.New(), Events: batch}) // NewBatch does not take nil events
+		if !errors.Is(err, pgsink.ErrInvalidEvent) || !subscribers.IsPermanent(err) {
+			t.Fatalf("Write = %v, want a permanent ErrInvalidEvent", err)
+		}
+		for _, want := range []string{"TRACE", "4 of 9 events", "none written", "event 1 is nil", "timestamptz range"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
+		if ids, err := (tableReader{pool}).EventIDs(ctx); err != nil || len(ids) != 0 {
+			t.Fatalf("%d rows stored (%v), want none", len(ids), err)
+		}
 	}
-	if !strings.Contains(err.Error(), "TRACE") || !strings.Contains(err.Error(), "3 of 8 events") {
-		t.Errorf("error %q does not say which events and why", err)
+	if err := s.Write(ctx, subscribers.NewBatch(good)); err != nil {
+		t.Fatalf("Write of the valid events: %v", err)
 	}
 	ids, err := tableReader{pool}.EventIDs(ctx)
 	if err != nil {
@@ -339,6 +379,9 @@ func TestWriteErrorWrapsPgError(t *testing.T) {
 	if !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
 		t.Fatalf("Write = %v, want a *pgconn.PgError with SQLSTATE 42P01 (undefined_table)", err)
 	}
+	if subscribers.IsPermanent(err) {
+		t.Errorf("Write to a missing table = %v: permanent, want transient (a configuration error)", err)
+	}
 	if !strings.Contains(err.Error(), "public.no_such_table") {
 		t.Errorf("error %q does not name the table", err)
 	}
@@ -359,6 +402,8 @@ func TestConfigValidate(t *testing.T) {
 		{pgsink.Config{Table: "1logs"}, "`table`"},
 		{pgsink.Config{Table: strings.Repeat("t", 64)}, "`table`"},
 		{pgsink.Config{WriteTimeout: -time.Second}, "`write_timeout` (-1s)"},
+		{pgsink.Config{DeadLetterTable: "logs.dead_letters"}, ""},
+		{pgsink.Config{DeadLetterTable: "dead letters"}, "`dead_letter_table` (\"dead letters\")"},
 	} {
 		err := c.cfg.Validate()
 		switch {
@@ -369,7 +414,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	d := pgsink.NewDefaultConfig()
-	if d.Table != "application_logs" || d.WriteTimeout != 10*time.Second {
+	if d.Table != "application_logs" || d.DeadLetterTable != "application_logs_dead_letter" || d.WriteTimeout != 10*time.Second {
 		t.Errorf("NewDefaultConfig = %+v", d)
 	}
 }
@@ -420,7 +465,7 @@ func TestWriteTimeout(t *testing.T) {
 	pool := migratedPool(t)
 	s := newSink(t, pool, pgsink.Config{WriteTimeout: time.Nanosecond})
 	err := s.Write(t.Context(), subscribers.NewBatch(sinktest.Events(10, time.Now())))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Write with a 1ns WriteTimeout = %v, want context.DeadlineExceeded", err)
+	if !errors.Is(err, context.DeadlineExceeded) || subscribers.IsPermanent(err) {
+		t.Fatalf("Write with a 1ns WriteTimeout = %v, want a transient context.DeadlineExceeded", err)
 	}
 }

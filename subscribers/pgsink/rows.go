@@ -3,6 +3,7 @@ package pgsink
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -13,6 +14,14 @@ import (
 var columnNames = []string{"id", "ts", "level", "kind", "message", "service", "request_id", "trace_id",
 	"span_id", "method", "route", "path", "status", "duration_ms", "client_ip", "user_agent", "bytes_in",
 	"bytes_out", "error", "source", "request", "response", "attrs"}
+
+// PostgreSQL's timestamptz range: [4714-11-24 BC, 294277-01-01) UTC. Go's year -4713 is 4714 BC. A time
+// outside it would fail the batch with SQLSTATE 22008 or, far enough out, overflow pgx's microsecond
+// encoding into a wrong but valid time; it is refused before anything is sent.
+var (
+	minTS = time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC)
+	maxTS = time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // eventRows returns the rows of the events, skipping any whose id came earlier in the batch (the first
 // copy wins) and any that cannot be stored; for those it returns one error each.
@@ -44,6 +53,9 @@ func eventRows(events []*event.Event) (rows [][]any, bad []error) {
 func eventRow(e *event.Event) ([]any, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
+	}
+	if e.TS.Before(minTS) || !e.TS.Before(maxTS) {
+		return nil, fmt.Errorf("event %s: time %s is outside PostgreSQL's timestamptz range", e.ID, e.TS.UTC())
 	}
 	req, err := jsonMessage(e.Request)
 	if err != nil {
