@@ -5,9 +5,14 @@
 // A blob is named by its events' hour and a batch id derived from its events,
 // [prefix/]YYYY/MM/DD/HH/<batch id>.ndjson.gz, so its name is fixed before the first upload, and a
 // retried or replayed batch maps to the same names; stores create an object only if its name is free,
-// so a replay never stores a second copy. This package decides neither which events are archived nor
-// when a batch is full (routing and the batching handler do); it must not import the publishers package
-// nor the root sluice package.
+// so a replay never stores a second copy.
+//
+// Write's errors are classified (Classify): permanent when the data is at fault, so that the batcher
+// splits the batch and dead-letters the bad events, which WriteDeadLetters stores under
+// dead-letter/[prefix/]YYYY/MM/DD/HH/<id>.ndjson.gz; transient otherwise.
+//
+// This package decides neither which events are archived nor when a batch is full (routing and the
+// batching handler do); it must not import the publishers package nor the root sluice package.
 package blobsink
 
 import (
@@ -70,6 +75,13 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// A blob's name is at most 1024 characters in Azure, and a file name at most 255 bytes on common file
+// systems; the rest of a name (dead-letter/, the hour, the id and Ext) takes less than 100.
+const (
+	maxPrefix        = 900
+	maxPrefixSegment = 255
+)
+
 // Validate reports the first invalid value, naming its key. Zero values stand for the defaults.
 func (c Config) Validate() error {
 	if c.Prefix != "" {
@@ -78,6 +90,15 @@ func (c Config) Validate() error {
 				return fmt.Errorf("`prefix` (%q) must be slash-separated names, "+
 					"without a leading or trailing slash, '.', '..' or backslashes", c.Prefix)
 			}
+			if len(seg) > maxPrefixSegment {
+				return fmt.Errorf("`prefix` (%q) has a name longer than %d bytes", c.Prefix, maxPrefixSegment)
+			}
+		}
+		if len(c.Prefix) > maxPrefix {
+			return fmt.Errorf("`prefix` (%q) is longer than %d bytes", c.Prefix, maxPrefix)
+		}
+		if first, _, _ := strings.Cut(c.Prefix, "/"); first+"/" == DeadLetterPrefix {
+			return fmt.Errorf("`prefix` (%q) must not start with %q: dead letters are stored there", c.Prefix, DeadLetterPrefix)
 		}
 	}
 	if c.WriteTimeout < 0 {
@@ -89,8 +110,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// ErrClosed is returned by Write after Close.
-var ErrClosed = errors.New("blobsink: sink is closed")
+var (
+	// ErrClosed is returned by Write after Close.
+	ErrClosed = errors.New("blobsink: sink is closed")
+	// ErrInvalidEvent marks an event that cannot be stored whatever the retries: it is nil, or cannot be
+	// encoded as JSON. Write's error wraps it and is permanent; nothing of the batch is stored.
+	ErrInvalidEvent = errors.New("invalid event")
+)
 
 // Sink writes batches of events to a Store, one blob per batch and UTC hour. It implements
 // subscribers.Sink and is safe for concurrent use.
@@ -125,9 +151,15 @@ func (s *Sink) Close() error {
 
 // Write implements subscribers.Sink: it splits the batch by the UTC hour of its events' times and stores
 // each part as one blob named by BlobName, several parts at once. It returns nil only when every part is
-// stored (or was stored before: a replay). An event that appears twice in the batch is stored once. An
-// event that cannot be encoded as JSON fails Write, and its hour's blob is not stored; retrying cannot
-// help, so such events must be kept from the sink.
+// stored (or was stored before: a replay). An event that appears twice in the batch is stored once.
+//
+// Its errors are classified (see Classify). Every part is encoded before any is uploaded, so an event
+// that cannot be encoded (a nil event, an attribute JSON cannot encode) fails Write permanently with
+// ErrInvalidEvent and nothing of the batch stored: splitting the batch then finds the event without
+// leaving blobs of a larger set of events behind (a blob is named by its events, so those would be
+// second copies of the events the halves store). When the store refuses one part permanently after
+// another part was stored, Write is permanent too, and that other part's events may be stored again
+// under the names of the halves; the store's permanent refusals (a blob too large) are rare.
 func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	if s.closed.Load() {
 		return ErrClosed
@@ -135,42 +167,99 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	if len(b.Events) == 0 {
 		return nil
 	}
-	parts := splitByHour(b.Events)
-	if len(parts) == 1 {
-		return s.writePart(ctx, parts[0])
-	}
-	sem := make(chan struct{}, s.cfg.Concurrency)
-	errs := make([]error, len(parts))
-	var wg sync.WaitGroup
-	for i, p := range parts {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			errs[i] = ctx.Err()
-			continue
+	for i, e := range b.Events {
+		if e == nil {
+			return subscribers.Permanent(fmt.Errorf("blobsink: batch %s: %w: event %d is nil", b.ID, ErrInvalidEvent, i))
 		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			errs[i] = s.writePart(ctx, p)
-		}()
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	parts := splitByHour(b.Events)
+	objs := make([]object, len(parts))
+	defer func() {
+		for _, o := range objs {
+			if o.enc != nil {
+				putEncoder(o.enc)
+			}
+		}
+	}()
+	for i, p := range parts {
+		enc := getEncoder()
+		objs[i].enc = enc
+		data, err := enc.encode(p)
+		if err != nil {
+			return subscribers.Permanent(fmt.Errorf("blobsink: batch %s: %w: %w", b.ID, ErrInvalidEvent, err))
+		}
+		objs[i].name, objs[i].data = BlobName(s.cfg.Prefix, p), data
+	}
+	return s.putAll(ctx, objs)
 }
 
-// writePart encodes and stores one hour's events.
-func (s *Sink) writePart(ctx context.Context, events []*event.Event) error {
-	name := BlobName(s.cfg.Prefix, events)
-	enc := getEncoder()
-	defer putEncoder(enc)
-	data, err := enc.encode(events)
-	if err != nil {
-		return fmt.Errorf("blobsink: %s: %w", name, err)
+// object is one blob to store.
+type object struct {
+	name string
+	data []byte
+	enc  *encoder // holds data; back to the pool once stored
+}
+
+// putAll stores the objects, at most Config.Concurrency at once, and returns their errors classified:
+// permanent only when every failure is.
+func (s *Sink) putAll(ctx context.Context, objs []object) error {
+	errs := make([]error, len(objs))
+	if len(objs) == 1 {
+		errs[0] = s.put(ctx, objs[0])
+	} else {
+		sem := make(chan struct{}, s.cfg.Concurrency)
+		var wg sync.WaitGroup
+		for i, o := range objs {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				continue
+			}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				errs[i] = s.put(ctx, o)
+			})
+		}
+		wg.Wait()
 	}
+	return joinClassified(errs)
+}
+
+// put stores one object within the write timeout.
+func (s *Sink) put(ctx context.Context, o object) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
-	return s.store.Put(ctx, name, data, ContentType, ContentEncoding)
+	return s.store.Put(ctx, o.name, o.data, ContentType, ContentEncoding)
+}
+
+// joinClassified classifies each error and joins them: the result is permanent when every non-nil error
+// is, and otherwise transient, with no permanent mark left inside (errors.As would find it).
+func joinClassified(errs []error) error {
+	var causes []error
+	permanent := true
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		err = Classify(err)
+		var p *subscribers.PermanentError
+		if errors.As(err, &p) {
+			err = p.Err
+		} else {
+			permanent = false
+		}
+		causes = append(causes, err)
+	}
+	switch {
+	case len(causes) == 0:
+		return nil
+	case permanent:
+		return subscribers.Permanent(errors.Join(causes...))
+	case len(causes) == 1:
+		return causes[0]
+	}
+	return errors.Join(causes...)
 }
 
 // BlobName returns the name of the blob that holds events, which must all be of one UTC hour (that of
@@ -222,16 +311,8 @@ func splitByHour(events []*event.Event) [][]*event.Event {
 	return parts
 }
 
-// hourOf returns the number of the UTC hour of an event's time: whole hours since the Unix epoch, which
-// is UTC whatever the time's location.
-func hourOf(e *event.Event) int64 {
-	sec := e.TS.Unix()
-	h := sec / 3600
-	if sec%3600 < 0 {
-		h--
-	}
-	return h
-}
+// hourOf returns the number of the UTC hour of an event's time (see hourOfTime).
+func hourOf(e *event.Event) int64 { return hourOfTime(e.TS) }
 
 // encoder turns events into a gzip NDJSON blob, reusing its buffers and compressor across batches.
 type encoder struct {

@@ -13,31 +13,49 @@ import (
 )
 
 // storeReader reads every blob of a store back: it lists them, gunzips each and decodes its NDJSON.
+// Dead-letter blobs are not events: EventIDs skips them, DeadLetters reads them.
 type storeReader struct {
 	store  blobsink.Store
 	prefix string
 }
 
 func (r storeReader) EventIDs(ctx context.Context) (map[uuid.UUID]int, error) {
-	names, err := r.store.List(ctx, r.prefix)
+	events, err := readAll(ctx, r.store, r.prefix, func(name string) bool { return !blobsink.IsDeadLetter(name) },
+		blobsink.Decode)
+	ids := map[uuid.UUID]int{}
+	for _, e := range events {
+		ids[e.ID]++
+	}
+	return ids, err
+}
+
+func (r storeReader) DeadLetters(ctx context.Context) ([]subscribers.DeadLetter, error) {
+	return readAll(ctx, r.store, blobsink.DeadLetterPrefix, blobsink.IsDeadLetter, blobsink.DecodeDeadLetters)
+}
+
+// readAll decodes every blob whose name starts with prefix and passes keep.
+func readAll[T any](ctx context.Context, store blobsink.Store, prefix string, keep func(string) bool,
+	decode func([]byte) ([]T, error)) ([]T, error) {
+	names, err := store.List(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}
-	ids := map[uuid.UUID]int{}
+	var out []T
 	for _, name := range names {
-		data, err := r.store.Get(ctx, name)
+		if !keep(name) {
+			continue
+		}
+		data, err := store.Get(ctx, name)
 		if err != nil {
 			return nil, err
 		}
-		events, err := blobsink.Decode(data)
+		items, err := decode(data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		for _, e := range events {
-			ids[e.ID]++
-		}
+		out = append(out, items...)
 	}
-	return ids, nil
+	return out, nil
 }
 
 func TestConformance(t *testing.T) {

@@ -102,6 +102,24 @@ func list(t testing.TB, store blobsink.Store, prefix string) []string {
 	return names
 }
 
+// gunzipped returns the content of one stored blob, which must be gzip, decompressed.
+func gunzipped(t testing.TB, store blobsink.Store, name string) []byte {
+	t.Helper()
+	data, err := store.Get(ctxT(t), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("stored blob %s is not gzip: %v", name, err)
+	}
+	content, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return content
+}
+
 // readBlob returns the events of one stored blob.
 func readBlob(t testing.TB, store blobsink.Store, name string) []*event.Event {
 	t.Helper()
@@ -170,6 +188,12 @@ func TestConfigValidate(t *testing.T) {
 		{blobsink.Config{Prefix: "a//b"}, "`prefix`"},
 		{blobsink.Config{Prefix: "a/../b"}, "`prefix`"},
 		{blobsink.Config{Prefix: `a\b`}, "`prefix`"},
+		{blobsink.Config{Prefix: "dead-letter"}, "must not start with \"dead-letter/\""},
+		{blobsink.Config{Prefix: "dead-letter/x"}, "must not start with"},
+		{blobsink.Config{Prefix: "x/dead-letter"}, ""},
+		{blobsink.Config{Prefix: strings.Repeat("n", 255)}, ""},
+		{blobsink.Config{Prefix: strings.Repeat("n", 256)}, "longer than 255 bytes"},
+		{blobsink.Config{Prefix: strings.Repeat("n/", 450) + "n"}, "longer than 900 bytes"},
 		{blobsink.Config{WriteTimeout: -time.Second}, "`write_timeout` (-1s)"},
 		{blobsink.Config{Concurrency: -1}, "`concurrency` (-1)"},
 	} {
@@ -235,18 +259,7 @@ func TestWriteOneHour(t *testing.T) {
 		if got := list(t, store, ""); !slices.Equal(got, []string{want}) {
 			t.Fatalf("blobs = %q, want %q", got, want)
 		}
-		data, err := store.Get(ctxT(t), want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(bytes.NewReader(data))
-		if err != nil {
-			t.Fatalf("stored blob is not gzip: %v", err)
-		}
-		ndjson, err := io.ReadAll(zr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ndjson := gunzipped(t, store, want)
 		wantNDJSON, err := event.Encode(events...)
 		if err != nil {
 			t.Fatal(err)
