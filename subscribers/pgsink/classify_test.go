@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -213,5 +214,21 @@ func TestBisectionConverges(t *testing.T) {
 		if n := ids[e.ID]; n != 1 && !want[i] || n != 0 && want[i] {
 			t.Errorf("event %d stored %d times", i, n)
 		}
+	}
+}
+
+// An event with a 10 MB attribute is stored with its batch: it is large, not bad.
+func TestTenMegabyteAttribute(t *testing.T) {
+	ctx := t.Context()
+	pool := migratedPool(t)
+	s := newSink(t, pool, pgsink.Config{})
+	events := sinktest.Events(10, time.Now())
+	events[4].Attrs = map[string]any{"big": strings.Repeat("0123456789", 1<<20)}
+	if err := s.Write(ctx, subscribers.NewBatch(events)); err != nil {
+		t.Fatalf("Write with a 10 MB attribute: %v", err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT length(attrs->>'big') FROM application_logs WHERE id = $1", events[4].ID).Scan(&n); err != nil || n != 10<<20 {
+		t.Fatalf("stored attribute of %d characters (%v), want %d", n, err, 10<<20)
 	}
 }
