@@ -56,6 +56,9 @@ func Example() {
 	store, _ := blobsink.NewDirStore(filepath.Join(dir, "logs"))
 	names, _ := store.List(context.Background(), "")
 	for _, name := range names {
+		if blobsink.IsDeadLetter(name) {
+			continue
+		}
 		data, _ := store.Get(context.Background(), name)
 		events, _ := blobsink.Decode(data)
 		for _, ev := range events {
