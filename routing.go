@@ -119,6 +119,7 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 			MaxRetries:          r.Retry.MaxAttempts - 1,
 			InitialInterval:     r.Retry.InitialInterval,
 			MaxInterval:         r.Retry.MaxInterval,
+			MaxElapsedTime:      r.Retry.MaxElapsed,
 			Multiplier:          2,
 			RandomizationFactor: 0.5,
 			// An open breaker fails at once; waiting for it is the bus's redelivery, not a retry.

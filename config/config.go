@@ -141,11 +141,15 @@ type BatchPolicy struct {
 	MaxEventBytes int `yaml:"max_event_bytes"`
 }
 
-// RetryPolicy bounds the retries of a failed batch write.
+// RetryPolicy bounds the retries of a message whose batch write failed transiently: exponential
+// backoff with jitter from InitialInterval up to MaxInterval, at most MaxAttempts attempts in all and
+// no new attempt after MaxElapsed. Then the message goes back to the bus, which offers it again after
+// bus.redelivery_delay.
 type RetryPolicy struct {
 	MaxAttempts     int           `yaml:"max_attempts"`
 	InitialInterval time.Duration `yaml:"initial_interval"`
 	MaxInterval     time.Duration `yaml:"max_interval"`
+	MaxElapsed      time.Duration `yaml:"max_elapsed"`
 }
 
 // ThrottlePolicy limits the rate of a route; zero means unlimited.
@@ -201,13 +205,13 @@ func DefaultRoutes() []Route {
 			Sink:   SinkPostgres,
 			Levels: []string{string(event.LevelWarn), string(event.LevelError)},
 			Batch:  BatchPolicy{MaxEvents: 1000, MaxBytes: 8 << 20, MaxWait: 5 * time.Second, MaxConcurrentWrites: 2, MaxEventBytes: 1 << 20},
-			Retry:  RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second},
+			Retry:  RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsed: 10 * time.Second},
 		},
 		{
 			Name:  "blob",
 			Sink:  SinkBlob,
 			Batch: BatchPolicy{MaxEvents: 5000, MaxBytes: 16 << 20, MaxWait: 10 * time.Second, MaxConcurrentWrites: 4, MaxEventBytes: 1 << 20},
-			Retry: RetryPolicy{MaxAttempts: 3, InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second},
+			Retry: RetryPolicy{MaxAttempts: 3, InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second, MaxElapsed: 30 * time.Second},
 		},
 	}
 }
@@ -431,6 +435,9 @@ func (c Config) validateRoutes() []error {
 		}
 		if r.Retry.InitialInterval < 0 || r.Retry.MaxInterval < r.Retry.InitialInterval {
 			bad("retry.max_interval", r.Retry.MaxInterval, "must be at least retry.initial_interval (%v), both non-negative", r.Retry.InitialInterval)
+		}
+		if r.Retry.MaxElapsed < 0 {
+			bad("retry.max_elapsed", r.Retry.MaxElapsed, "must not be negative (0 means no limit)")
 		}
 		if r.Throttle.EventsPerSecond < 0 {
 			bad("throttle.events_per_second", r.Throttle.EventsPerSecond, "must not be negative")
