@@ -6,7 +6,9 @@
 #   scripts/azurite.sh stop              # stops the Azurite that start started (by its pid)
 #
 # Only the export line goes to stdout; everything else goes to stderr. State (pid, port, log) lives in
-# .ci/.azurite/ (ignored by git), or in $SLUICE_AZURITE_STATE when set.
+# .ci/.azurite/ (ignored by git), or in $SLUICE_AZURITE_STATE when set: start while that state's Azurite
+# runs prints its export line again, and stop stops it, whoever started it. Give each independent user
+# of one work tree its own SLUICE_AZURITE_STATE (.ci/run does).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +28,10 @@ print_export() {
 	echo "export SLUICE_TEST_AZURITE='DefaultEndpointsProtocol=http;AccountName=$account;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$1/$account;'"
 }
 
-running() { [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# ours PID: PID is an Azurite blob service (a pid in a stale file may have been reused by another process).
+ours() { [[ -r /proc/$1/cmdline ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q azurite-blob; }
+
+running() { [[ -f $pidfile ]] && ours "$(cat "$pidfile")"; }
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -79,7 +84,7 @@ stop() {
 	fi
 	local pid i
 	pid=$(cat "$pidfile")
-	if kill "$pid" 2>/dev/null; then
+	if ours "$pid" && kill "$pid" 2>/dev/null; then
 		for ((i = 0; i < 50; i++)); do # 5 s, then SIGKILL
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
