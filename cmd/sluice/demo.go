@@ -28,8 +28,9 @@ func loadConfig(file string) (sluice.Config, error) {
 	return cfg, nil
 }
 
-// demo runs the demo service until ctx ends, then flushes everything accepted.
-func demo(ctx context.Context, file string, stdout io.Writer, log *slog.Logger) error {
+// demo runs the demo service until ctx ends, then flushes everything accepted. loggingMode is the
+// request logging middleware (see demoLogging): "sluice" unless sluice bench asks for another.
+func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *slog.Logger) error {
 	cfg, err := loadConfig(file)
 	if err != nil {
 		return err
@@ -52,7 +53,7 @@ func demo(ctx context.Context, file string, stdout io.Writer, log *slog.Logger) 
 		_ = p.Close(ctx)
 		return err
 	}
-	e.Use(logging)
+	e.Use(demoLogging(loggingMode, logging)...)
 	handlers.Demo(e, appLog)
 	ops := handlers.Ops{Metrics: p.MetricsHandler(), Ready: func(context.Context) (bool, any) {
 		r := p.Readiness()

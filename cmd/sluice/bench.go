@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/sluicelog/sluice/internal/bench"
+)
+
+// benchFlags are the flags of `sluice bench`.
+type benchFlags struct {
+	quick          bool
+	scenarios      string
+	jsonFile       string
+	plotFile       string
+	from           string
+	postgres       string
+	azurite        string
+	duration       time.Duration
+	rate           int
+	cpuProfile     string
+	serverProfiles string
+}
+
+// flagBench registers the bench flags on fs when cmd is "bench".
+func flagBench(fs *flag.FlagSet, cmd string) *benchFlags {
+	f := &benchFlags{}
+	if cmd != "bench" {
+		return f
+	}
+	fs.BoolVar(&f.quick, "quick", false, "tiny sizes and short steps: every scenario in under a minute (a smoke test; the figures mean little)")
+	fs.StringVar(&f.scenarios, "scenarios", strings.Join(bench.Scenarios, ","), "the scenarios to run, comma-separated")
+	fs.StringVar(&f.jsonFile, "json", "", "write every figure to this JSON `file` (stable keys)")
+	fs.StringVar(&f.plotFile, "plot", "", "draw the PNG plot into this `file` (default: the -json file with .png, else sluice-bench.png)")
+	fs.StringVar(&f.from, "from", "", "run nothing: print the table and draw the plot of this JSON `file` from an earlier run")
+	fs.StringVar(&f.postgres, "postgres", envOr("SLUICE_TEST_POSTGRES_DSN", bench.DefaultPostgresDSN),
+		"PostgreSQL `DSN` of a user that may create databases (also SLUICE_TEST_POSTGRES_DSN)")
+	fs.StringVar(&f.azurite, "azurite", os.Getenv("SLUICE_TEST_AZURITE"),
+		"Azurite connection string (also SLUICE_TEST_AZURITE, which eval \"$(scripts/azurite.sh start)\" sets)")
+	fs.DurationVar(&f.duration, "overload-duration", 0, "how long the overload scenario keeps storage down (default 60s, 3s with -quick)")
+	fs.IntVar(&f.rate, "overload-rate", 0, "requests/s of the overload scenario (default: the highest rate the http scenario found sluice to sustain, else 5000)")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the sink scenarios run in it) to `file`")
+	fs.StringVar(&f.serverProfiles, "server-profiles", "", "write a CPU and a heap profile of each demo process into `dir` (demo-MODE.cpu.pprof, demo-MODE.heap.pprof)")
+	return f
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// runBench runs the benchmark (or re-renders an earlier one), prints the results table to stdout and
+// the progress to stderr, and writes the JSON and the plot.
+func runBench(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) error {
+	plotFile := f.plotFile
+	if plotFile == "" {
+		plotFile = "sluice-bench.png"
+		if json := f.jsonFile; json != "" {
+			plotFile = strings.TrimSuffix(json, ".json") + ".png"
+		}
+	}
+	var (
+		res    *bench.Results
+		runErr error
+	)
+	if f.from != "" {
+		r, err := bench.ReadJSON(f.from)
+		if err != nil {
+			return err
+		}
+		res = r
+	} else {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg := bench.Config{
+			Quick: f.quick, PostgresDSN: f.postgres, Azurite: f.azurite, ServerBinary: self,
+			ServerProfileDir: f.serverProfiles, OverloadDuration: f.duration, OverloadRate: f.rate, Progress: stderr,
+		}
+		if f.scenarios != "" {
+			cfg.Scenarios = strings.Split(f.scenarios, ",")
+		}
+		err = withCPUProfile(f.cpuProfile, func() error {
+			res, runErr = bench.Run(ctx, cfg)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if res == nil {
+			return &configError{runErr}
+		}
+	}
+	res.WriteTable(stdout)
+	if f.jsonFile != "" {
+		if err := res.WriteJSON(f.jsonFile); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "wrote %s\n", f.jsonFile)
+	}
+	if err := res.WritePlot(plotFile); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	fmt.Fprintf(stderr, "wrote %s\n", plotFile)
+	return runErr
+}
+
+// demoFlags are the demo's flags for sluice bench: -logging, the request logging middleware ("sluice"
+// unless the demo is compared with none, "off", or with Echo's own request logger, "echo"), and the
+// profiles it writes when it stops.
+type demoFlags struct {
+	logging    string
+	cpuProfile string
+	memProfile string
+}
+
+// flagDemo registers the demo's flags for sluice bench when cmd is "demo".
+func flagDemo(fs *flag.FlagSet, cmd string) *demoFlags {
+	f := &demoFlags{logging: bench.LoggingSluice}
+	if cmd != "demo" {
+		return f
+	}
+	fs.Func("logging", "request logging: sluice, or for sluice bench off or echo (Echo's request logger)", func(s string) error {
+		switch s {
+		case bench.LoggingSluice, bench.LoggingOff, bench.LoggingEcho:
+			f.logging = s
+			return nil
+		}
+		return fmt.Errorf("want sluice, off or echo")
+	})
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the demo to `file` when it stops")
+	fs.StringVar(&f.memProfile, "memprofile", "", "write a heap profile of the demo to `file` when its shutdown begins")
+	return f
+}
+
+// withProfiles runs run (the demo) with the profiles f asks for: the CPU over the whole run, and the
+// heap when ctx ends, as the shutdown begins: what the demo holds under load, before it flushes.
+func (f *demoFlags) withProfiles(ctx context.Context, run func() error) error {
+	heap := make(chan error, 1)
+	if f.memProfile != "" {
+		go func() {
+			<-ctx.Done()
+			heap <- writeHeapProfile(f.memProfile)
+		}()
+	}
+	err := withCPUProfile(f.cpuProfile, run)
+	if f.memProfile != "" && ctx.Err() != nil {
+		err = errors.Join(err, <-heap)
+	}
+	return err
+}
+
+func writeHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	runtime.GC() // the profile shows the heap as of the last collection
+	return errors.Join(pprof.WriteHeapProfile(f), f.Close())
+}
+
+// withCPUProfile runs run, profiling the CPU into file when file is not empty.
+func withCPUProfile(file string, run func() error) error {
+	if file == "" {
+		return run()
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	err = run()
+	pprof.StopCPUProfile()
+	return errors.Join(err, f.Close())
+}
+
+// demoLogging returns the demo's request logging middleware for mode: sluice's, none, or Echo's
+// RequestLogger writing JSON through slog to io.Discard (what a service without sluice would run).
+func demoLogging(mode string, sluice echo.MiddlewareFunc) []echo.MiddlewareFunc {
+	switch mode {
+	case bench.LoggingOff:
+		return nil
+	case bench.LoggingEcho:
+		return []echo.MiddlewareFunc{echoRequestLogger()}
+	}
+	return []echo.MiddlewareFunc{sluice}
+}
+
+func echoRequestLogger() echo.MiddlewareFunc {
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogRemoteIP: true, LogRequestID: true,
+		LogUserAgent: true, LogRoutePath: true, LogError: true, HandleError: true,
+		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			attrs := []slog.Attr{
+				slog.String("method", v.Method), slog.String("uri", v.URI), slog.String("route", v.RoutePath),
+				slog.Int("status", v.Status), slog.Duration("latency", v.Latency), slog.String("remote_ip", v.RemoteIP),
+				slog.String("request_id", v.RequestID), slog.String("user_agent", v.UserAgent),
+			}
+			if v.Error != nil {
+				attrs = append(attrs, slog.String("error", v.Error.Error()))
+			}
+			logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "request", attrs...)
+			return nil
+		},
+	})
+}

@@ -1,0 +1,255 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicelog/sluice/internal/testenv"
+)
+
+// TestQuickRunsEveryScenario runs the whole harness in quick mode against the real PostgreSQL, Azurite
+// and a freshly built sluice binary, and checks only that every scenario ran and produced numbers,
+// that the JSON has its stable keys and that the plot is a PNG. It asserts no timing.
+func TestQuickRunsEveryScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs every scenario: not with -short")
+	}
+	azurite := testenv.Azurite(t)
+	admin := os.Getenv("SLUICE_TEST_POSTGRES_DSN")
+	if admin == "" {
+		admin = testenv.DefaultPostgresDSN
+	}
+	bin := filepath.Join(t.TempDir(), "sluice")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sluicelog/sluice/cmd/sluice").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, Config{
+		Quick: true, PostgresDSN: admin, Azurite: azurite, ServerBinary: bin,
+		OverloadDuration: 2 * time.Second, Progress: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	positive := map[string]float64{}
+	for name, pg := range map[string]PGThroughput{"sluice": r.Postgres.Sluice, "raw_copyfrom": r.Postgres.RawCopyFrom,
+		"per_event_insert": r.Postgres.PerEventInsert, "watermill_sql": r.Postgres.WatermillSQL} {
+		positive["postgres."+name+".events_per_second"] = pg.EventsPerSecond
+		positive["postgres."+name+".db_writes_per_second"] = pg.DBWritesPerSecond
+		positive["postgres."+name+".stored_bytes_per_event"] = pg.StoredBytesPerEvent
+	}
+	for name, b := range map[string]BlobThroughput{"sluice": r.Blob.Sluice, "per_event_blob": r.Blob.PerEventBlob, "one_upload": r.Blob.OneUpload} {
+		positive["blob."+name+".events_per_second"] = b.EventsPerSecond
+		positive["blob."+name+".blobs_per_1000_events"] = b.BlobsPer1000Events
+	}
+	for _, m := range r.HTTP.modes() {
+		positive["http."+m.name+".max_sustained_rps"] = float64(m.mode.MaxSustainedRPS)
+		positive["http."+m.name+".cpu_seconds"] = m.mode.CPUSeconds
+		positive["http."+m.name+".peak_rss_bytes"] = float64(m.mode.PeakRSSBytes)
+		positive["http."+m.name+".steps"] = float64(len(m.mode.Steps))
+		for _, s := range m.mode.Steps {
+			positive["http."+m.name+".steps.requests"] = float64(s.Requests)
+			positive["http."+m.name+".steps.latency.p99_ms"] = s.Latency.P99
+		}
+	}
+	o := r.Overload
+	positive["overload.baseline.requests"] = float64(o.Baseline.Requests)
+	positive["overload.overload.requests"] = float64(o.Overload.Requests)
+	positive["overload.overload.latency.p99_ms"] = o.Overload.Latency.P99
+	positive["overload.peak_rss_bytes"] = float64(o.PeakRSSBytes)
+	positive["overload.max_goroutines"] = float64(o.MaxGoroutines)
+	positive["overload.events_published"] = o.EventsPublished
+	positive["overload.samples"] = float64(len(o.Samples))
+	for _, q := range r.Ratios {
+		positive["ratios."+q.Key] = q.Value
+	}
+	for name, v := range positive {
+		if !(v > 0) {
+			t.Errorf("%s = %v, want a positive number", name, v)
+		}
+	}
+	if len(r.Ratios) != 9 {
+		t.Errorf("%d ratios, want 9", len(r.Ratios))
+	}
+
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "bench.json")
+	if err := r.WriteJSON(jsonPath); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range stableKeys {
+		if _, ok := lookup(doc, key); !ok {
+			t.Errorf("the JSON has no %s", key)
+		}
+	}
+	if _, err := ReadJSON(jsonPath); err != nil {
+		t.Error(err)
+	}
+
+	var table bytes.Buffer
+	r.WriteTable(&table)
+	for _, want := range []string{"PostgreSQL sink", "Blob sink", "HTTP end to end", "Overload", "Ratios"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("the table has no %q section", want)
+		}
+	}
+
+	pngPath := filepath.Join(dir, "bench.png")
+	if err := r.WritePlot(pngPath); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(pngPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("the plot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 100 || b.Dy() < 100 {
+		t.Errorf("the plot is %v", b)
+	}
+}
+
+// stableKeys are JSON keys that tools reading the results rely on (dots separate levels; a list is
+// looked into at its first element).
+var stableKeys = []string{
+	"schema", "started_at", "seconds", "quick", "machine.cpus", "machine.cpu_model", "machine.postgres_version",
+	"postgres.event_json_bytes",
+	"postgres.sluice.events_per_second", "postgres.sluice.db_writes_per_second", "postgres.sluice.stored_bytes_per_event",
+	"postgres.raw_copyfrom.events_per_second", "postgres.per_event_insert.events_per_second",
+	"postgres.watermill_sql.events_per_second",
+	"blob.sluice.events_per_second", "blob.sluice.blobs_per_1000_events", "blob.per_event_blob.events_per_second",
+	"blob.one_upload.events_per_second",
+	"http.targets", "http.sustained_rule",
+	"http.off.steps.rate", "http.off.steps.latency.p50_ms", "http.off.steps.latency.p99_ms", "http.off.steps.latency.p99_9_ms",
+	"http.off.steps.latency.quantiles.q", "http.off.steps.server_cpu_seconds", "http.off.max_sustained_rps",
+	"http.echo.max_sustained_rps", "http.sluice.max_sustained_rps", "http.sluice.cpu_seconds", "http.sluice.peak_rss_bytes",
+	"overload.rate", "overload.baseline.latency.p99_ms", "overload.overload.latency.p99_ms", "overload.peak_rss_bytes",
+	"overload.max_goroutines", "overload.events_dropped", "overload.samples.rss_bytes", "overload.samples.goroutines",
+	"ratios.key", "ratios.value", "ratios.goal", "ratios.met",
+}
+
+// lookup follows a dotted key through objects, and into the first element of lists.
+func lookup(v any, key string) (any, bool) {
+	for _, k := range strings.Split(key, ".") {
+		if list, ok := v.([]any); ok {
+			if len(list) == 0 {
+				return nil, false
+			}
+			v = list[0]
+		}
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = obj[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// testWriter logs the harness's progress lines.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestSearchMax(t *testing.T) {
+	capacity := 7300 // the rate above which a step is not sustained
+	try := func(rate int) (LoadStep, error) { return LoadStep{Rate: rate, Sustained: rate <= capacity}, nil }
+	for _, tc := range []struct {
+		name  string
+		fixed []LoadStep
+		max   int
+		want  int
+		tried []int
+	}{
+		{"up from the highest fixed rate", []LoadStep{{Rate: 1000, Sustained: true}, {Rate: 5000, Sustained: true}}, 6, 6900,
+			[]int{7500, 6300, 6900}}, // within 10%: done
+		{"between the fixed rates", []LoadStep{{Rate: 5000, Sustained: true}, {Rate: 10000}}, 6, 6900, []int{7500, 6300, 6900}},
+		{"below the lowest", []LoadStep{{Rate: 10000}}, 1, 5000, []int{5000}},
+		{"no steps allowed", []LoadStep{{Rate: 1000, Sustained: true}}, 0, 1000, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, steps, err := searchMax(tc.fixed, tc.max, try)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var tried []int
+			for _, s := range steps {
+				tried = append(tried, s.Rate)
+			}
+			if got != tc.want || !equalInts(tried, tc.tried) {
+				t.Errorf("searchMax = %d after %v, want %d after %v", got, tried, tc.want, tc.tried)
+			}
+		})
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSummarize(t *testing.T) {
+	var lat []time.Duration
+	for i := 1000; i >= 1; i-- {
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	l := summarize(lat)
+	if l.P50 != 500 || l.P99 != 990 || l.P999 != 999 || l.Max != 1000 || l.Mean != 500.5 {
+		t.Errorf("summarize = %+v", l)
+	}
+	if len(l.Quantiles) != len(quantileLevels) || l.Quantiles[0].Ms != 1 {
+		t.Errorf("quantiles = %v", l.Quantiles)
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	m, err := parseMetrics(strings.NewReader(`# HELP x
+# TYPE sluice_events_dropped_total counter
+sluice_events_dropped_total{reason="queue_full",source="http"} 7
+sluice_events_dropped_total{reason="queue_full",source="slog"} 1
+sluice_events_dropped_total{reason="closed",source="http"} 2
+go_goroutines 42
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.byName["sluice_events_dropped_total"] != 10 || m.byName["go_goroutines"] != 42 {
+		t.Errorf("by name: %v", m.byName)
+	}
+	if r := m.byLabel("sluice_events_dropped_total", "reason"); r["queue_full"] != 8 || r["closed"] != 2 {
+		t.Errorf("by reason: %v", r)
+	}
+}

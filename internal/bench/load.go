@@ -1,0 +1,156 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// requestMix describes the targets of demoTargets.
+const requestMix = "GET /hello 80% (200, INFO: archive), POST /echo with a 1 KiB JSON body 10% (200, INFO: " +
+	"archive, bodies captured), GET /nope 10% (404, WARN: archive and PostgreSQL); keep-alive, loopback"
+
+// Sustained: what a load step must achieve to count as sustained.
+const (
+	sustainedMaxErrorShare = 0.001 // of the requests
+	sustainedMinShare      = 0.95  // of the requests asked for
+	sustainedMaxP99        = 50.0  // ms
+)
+
+var sustainedRule = fmt.Sprintf("errors (transport, timeout, 5xx) at most %.1f%% of requests, at least %.0f%% "+
+	"of the requests asked for sent and answered, and p99 at most %.0f ms",
+	sustainedMaxErrorShare*100, sustainedMinShare*100, sustainedMaxP99)
+
+// demoTargets is the request mix against the demo at base ("http://127.0.0.1:PORT").
+func demoTargets(base string) []vegeta.Target {
+	body := []byte(`{"customer_id":4711,"note":"` + strings.Repeat("x", 960) + `","items":[{"sku":"SKU-00042","qty":2}]}`)
+	header := http.Header{"User-Agent": {"sluice-bench/1"}}
+	jsonHeader := http.Header{"User-Agent": {"sluice-bench/1"}, "Content-Type": {"application/json"}}
+	hello := vegeta.Target{Method: http.MethodGet, URL: base + "/hello", Header: header}
+	targets := []vegeta.Target{}
+	for range 8 {
+		targets = append(targets, hello)
+	}
+	return append(targets,
+		vegeta.Target{Method: http.MethodPost, URL: base + "/echo", Body: body, Header: jsonHeader},
+		vegeta.Target{Method: http.MethodGet, URL: base + "/nope", Header: header})
+}
+
+// attack sends rate requests per second for d, round-robin over targets, and summarizes what came back.
+// each, when not nil, sees every result (from the attack's goroutine).
+func attack(ctx context.Context, targets []vegeta.Target, rate int, d time.Duration, each func(*vegeta.Result)) LoadStep {
+	a := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.HTTP2(false),
+		vegeta.MaxBody(0), vegeta.Connections(10000), vegeta.MaxWorkers(4096))
+	stopOnCancel := context.AfterFunc(ctx, func() { a.Stop() })
+	defer stopOnCancel()
+	var (
+		lat    = make([]time.Duration, 0, int(float64(rate)*d.Seconds())+16)
+		errors int
+		start  = time.Now()
+	)
+	for r := range a.Attack(vegeta.NewStaticTargeter(targets...), vegeta.ConstantPacer{Freq: rate, Per: time.Second}, d, "") {
+		if each != nil {
+			each(r)
+		}
+		lat = append(lat, r.Latency)
+		if r.Code == 0 || r.Code >= 500 {
+			errors++
+		}
+	}
+	elapsed := time.Since(start)
+	s := LoadStep{Rate: rate, Seconds: d.Seconds(), Requests: len(lat), Errors: errors, Latency: summarize(lat)}
+	s.AchievedRPS = div(float64(s.Requests-s.Errors), min(elapsed, d).Seconds())
+	s.Sustained = s.Requests > 0 &&
+		float64(s.Errors) <= sustainedMaxErrorShare*float64(s.Requests) &&
+		float64(s.Requests-s.Errors) >= sustainedMinShare*float64(rate)*d.Seconds() &&
+		s.Latency.P99 <= sustainedMaxP99
+	return s
+}
+
+// quantileLevels are the levels of Latency.Quantiles: the shape of the distribution and its tail.
+var quantileLevels = []float64{0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1}
+
+// summarize sorts lat and summarizes it.
+func summarize(lat []time.Duration) Latency {
+	var l Latency
+	if len(lat) == 0 {
+		return l
+	}
+	slices.Sort(lat)
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	l.Mean = ms(sum / time.Duration(len(lat)))
+	l.P50, l.P90, l.P99, l.P999 = quantile(lat, 0.5), quantile(lat, 0.9), quantile(lat, 0.99), quantile(lat, 0.999)
+	l.Max = ms(lat[len(lat)-1])
+	for _, q := range quantileLevels {
+		l.Quantiles = append(l.Quantiles, Quantile{Q: q, Ms: quantile(lat, q)})
+	}
+	return l
+}
+
+// quantile is the nearest-rank q-quantile of sorted latencies, in ms.
+func quantile(sorted []time.Duration, q float64) float64 {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return ms(sorted[max(0, min(i, len(sorted)-1))])
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// searchMax looks for the highest sustained rate above the fixed steps: up by half again until a step
+// is not sustained, then halving the gap, at most maxSteps steps. try runs one step.
+func searchMax(fixed []LoadStep, maxSteps int, try func(rate int) (LoadStep, error)) (best int, steps []LoadStep, err error) {
+	lo, hi := 0, 0 // highest sustained, lowest not sustained above it (0: none yet)
+	for _, s := range fixed {
+		if s.Sustained && s.Rate > lo {
+			lo = s.Rate
+		}
+	}
+	for _, s := range fixed {
+		if !s.Sustained && s.Rate > lo && (hi == 0 || s.Rate < hi) {
+			hi = s.Rate
+		}
+	}
+	for range maxSteps {
+		var next int
+		switch {
+		case hi == 0:
+			next = lo + lo/2
+		case lo == 0:
+			next = hi / 2
+		default:
+			next = (lo + hi) / 2
+		}
+		next = roundRate(next)
+		if next <= lo || (hi > 0 && (next >= hi || hi-lo <= max(lo/10, 100))) {
+			break
+		}
+		s, err := try(next)
+		if err != nil {
+			return lo, steps, err
+		}
+		steps = append(steps, s)
+		if s.Sustained {
+			lo = next
+		} else {
+			hi = next
+		}
+	}
+	return lo, steps, nil
+}
+
+// roundRate rounds a rate to two significant digits.
+func roundRate(r int) int {
+	unit := 1
+	for r/unit >= 100 {
+		unit *= 10
+	}
+	return (r + unit/2) / unit * unit
+}

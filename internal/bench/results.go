@@ -1,0 +1,301 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
+
+// SchemaVersion is the version of the JSON keys of Results. Keys are only ever added within a version;
+// renaming or removing one makes a new version.
+const SchemaVersion = 1
+
+// Results is every figure of a run. Its JSON keys are stable (see SchemaVersion); a scenario that did
+// not run is null.
+type Results struct {
+	Schema    int       `json:"schema"`
+	StartedAt time.Time `json:"started_at"`
+	Seconds   float64   `json:"seconds"` // the whole run
+	Quick     bool      `json:"quick"`
+	Machine   Machine   `json:"machine"`
+
+	Postgres *PostgresResults `json:"postgres"`
+	Blob     *BlobResults     `json:"blob"`
+	HTTP     *HTTPResults     `json:"http"`
+	Overload *OverloadResults `json:"overload"`
+
+	// Ratios are the headline comparisons against their goals.
+	Ratios []Ratio `json:"ratios"`
+	// Errors holds, by scenario, why a scenario failed.
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// Machine is what the run ran on.
+type Machine struct {
+	CPUs            int       `json:"cpus"`
+	CPUModel        string    `json:"cpu_model"`
+	MemTotalBytes   int64     `json:"mem_total_bytes"`
+	Kernel          string    `json:"kernel"`
+	GoVersion       string    `json:"go_version"`
+	OSArch          string    `json:"os_arch"`
+	PostgresVersion string    `json:"postgres_version"`
+	LoadAvgStart    []float64 `json:"load_avg_start"` // 1, 5 and 15 minutes, from /proc/loadavg
+	LoadAvgEnd      []float64 `json:"load_avg_end"`
+}
+
+// PostgresResults is the PostgreSQL sink scenario: the same generated events written by each design.
+type PostgresResults struct {
+	// EventJSONBytes is the mean size of an event's JSON (what the bus carries).
+	EventJSONBytes float64 `json:"event_json_bytes"`
+	// Sluice: the pipeline (Publish, bounded bus, router, batcher, pgsink) with one route taking every
+	// event to PostgreSQL, with that route's default batch policy; timed from the first Publish until
+	// Close returned (everything written).
+	Sluice PGThroughput `json:"sluice"`
+	// RawCopyFrom is the ceiling: the same rows built and written with pgx CopyFrom straight into
+	// application_logs, 1,000 rows per COPY, one connection.
+	RawCopyFrom PGThroughput `json:"raw_copyfrom"`
+	// PerEventInsert is the design sluice replaces: one goroutine and one autocommitted single-row INSERT
+	// per event, through a pool of 4 connections (sluice's default).
+	PerEventInsert PGThroughput `json:"per_event_insert"`
+	// WatermillSQL is Watermill's stock parts: a GoChannel feeding a router whose handler publishes each
+	// message with the watermill-sql publisher (DefaultPostgreSQLSchema, one INSERT per message) through
+	// a pool of 4 connections.
+	WatermillSQL PGThroughput `json:"watermill_sql"`
+}
+
+// PGThroughput is one design's run of the PostgreSQL scenario.
+type PGThroughput struct {
+	Events          int     `json:"events"`
+	Seconds         float64 `json:"seconds"`
+	EventsPerSecond float64 `json:"events_per_second"`
+	// DBWrites counts the write statements (a COPY, an INSERT, a batch's transaction).
+	DBWrites          int     `json:"db_writes"`
+	DBWritesPerSecond float64 `json:"db_writes_per_second"`
+	// StoredBytesPerEvent is the table's size with its indexes and TOAST over its rows.
+	StoredBytesPerEvent float64 `json:"stored_bytes_per_event"`
+}
+
+// BlobResults is the Blob sink scenario, against Azurite.
+type BlobResults struct {
+	// Sluice: the pipeline with one route taking every event to the archive (gzip NDJSON, one blob per
+	// batch), with that route's default batch policy; timed from the first Publish until Close returned.
+	Sluice BlobThroughput `json:"sluice"`
+	// PerEventBlob is the design sluice replaces: one JSON blob per event, 8 uploads at a time.
+	PerEventBlob BlobThroughput `json:"per_event_blob"`
+	// OneUpload is the ceiling: every event in one gzip NDJSON blob, one upload (encoding not timed).
+	OneUpload BlobThroughput `json:"one_upload"`
+}
+
+// BlobThroughput is one design's run of the Blob scenario.
+type BlobThroughput struct {
+	Events              int     `json:"events"`
+	Seconds             float64 `json:"seconds"`
+	EventsPerSecond     float64 `json:"events_per_second"`
+	Blobs               int     `json:"blobs"`
+	BlobsPer1000Events  float64 `json:"blobs_per_1000_events"`
+	StoredBytesPerEvent float64 `json:"stored_bytes_per_event"`
+}
+
+// HTTPResults is the HTTP end-to-end scenario: the demo service, a separate process, under a
+// constant-rate load on loopback, once per request logging mode.
+type HTTPResults struct {
+	// Targets describes the request mix.
+	Targets string `json:"targets"`
+	// SustainedRule says when a step counts as sustained.
+	SustainedRule string   `json:"sustained_rule"`
+	Off           HTTPMode `json:"off"`    // no logging middleware
+	Echo          HTTPMode `json:"echo"`   // Echo's RequestLogger, JSON through slog to io.Discard
+	Sluice        HTTPMode `json:"sluice"` // sluice, to PostgreSQL and Azurite
+}
+
+// HTTPMode is one server's figures.
+type HTTPMode struct {
+	// Steps are the fixed rates, lowest first.
+	Steps []LoadStep `json:"steps"`
+	// Search are the steps of the search for the highest sustainable rate.
+	Search []LoadStep `json:"search"`
+	// MaxSustainedRPS is the highest rate found sustained (see HTTPResults.SustainedRule).
+	MaxSustainedRPS int `json:"max_sustained_rps"`
+	// CPUSeconds is the server process's user and system CPU time over the fixed-rate steps.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// PeakRSSBytes is the server's peak resident memory (VmHWM) after the fixed-rate steps.
+	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+}
+
+// LoadStep is one constant-rate load.
+type LoadStep struct {
+	Rate        int     `json:"rate"` // requests per second asked for
+	Seconds     float64 `json:"seconds"`
+	Requests    int     `json:"requests"`
+	Errors      int     `json:"errors"` // transport errors, timeouts and 5xx
+	AchievedRPS float64 `json:"achieved_rps"`
+	Latency     Latency `json:"latency"`
+	// ServerCPUSeconds is the server's CPU time during the step.
+	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	Sustained        bool    `json:"sustained"`
+}
+
+// Latency summarizes request latencies, in milliseconds.
+type Latency struct {
+	Mean float64 `json:"mean_ms"`
+	P50  float64 `json:"p50_ms"`
+	P90  float64 `json:"p90_ms"`
+	P99  float64 `json:"p99_ms"`
+	P999 float64 `json:"p99_9_ms"`
+	Max  float64 `json:"max_ms"`
+	// Quantiles is the distribution, for the plot: the latency at each of quantileLevels.
+	Quantiles []Quantile `json:"quantiles"`
+}
+
+// Quantile is the latency at one level of the distribution.
+type Quantile struct {
+	Q  float64 `json:"q"`
+	Ms float64 `json:"ms"`
+}
+
+// OverloadResults is the overload scenario: the demo with sluice at a rate it sustains, first with its
+// storage up (the baseline), then with PostgreSQL and Azurite unreachable.
+type OverloadResults struct {
+	Rate int `json:"rate"`
+	// StorageDown says how the storage was made unreachable.
+	StorageDown string   `json:"storage_down"`
+	Baseline    LoadStep `json:"baseline"`
+	Overload    LoadStep `json:"overload"`
+	// PeakRSSBytes is the server's VmHWM at the end, MaxRSSBytes the highest VmRSS sampled with storage
+	// down, MaxGoroutines the highest go_goroutines sampled.
+	PeakRSSBytes  int64 `json:"peak_rss_bytes"`
+	MaxRSSBytes   int64 `json:"max_rss_bytes"`
+	MaxGoroutines int   `json:"max_goroutines"`
+	// EventsPublished and EventsDropped are the server's counters at the end (every source, every
+	// reason); DroppedByReason splits the drops.
+	EventsPublished float64            `json:"events_published"`
+	EventsDropped   float64            `json:"events_dropped"`
+	DroppedByReason map[string]float64 `json:"dropped_by_reason"`
+	// Samples are taken each second with storage down.
+	Samples []OverloadSample `json:"samples"`
+}
+
+// OverloadSample is one second of the overload.
+type OverloadSample struct {
+	Second        int     `json:"second"`
+	RSSBytes      int64   `json:"rss_bytes"` // VmRSS
+	Goroutines    int     `json:"goroutines"`
+	QueueDepth    float64 `json:"queue_depth"`
+	EventsDropped float64 `json:"events_dropped"` // so far
+	Requests      int     `json:"requests"`       // answered in this second
+	P99Ms         float64 `json:"p99_ms"`         // of those
+}
+
+// Ratio is a headline comparison and its goal.
+type Ratio struct {
+	Key   string  `json:"key"`
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	// Goal is met when Value is at least Goal (Better "higher") or at most Goal (Better "lower").
+	Goal   float64 `json:"goal"`
+	Better string  `json:"better"`
+	Met    bool    `json:"met"`
+	Unit   string  `json:"unit,omitempty"`
+	Note   string  `json:"note,omitempty"`
+}
+
+// The keys of the headline ratios.
+const (
+	RatioPGOverCopyFrom     = "pg_sluice_over_raw_copyfrom"
+	RatioPGOverPerEvent     = "pg_sluice_over_per_event_insert"
+	RatioPGOverWatermill    = "pg_sluice_over_watermill_sql"
+	RatioBlobOverPerEvent   = "blob_sluice_over_per_event_blob"
+	RatioBlobOverOneUpload  = "blob_sluice_over_one_upload"
+	RatioHTTPP99SluiceOff   = "http_p99_sluice_over_off"
+	RatioHTTPP99EchoOff     = "http_p99_echo_over_off"
+	RatioOverloadPeakRSSMB  = "overload_peak_rss_mb"
+	RatioOverloadP99Change  = "overload_p99_down_over_up"
+	ratioGoalHTTPRate       = 5000
+	ratioNoGoal             = 0
+	betterHigher, betterLow = "higher", "lower"
+)
+
+// ratios computes the headline ratios of what ran.
+func ratios(r *Results) []Ratio {
+	var out []Ratio
+	add := func(key, name string, value, goal float64, better, unit, note string) {
+		met := goal == ratioNoGoal || (better == betterHigher && value >= goal) || (better == betterLow && value <= goal)
+		out = append(out, Ratio{Key: key, Name: name, Value: value, Goal: goal, Better: better, Met: met, Unit: unit, Note: note})
+	}
+	if pg := r.Postgres; pg != nil {
+		s := pg.Sluice.EventsPerSecond
+		add(RatioPGOverCopyFrom, "PostgreSQL: sluice / raw CopyFrom ceiling", div(s, pg.RawCopyFrom.EventsPerSecond), 0.8, betterHigher, "x", "")
+		add(RatioPGOverPerEvent, "PostgreSQL: sluice / per-event INSERT", div(s, pg.PerEventInsert.EventsPerSecond), 20, betterHigher, "x", "")
+		add(RatioPGOverWatermill, "PostgreSQL: sluice / Watermill SQL publisher per message", div(s, pg.WatermillSQL.EventsPerSecond), ratioNoGoal, betterHigher, "x", "")
+	}
+	if b := r.Blob; b != nil {
+		s := b.Sluice.EventsPerSecond
+		add(RatioBlobOverPerEvent, "Blob: sluice / one blob per event", div(s, b.PerEventBlob.EventsPerSecond), 100, betterHigher, "x", "")
+		add(RatioBlobOverOneUpload, "Blob: sluice / one large upload (ceiling)", div(s, b.OneUpload.EventsPerSecond), ratioNoGoal, betterHigher, "x", "")
+	}
+	if h := r.HTTP; h != nil {
+		rate, off, sl, ec := p99AtRate(h, ratioGoalHTTPRate)
+		note := fmt.Sprintf("at %d requests/s", rate)
+		add(RatioHTTPP99SluiceOff, "HTTP p99: sluice / logging off", div(sl, off), 1.1, betterLow, "x", note)
+		add(RatioHTTPP99EchoOff, "HTTP p99: Echo request logger / logging off", div(ec, off), ratioNoGoal, betterLow, "x", note)
+	}
+	if o := r.Overload; o != nil {
+		add(RatioOverloadPeakRSSMB, "Overload: peak RSS of the server", float64(o.PeakRSSBytes)/(1<<20), 150, betterLow, "MiB",
+			fmt.Sprintf("%d requests/s for %.0f s, storage down", o.Rate, o.Overload.Seconds))
+		add(RatioOverloadP99Change, "Overload: p99 storage down / storage up", div(o.Overload.Latency.P99, o.Baseline.Latency.P99), ratioNoGoal, betterLow, "x", "")
+	}
+	return out
+}
+
+// p99AtRate returns the p99 of each mode at rate, or at the highest fixed rate below it that every mode
+// ran when none ran at rate (a quick run).
+func p99AtRate(h *HTTPResults, rate int) (at int, off, sluice, echo float64) {
+	at = 0
+	for _, s := range h.Off.Steps {
+		if s.Rate <= rate && s.Rate > at {
+			at = s.Rate
+		}
+	}
+	find := func(m HTTPMode) float64 {
+		for _, s := range m.Steps {
+			if s.Rate == at {
+				return s.Latency.P99
+			}
+		}
+		return 0
+	}
+	return at, find(h.Off), find(h.Sluice), find(h.Echo)
+}
+
+func div(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// WriteJSON writes r to path, indented.
+func (r *Results) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// ReadJSON reads results that WriteJSON wrote.
+func ReadJSON(path string) (*Results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Schema != SchemaVersion {
+		return nil, fmt.Errorf("%s: schema %d, this sluice reads %d", path, r.Schema, SchemaVersion)
+	}
+	return &r, nil
+}

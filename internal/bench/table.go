@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// WriteTable writes the results as Markdown tables: readable on a terminal, and pasted as they are into
+// docs/BENCHMARKS.md.
+func (r *Results) WriteTable(w io.Writer) {
+	t := &tables{w: w}
+	if pg := r.Postgres; pg != nil {
+		t.title("PostgreSQL sink: events/s into application_logs (mean event %s B of JSON)", count(pg.EventJSONBytes))
+		t.header("design", "events", "seconds", "events/s", "DB writes/s", "stored B/event", "sluice is")
+		s := pg.Sluice.EventsPerSecond
+		for _, d := range []struct {
+			name string
+			t    PGThroughput
+		}{
+			{"sluice: bus, batcher, COPY to a stage + INSERT ON CONFLICT", pg.Sluice},
+			{"raw pgx CopyFrom, 1,000 rows per COPY (ceiling)", pg.RawCopyFrom},
+			{"one goroutine + one INSERT per event (the design replaced)", pg.PerEventInsert},
+			{"Watermill GoChannel + SQL publisher per message", pg.WatermillSQL},
+		} {
+			t.row(d.name, count(float64(d.t.Events)), fixed(d.t.Seconds, 2), count(d.t.EventsPerSecond),
+				count(d.t.DBWritesPerSecond), count(d.t.StoredBytesPerEvent), times(d.name, s, d.t.EventsPerSecond))
+		}
+	}
+	if b := r.Blob; b != nil {
+		t.title("Blob sink: events/s into Azurite")
+		t.header("design", "events", "seconds", "events/s", "blobs per 1,000 events", "stored B/event", "sluice is")
+		s := b.Sluice.EventsPerSecond
+		for _, d := range []struct {
+			name string
+			t    BlobThroughput
+		}{
+			{"sluice: bus, batcher, gzip NDJSON per batch", b.Sluice},
+			{"one JSON blob per event, 8 uploads at a time (the design replaced)", b.PerEventBlob},
+			{"one gzip NDJSON upload of every event (ceiling)", b.OneUpload},
+		} {
+			t.row(d.name, count(float64(d.t.Events)), fixed(d.t.Seconds, 2), count(d.t.EventsPerSecond),
+				fixed(d.t.BlobsPer1000Events, 2), count(d.t.StoredBytesPerEvent), times(d.name, s, d.t.EventsPerSecond))
+		}
+	}
+	if h := r.HTTP; h != nil {
+		t.title("HTTP end to end: the demo at fixed rates (%s)", h.Targets)
+		t.header("logging", "rate/s", "answered/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "server CPU s")
+		for _, m := range h.modes() {
+			for _, s := range m.mode.Steps {
+				t.row(m.name, count(float64(s.Rate)), count(s.AchievedRPS), fixed(s.Latency.P50, 2),
+					fixed(s.Latency.P99, 2), fixed(s.Latency.P999, 2), fixed(s.Latency.Max, 1),
+					count(float64(s.Errors)), fixed(s.ServerCPUSeconds, 2))
+			}
+		}
+		t.title("HTTP: highest sustained rate (%s) and the server's resources over the fixed rates", h.SustainedRule)
+		t.header("logging", "highest sustained rate/s", "rates tried in the search", "server CPU s", "CPU µs/request", "peak RSS MiB")
+		for _, m := range h.modes() {
+			var requests int
+			for _, s := range m.mode.Steps {
+				requests += s.Requests
+			}
+			var tried []string
+			for _, s := range m.mode.Search {
+				mark := "✗"
+				if s.Sustained {
+					mark = "✓"
+				}
+				tried = append(tried, strconv.Itoa(s.Rate)+mark)
+			}
+			t.row(m.name, count(float64(m.mode.MaxSustainedRPS)), strings.Join(tried, " "), fixed(m.mode.CPUSeconds, 1),
+				count(div(m.mode.CPUSeconds*1e6, float64(requests))), mib(m.mode.PeakRSSBytes))
+		}
+	}
+	if o := r.Overload; o != nil {
+		t.title("Overload: the demo with sluice at %d requests/s, %.0f s with PostgreSQL and Azurite down", o.Rate, o.Overload.Seconds)
+		t.header("storage", "seconds", "answered/s", "p50 ms", "p99 ms", "p99.9 ms", "errors")
+		for _, s := range []struct {
+			name string
+			s    LoadStep
+		}{{"up (baseline)", o.Baseline}, {"down", o.Overload}} {
+			t.row(s.name, fixed(s.s.Seconds, 0), count(s.s.AchievedRPS), fixed(s.s.Latency.P50, 2), fixed(s.s.Latency.P99, 2),
+				fixed(s.s.Latency.P999, 2), count(float64(s.s.Errors)))
+		}
+		t.header("peak RSS MiB", "highest RSS sampled MiB", "most goroutines sampled", "events published", "events dropped")
+		t.row(mib(o.PeakRSSBytes), mib(o.MaxRSSBytes), count(float64(o.MaxGoroutines)), count(o.EventsPublished),
+			count(o.EventsDropped)+dropReasons(o.DroppedByReason))
+	}
+	if len(r.Ratios) > 0 {
+		t.title("Ratios against the goals (one run, this machine)")
+		t.header("ratio", "value", "goal", "")
+		for _, q := range r.Ratios {
+			goal, met := "—", ""
+			if q.Goal != ratioNoGoal {
+				op := "≥"
+				if q.Better == betterLow {
+					op = "≤"
+				}
+				goal = op + " " + strconv.FormatFloat(q.Goal, 'f', -1, 64) + " " + q.Unit
+				met = "met"
+				if !q.Met {
+					met = "**missed**"
+				}
+			}
+			name := q.Name
+			if q.Note != "" {
+				name += " (" + q.Note + ")"
+			}
+			t.row(name, fixed(q.Value, 2)+" "+q.Unit, goal, met)
+		}
+	}
+	for _, s := range slices.Sorted(maps.Keys(r.Errors)) {
+		fmt.Fprintf(w, "\n**%s failed**: %s\n", s, r.Errors[s])
+	}
+}
+
+type namedMode struct {
+	name string
+	mode HTTPMode
+}
+
+func (h *HTTPResults) modes() []namedMode {
+	return []namedMode{{"off", h.Off}, {"Echo request logger", h.Echo}, {"sluice", h.Sluice}}
+}
+
+// tables writes Markdown tables.
+type tables struct{ w io.Writer }
+
+func (t *tables) title(format string, args ...any) {
+	fmt.Fprintf(t.w, "\n**%s**\n", fmt.Sprintf(format, args...))
+}
+
+func (t *tables) header(cols ...string) {
+	fmt.Fprintln(t.w)
+	t.row(cols...)
+	seps := make([]string, len(cols))
+	for i := range seps {
+		seps[i] = "---:"
+	}
+	seps[0] = "---"
+	t.row(seps...)
+}
+
+func (t *tables) row(cells ...string) {
+	fmt.Fprintf(t.w, "| %s |\n", strings.Join(cells, " | "))
+}
+
+// count formats a number rounded to an integer with thousands separators: 12,345.
+func count(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 0, 64)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func fixed(v float64, decimals int) string { return strconv.FormatFloat(v, 'f', decimals, 64) }
+
+func mib(b int64) string { return fixed(float64(b)/(1<<20), 1) }
+
+// times is how many times as fast sluice is as the design named ("—" for sluice itself).
+func times(design string, sluice, other float64) string {
+	if strings.HasPrefix(design, "sluice") {
+		return "—"
+	}
+	if other == 0 {
+		return "n/a"
+	}
+	return fixed(sluice/other, 2) + "x"
+}
+
+func dropReasons(by map[string]float64) string {
+	var parts []string
+	for _, reason := range slices.Sorted(maps.Keys(by)) {
+		parts = append(parts, reason+" "+count(by[reason]))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
