@@ -43,7 +43,8 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 
 	positive := map[string]float64{}
 	for name, pg := range map[string]PGThroughput{"sluice": r.Postgres.Sluice, "raw_copyfrom": r.Postgres.RawCopyFrom,
-		"per_event_insert": r.Postgres.PerEventInsert, "watermill_sql": r.Postgres.WatermillSQL} {
+		"per_event_insert": r.Postgres.PerEventInsert, "per_event_insert_one_conn": r.Postgres.PerEventInsertOneConn,
+		"watermill_sql": r.Postgres.WatermillSQL} {
 		positive["postgres."+name+".events_per_second"] = pg.EventsPerSecond
 		positive["postgres."+name+".db_writes_per_second"] = pg.DBWritesPerSecond
 		positive["postgres."+name+".stored_bytes_per_event"] = pg.StoredBytesPerEvent
@@ -137,6 +138,7 @@ var stableKeys = []string{
 	"postgres.event_json_bytes",
 	"postgres.sluice.events_per_second", "postgres.sluice.db_writes_per_second", "postgres.sluice.stored_bytes_per_event",
 	"postgres.raw_copyfrom.events_per_second", "postgres.per_event_insert.events_per_second",
+	"postgres.per_event_insert_one_conn.events_per_second",
 	"postgres.watermill_sql.events_per_second",
 	"blob.sluice.events_per_second", "blob.sluice.blobs_per_1000_events", "blob.per_event_blob.events_per_second",
 	"blob.one_upload.events_per_second",
@@ -145,7 +147,8 @@ var stableKeys = []string{
 	"http.off.steps.latency.quantiles.q", "http.off.steps.server_cpu_seconds", "http.off.max_sustained_rps",
 	"http.echo.max_sustained_rps", "http.sluice.max_sustained_rps", "http.sluice.cpu_seconds", "http.sluice.peak_rss_bytes",
 	"overload.rate", "overload.baseline.latency.p99_ms", "overload.overload.latency.p99_ms", "overload.peak_rss_bytes",
-	"overload.max_goroutines", "overload.events_dropped", "overload.samples.rss_bytes", "overload.samples.goroutines",
+	"overload.max_goroutines", "overload.events_dropped", "overload.samples.rss_bytes", "overload.samples.heap_inuse_bytes",
+	"overload.samples.stack_inuse_bytes", "overload.samples.goroutines",
 	"ratios.key", "ratios.value", "ratios.goal", "ratios.met",
 }
 

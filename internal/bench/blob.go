@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/klauspost/compress/gzip"
@@ -63,7 +62,7 @@ func blobSluice(ctx context.Context, azurite, container string, events []*event.
 	if err != nil {
 		return BlobThroughput{}, err
 	}
-	t := BlobThroughput{Seconds: run.seconds}
+	t := BlobThroughput{Seconds: run.cost.seconds, ClientCPUSeconds: run.cost.clientCPU}
 	store, err := openContainer(ctx, azurite, container)
 	if err != nil {
 		return t, err
@@ -117,7 +116,7 @@ func blobPerEvent(ctx context.Context, azurite, container string, events []*even
 	}
 	defer store.Close()
 	var size atomic.Int64
-	seconds, err := eachEvent(events, perEventUploads, pr, "uploaded", func(e *event.Event) error {
+	c, err := eachEvent(events, perEventUploads, pr, "uploaded", func(e *event.Event) error {
 		data, err := e.AppendJSON(nil)
 		if err == nil {
 			err = store.Put(ctx, e.TS.Format("2006/01/02/15/")+e.ID.String()+".json", data, "application/json", "")
@@ -125,7 +124,7 @@ func blobPerEvent(ctx context.Context, azurite, container string, events []*even
 		size.Add(int64(len(data)))
 		return err
 	})
-	t := BlobThroughput{Seconds: seconds}
+	t := BlobThroughput{Seconds: c.seconds, ClientCPUSeconds: c.clientCPU}
 	if err != nil {
 		return t, err
 	}
@@ -161,11 +160,12 @@ func blobOneUpload(ctx context.Context, azurite, container string, events []*eve
 	if err := zw.Close(); err != nil {
 		return BlobThroughput{}, err
 	}
-	start := time.Now()
+	m := startMeasure()
 	if err := store.Put(ctx, "all.ndjson.gz", buf.Bytes(), "application/x-ndjson", "gzip"); err != nil {
 		return BlobThroughput{}, err
 	}
-	t := BlobThroughput{Seconds: time.Since(start).Seconds(), Blobs: 1}
+	c := m.done()
+	t := BlobThroughput{Seconds: c.seconds, ClientCPUSeconds: c.clientCPU, Blobs: 1}
 	_, t.StoredBytesPerEvent, err = checkArchive(ctx, store, events)
 	return t, err
 }

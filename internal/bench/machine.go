@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -88,9 +89,61 @@ const clockTicks = 100
 
 // procUsage is a process's CPU time and memory, from /proc.
 type procUsage struct {
-	CPUSeconds float64 // user + system
-	RSSBytes   int64   // VmRSS
-	HWMBytes   int64   // VmHWM: the peak RSS
+	CPUSeconds         float64 // user + system
+	ChildrenCPUSeconds float64 // user + system of the children it has waited for
+	RSSBytes           int64   // VmRSS
+	HWMBytes           int64   // VmHWM: the peak RSS
+}
+
+// measure is the wall time and the CPU time of a timed part: of this process, and of PostgreSQL.
+type measure struct {
+	start          time.Time
+	self, postgres float64
+}
+
+func startMeasure() measure {
+	m := measure{self: selfCPUSeconds(), postgres: commandCPUSeconds("postgres")}
+	m.start = time.Now()
+	return m
+}
+
+// cost is what a timed part took.
+type cost struct {
+	seconds, clientCPU, postgresCPU float64
+}
+
+func (m measure) done() cost {
+	seconds := time.Since(m.start).Seconds()
+	return cost{seconds: seconds, clientCPU: selfCPUSeconds() - m.self, postgresCPU: commandCPUSeconds("postgres") - m.postgres}
+}
+
+// selfCPUSeconds is this process's CPU time so far.
+func selfCPUSeconds() float64 {
+	u, _ := readProcUsage(os.Getpid())
+	return u.CPUSeconds
+}
+
+// commandCPUSeconds is the CPU time so far of every process whose command is name ("postgres": the
+// server and its backends, whoever they serve), with that of their children that have exited (a
+// backend whose connection closed is counted in its postmaster's).
+func commandCPUSeconds(name string) float64 {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var total float64
+	for _, path := range dirs {
+		stat, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		open, end := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+		if open < 0 || end < open || string(stat[open+1:end]) != name {
+			continue
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(stat[:open]))); err == nil {
+			u, _ := readProcUsage(pid)
+			total += u.CPUSeconds + u.ChildrenCPUSeconds
+		}
+	}
+	return total
 }
 
 func readProcUsage(pid int) (procUsage, error) {
@@ -99,14 +152,18 @@ func readProcUsage(pid int) (procUsage, error) {
 	if err != nil {
 		return u, err
 	}
-	// pid (comm) state ppid ...: utime and stime are fields 14 and 15; comm may hold spaces.
+	// pid (comm) state ppid ...: utime, stime, cutime and cstime are fields 14 to 17; comm may hold
+	// spaces.
 	rest := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(rest) < 13 {
+	if len(rest) < 15 {
 		return u, fmt.Errorf("/proc/%d/stat: %d fields after the command", pid, len(rest))
 	}
 	utime, _ := strconv.ParseFloat(rest[11], 64)
 	stime, _ := strconv.ParseFloat(rest[12], 64)
+	cutime, _ := strconv.ParseFloat(rest[13], 64)
+	cstime, _ := strconv.ParseFloat(rest[14], 64)
 	u.CPUSeconds = (utime + stime) / clockTicks
+	u.ChildrenCPUSeconds = (cutime + cstime) / clockTicks
 	status := fmt.Sprintf("/proc/%d/status", pid)
 	u.RSSBytes = procField(status, "VmRSS") << 10
 	u.HWMBytes = procField(status, "VmHWM") << 10

@@ -62,10 +62,12 @@ func runOverload(ctx context.Context, cfg Config, pl plan, rate int, pr *progres
 			return
 		}
 		s := OverloadSample{Second: second, RSSBytes: u.RSSBytes, Goroutines: int(m.byName["go_goroutines"]),
+			HeapInuseBytes: int64(m.byName["go_memstats_heap_inuse_bytes"]), StackInuseBytes: int64(m.byName["go_memstats_stack_inuse_bytes"]),
 			QueueDepth: m.byName["sluice_queue_depth"], EventsDropped: m.byName["sluice_events_dropped_total"]}
 		samples = append(samples, s)
-		pr.say("overload: %2ds RSS %.1f MiB, %d goroutines, queue %.0f, %.0f dropped",
-			second, float64(s.RSSBytes)/(1<<20), s.Goroutines, s.QueueDepth, s.EventsDropped)
+		pr.say("overload: %2ds RSS %.1f MiB (heap %.1f, stacks %.1f), %d goroutines, queue %.0f, %.0f dropped",
+			second, float64(s.RSSBytes)/(1<<20), float64(s.HeapInuseBytes)/(1<<20), float64(s.StackInuseBytes)/(1<<20),
+			s.Goroutines, s.QueueDepth, s.EventsDropped)
 	}
 	sampling := make(chan struct{})
 	sampled := make(chan struct{})

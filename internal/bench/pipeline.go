@@ -28,7 +28,7 @@ func generate(n int) []*event.Event { return sinktest.Events(n, eventsStart) }
 
 // pipelineRun is what publishing events through a sluice pipeline measured.
 type pipelineRun struct {
-	seconds float64
+	cost    cost
 	metrics metrics // the pipeline's own, after Close
 }
 
@@ -48,7 +48,7 @@ func runPipeline(ctx context.Context, cfg sluice.Config, events []*event.Event, 
 	stop := pr.every(5*time.Second, func() string {
 		return fmt.Sprintf("%d of %d events published", published.Load(), len(events))
 	})
-	start := time.Now()
+	m := startMeasure()
 	for i, e := range events {
 		for {
 			err := p.Publish(ctx, e)
@@ -71,7 +71,7 @@ func runPipeline(ctx context.Context, cfg sluice.Config, events []*event.Event, 
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	err = p.Close(cctx)
-	run.seconds = time.Since(start).Seconds()
+	run.cost = m.done()
 	stop()
 	if err != nil {
 		return run, fmt.Errorf("close: %w", err)

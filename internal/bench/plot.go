@@ -31,8 +31,9 @@ func (r *Results) WritePlot(path string) error {
 	var top, bottom []*plot.Plot
 	if pg := r.Postgres; pg != nil {
 		p, err := throughputBars("PostgreSQL sink: events/s",
-			[]string{"sluice", "CopyFrom\n(ceiling)", "INSERT\nper event", "Watermill\nSQL"},
-			[]float64{pg.Sluice.EventsPerSecond, pg.RawCopyFrom.EventsPerSecond, pg.PerEventInsert.EventsPerSecond, pg.WatermillSQL.EventsPerSecond})
+			[]string{"sluice", "CopyFrom\n(ceiling)", "INSERT per\nevent, 4 conns", "INSERT per\nevent, 1 conn", "Watermill\nSQL"},
+			[]float64{pg.Sluice.EventsPerSecond, pg.RawCopyFrom.EventsPerSecond, pg.PerEventInsert.EventsPerSecond,
+				pg.PerEventInsertOneConn.EventsPerSecond, pg.WatermillSQL.EventsPerSecond})
 		if err != nil {
 			return err
 		}
@@ -145,43 +146,49 @@ func throughputBars(title string, names []string, values []float64) (*plot.Plot,
 	return p, nil
 }
 
-// overloadMemory is the server's RSS each second with storage down, against the 150 MiB goal.
+// overloadMemory is the server's RSS each second with storage down, split into the Go heap and the
+// goroutine stacks in use, against the 150 MiB goal.
 func overloadMemory(o *OverloadResults) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("Overload, storage down, %d req/s", o.Rate)
 	p.X.Label.Text = "seconds"
-	p.Y.Label.Text = "server RSS MiB"
-	rss := make(plotter.XYs, len(o.Samples))
-	for i, s := range o.Samples {
-		rss[i] = plotter.XY{X: float64(s.Second), Y: float64(s.RSSBytes) / (1 << 20)}
+	p.Y.Label.Text = "server memory MiB"
+	last := float64(o.Samples[len(o.Samples)-1].Second)
+	top := 160.0
+	for _, series := range []struct {
+		name  string
+		color color.Color
+		bytes func(OverloadSample) int64
+	}{
+		{"RSS", colorSluice, func(s OverloadSample) int64 { return s.RSSBytes }},
+		{"heap in use", colorOther, func(s OverloadSample) int64 { return s.HeapInuseBytes }},
+		{"stacks in use", modeColors["off"], func(s OverloadSample) int64 { return s.StackInuseBytes }},
+	} {
+		xys := make(plotter.XYs, len(o.Samples))
+		for i, s := range o.Samples {
+			xys[i] = plotter.XY{X: float64(s.Second), Y: float64(series.bytes(s)) / (1 << 20)}
+			top = math.Max(top, xys[i].Y*1.1)
+		}
+		line, err := plotter.NewLine(xys)
+		if err != nil {
+			return nil, err
+		}
+		line.Color = series.color
+		line.Width = vg.Points(2)
+		p.Add(line)
+		p.Legend.Add(series.name, line)
 	}
-	line, err := plotter.NewLine(rss)
-	if err != nil {
-		return nil, err
-	}
-	line.Color = colorSluice
-	line.Width = vg.Points(2)
-	goal, err := plotter.NewLine(plotter.XYs{{X: 0, Y: 150}, {X: float64(o.Samples[len(o.Samples)-1].Second), Y: 150}})
+	goal, err := plotter.NewLine(plotter.XYs{{X: 0, Y: 150}, {X: last, Y: 150}})
 	if err != nil {
 		return nil, err
 	}
 	goal.Color = color.RGBA{R: 200, A: 255}
 	goal.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-	p.Add(line, goal)
-	p.Legend.Add("RSS", line)
+	p.Add(goal)
 	p.Legend.Add("goal 150 MiB", goal)
-	p.Legend.Top, p.Legend.Left = false, true
-	p.Y.Min = 0
-	p.Y.Max = math.Max(160, maxOf(rssValues(o))*1.1)
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Y.Min, p.Y.Max = 0, top
 	return p, nil
-}
-
-func rssValues(o *OverloadResults) []float64 {
-	out := make([]float64, len(o.Samples))
-	for i, s := range o.Samples {
-		out[i] = float64(s.RSSBytes) / (1 << 20)
-	}
-	return out
 }
 
 // latencyDistribution is each mode's latency against the percentile, on log scales (the tail spread

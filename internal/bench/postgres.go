@@ -45,7 +45,8 @@ func runPostgres(ctx context.Context, cfg Config, pl plan, pr *progress) (*Postg
 	}{
 		{"sluice", pl.pgEvents, &res.Sluice, pgSluice},
 		{"raw CopyFrom", pl.pgEvents, &res.RawCopyFrom, pgCopyFrom},
-		{"per-event INSERT", pl.insertEvents, &res.PerEventInsert, pgPerEventInsert},
+		{"per-event INSERT", pl.insertEvents, &res.PerEventInsert, pgPerEventInsert(poolConns)},
+		{"per-event INSERT, one connection", pl.insertEvents, &res.PerEventInsertOneConn, pgPerEventInsert(1)},
 		{"Watermill SQL publisher", pl.watermillEvents, &res.WatermillSQL, pgWatermill},
 	} {
 		pr.say("postgres: %s, %d events", d.name, d.events)
@@ -78,6 +79,10 @@ func pgDesign(ctx context.Context, adminDSN string, n int, pr *progress,
 	return t, nil
 }
 
+func pgCost(c cost) PGThroughput {
+	return PGThroughput{Seconds: c.seconds, ClientCPUSeconds: c.clientCPU, PostgresCPUSeconds: c.postgresCPU}
+}
+
 // pgCheck fails unless table holds want rows, and returns its stored bytes per row.
 func pgCheck(ctx context.Context, dsn, table string, want int) (float64, error) {
 	pool, err := openPool(ctx, dsn, 1, false)
@@ -103,7 +108,8 @@ func pgSluice(ctx context.Context, dsn string, events []*event.Event, pr *progre
 	if err != nil {
 		return PGThroughput{}, err
 	}
-	t := PGThroughput{Seconds: run.seconds, DBWrites: int(run.metrics.byName["sluice_sink_batch_events_count"])}
+	t := pgCost(run.cost)
+	t.DBWrites = int(run.metrics.byName["sluice_sink_batch_events_count"])
 	t.StoredBytesPerEvent, err = pgCheck(ctx, dsn, "application_logs", len(events))
 	return t, err
 }
@@ -116,7 +122,7 @@ func pgCopyFrom(ctx context.Context, dsn string, events []*event.Event, _ *progr
 	}
 	defer pool.Close()
 	var t PGThroughput
-	start := time.Now()
+	m := startMeasure()
 	for from := 0; from < len(events); from += copyRows {
 		batch := events[from:min(from+copyRows, len(events))]
 		rows := make([][]any, len(batch))
@@ -128,39 +134,42 @@ func pgCopyFrom(ctx context.Context, dsn string, events []*event.Event, _ *progr
 		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"application_logs"}, rowColumns, pgx.CopyFromRows(rows)); err != nil {
 			return t, err
 		}
-		t.DBWrites++
 	}
-	t.Seconds = time.Since(start).Seconds()
+	t = pgCost(m.done())
+	t.DBWrites = (len(events) + copyRows - 1) / copyRows
 	t.StoredBytesPerEvent, err = pgCheck(ctx, dsn, "application_logs", len(events))
 	return t, err
 }
 
 // pgPerEventInsert is the design sluice replaces: a goroutine per event, each running one
-// autocommitted INSERT through a pool of poolConns connections.
-func pgPerEventInsert(ctx context.Context, dsn string, events []*event.Event, pr *progress) (PGThroughput, error) {
-	pool, err := openPool(ctx, dsn, poolConns, true)
-	if err != nil {
-		return PGThroughput{}, err
-	}
-	defer pool.Close()
-	seconds, err := eachEvent(events, 0, pr, "inserted", func(e *event.Event) error {
-		r, err := row(e)
-		if err == nil {
-			_, err = pool.Exec(ctx, insertOne, r...)
+// autocommitted INSERT through a pool of conns connections.
+func pgPerEventInsert(conns int32) func(context.Context, string, []*event.Event, *progress) (PGThroughput, error) {
+	return func(ctx context.Context, dsn string, events []*event.Event, pr *progress) (PGThroughput, error) {
+		pool, err := openPool(ctx, dsn, conns, true)
+		if err != nil {
+			return PGThroughput{}, err
 		}
-		return err
-	})
-	t := PGThroughput{Seconds: seconds, DBWrites: len(events)}
-	if err != nil {
+		defer pool.Close()
+		c, err := eachEvent(events, 0, pr, "inserted", func(e *event.Event) error {
+			r, err := row(e)
+			if err == nil {
+				_, err = pool.Exec(ctx, insertOne, r...)
+			}
+			return err
+		})
+		t := pgCost(c)
+		t.DBWrites = len(events)
+		if err != nil {
+			return t, err
+		}
+		t.StoredBytesPerEvent, err = pgCheck(ctx, dsn, "application_logs", len(events))
 		return t, err
 	}
-	t.StoredBytesPerEvent, err = pgCheck(ctx, dsn, "application_logs", len(events))
-	return t, err
 }
 
 // eachEvent runs do for every event, each in a goroutine of its own, at most limit at once (0: no
-// limit), and returns the seconds they took and the first error.
-func eachEvent(events []*event.Event, limit int, pr *progress, done string, do func(*event.Event) error) (float64, error) {
+// limit), and returns what they took and the first error.
+func eachEvent(events []*event.Event, limit int, pr *progress, done string, do func(*event.Event) error) (cost, error) {
 	var (
 		wg       sync.WaitGroup
 		sem      chan struct{}
@@ -172,7 +181,7 @@ func eachEvent(events []*event.Event, limit int, pr *progress, done string, do f
 	}
 	stop := pr.every(5*time.Second, func() string { return fmt.Sprintf("%d of %d %s", n.Load(), len(events), done) })
 	defer stop()
-	start := time.Now()
+	m := startMeasure()
 	for _, e := range events {
 		if sem != nil {
 			sem <- struct{}{}
@@ -189,9 +198,9 @@ func eachEvent(events []*event.Event, limit int, pr *progress, done string, do f
 		})
 	}
 	wg.Wait()
-	seconds := time.Since(start).Seconds()
+	c := m.done()
 	err, _ := firstErr.Load().(error)
-	return seconds, err
+	return c, err
 }
 
 // watermillTopic is the SQL publisher's topic; DefaultPostgreSQLSchema stores it in watermill_<topic>.
@@ -249,7 +258,7 @@ func pgWatermill(ctx context.Context, dsn string, events []*event.Event, pr *pro
 
 	stop := pr.every(5*time.Second, func() string { return fmt.Sprintf("%d of %d stored", stored.Load(), len(events)) })
 	defer stop()
-	start := time.Now()
+	m := startMeasure()
 	for i, e := range events {
 		if err := goch.Publish("events", message.NewMessage(e.ID.String(), payloads[i])); err != nil {
 			return t, err
@@ -262,7 +271,7 @@ func pgWatermill(ctx context.Context, dsn string, events []*event.Event, pr *pro
 	case <-ctx.Done():
 		return t, ctx.Err()
 	}
-	t.Seconds = time.Since(start).Seconds()
+	t = pgCost(m.done())
 	t.DBWrites = len(events)
 	t.StoredBytesPerEvent, err = pgCheck(ctx, dsn, "watermill_"+watermillTopic, len(events)+1) // +1: the first
 	return t, err

@@ -58,6 +58,8 @@ type PostgresResults struct {
 	// PerEventInsert is the design sluice replaces: one goroutine and one autocommitted single-row INSERT
 	// per event, through a pool of 4 connections (sluice's default).
 	PerEventInsert PGThroughput `json:"per_event_insert"`
+	// PerEventInsertOneConn is the same through one connection: the commits cannot be grouped.
+	PerEventInsertOneConn PGThroughput `json:"per_event_insert_one_conn"`
 	// WatermillSQL is Watermill's stock parts: a GoChannel feeding a router whose handler publishes each
 	// message with the watermill-sql publisher (DefaultPostgreSQLSchema, one INSERT per message) through
 	// a pool of 4 connections.
@@ -74,6 +76,10 @@ type PGThroughput struct {
 	DBWritesPerSecond float64 `json:"db_writes_per_second"`
 	// StoredBytesPerEvent is the table's size with its indexes and TOAST over its rows.
 	StoredBytesPerEvent float64 `json:"stored_bytes_per_event"`
+	// ClientCPUSeconds is the CPU time of this process meanwhile (the design's Go side);
+	// PostgresCPUSeconds that of every postgres process on this machine (whoever they served).
+	ClientCPUSeconds   float64 `json:"client_cpu_seconds"`
+	PostgresCPUSeconds float64 `json:"postgres_cpu_seconds"`
 }
 
 // BlobResults is the Blob sink scenario, against Azurite.
@@ -95,6 +101,8 @@ type BlobThroughput struct {
 	Blobs               int     `json:"blobs"`
 	BlobsPer1000Events  float64 `json:"blobs_per_1000_events"`
 	StoredBytesPerEvent float64 `json:"stored_bytes_per_event"`
+	// ClientCPUSeconds is the CPU time of this process meanwhile (the design's Go side).
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 }
 
 // HTTPResults is the HTTP end-to-end scenario: the demo service, a separate process, under a
@@ -178,13 +186,16 @@ type OverloadResults struct {
 
 // OverloadSample is one second of the overload.
 type OverloadSample struct {
-	Second        int     `json:"second"`
-	RSSBytes      int64   `json:"rss_bytes"` // VmRSS
-	Goroutines    int     `json:"goroutines"`
-	QueueDepth    float64 `json:"queue_depth"`
-	EventsDropped float64 `json:"events_dropped"` // so far
-	Requests      int     `json:"requests"`       // answered in this second
-	P99Ms         float64 `json:"p99_ms"`         // of those
+	Second   int   `json:"second"`
+	RSSBytes int64 `json:"rss_bytes"` // VmRSS
+	// HeapInuseBytes and StackInuseBytes split the Go runtime's part of it (go_memstats_*).
+	HeapInuseBytes  int64   `json:"heap_inuse_bytes"`
+	StackInuseBytes int64   `json:"stack_inuse_bytes"`
+	Goroutines      int     `json:"goroutines"`
+	QueueDepth      float64 `json:"queue_depth"`
+	EventsDropped   float64 `json:"events_dropped"` // so far
+	Requests        int     `json:"requests"`       // answered in this second
+	P99Ms           float64 `json:"p99_ms"`         // of those
 }
 
 // Ratio is a headline comparison and its goal.
@@ -226,7 +237,8 @@ func ratios(r *Results) []Ratio {
 	if pg := r.Postgres; pg != nil {
 		s := pg.Sluice.EventsPerSecond
 		add(RatioPGOverCopyFrom, "PostgreSQL: sluice / raw CopyFrom ceiling", div(s, pg.RawCopyFrom.EventsPerSecond), 0.8, betterHigher, "x", "")
-		add(RatioPGOverPerEvent, "PostgreSQL: sluice / per-event INSERT", div(s, pg.PerEventInsert.EventsPerSecond), 20, betterHigher, "x", "")
+		add(RatioPGOverPerEvent, "PostgreSQL: sluice / per-event INSERT", div(s, pg.PerEventInsert.EventsPerSecond), 20, betterHigher, "x",
+			fmt.Sprintf("%d connections; through one: %.1fx", poolConns, div(s, pg.PerEventInsertOneConn.EventsPerSecond)))
 		add(RatioPGOverWatermill, "PostgreSQL: sluice / Watermill SQL publisher per message", div(s, pg.WatermillSQL.EventsPerSecond), ratioNoGoal, betterHigher, "x", "")
 	}
 	if b := r.Blob; b != nil {

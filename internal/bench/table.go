@@ -15,7 +15,7 @@ func (r *Results) WriteTable(w io.Writer) {
 	t := &tables{w: w}
 	if pg := r.Postgres; pg != nil {
 		t.title("PostgreSQL sink: events/s into application_logs (mean event %s B of JSON)", count(pg.EventJSONBytes))
-		t.header("design", "events", "seconds", "events/s", "DB writes/s", "stored B/event", "sluice is")
+		t.header("design", "events", "seconds", "events/s", "DB writes/s", "stored B/event", "Go CPU µs/event", "PostgreSQL CPU µs/event", "sluice is")
 		s := pg.Sluice.EventsPerSecond
 		for _, d := range []struct {
 			name string
@@ -23,16 +23,18 @@ func (r *Results) WriteTable(w io.Writer) {
 		}{
 			{"sluice: bus, batcher, COPY to a stage + INSERT ON CONFLICT", pg.Sluice},
 			{"raw pgx CopyFrom, 1,000 rows per COPY (ceiling)", pg.RawCopyFrom},
-			{"one goroutine + one INSERT per event (the design replaced)", pg.PerEventInsert},
+			{"one goroutine + one INSERT per event, 4 connections (the design replaced)", pg.PerEventInsert},
+			{"the same through 1 connection", pg.PerEventInsertOneConn},
 			{"Watermill GoChannel + SQL publisher per message", pg.WatermillSQL},
 		} {
 			t.row(d.name, count(float64(d.t.Events)), fixed(d.t.Seconds, 2), count(d.t.EventsPerSecond),
-				count(d.t.DBWritesPerSecond), count(d.t.StoredBytesPerEvent), times(d.name, s, d.t.EventsPerSecond))
+				count(d.t.DBWritesPerSecond), count(d.t.StoredBytesPerEvent), perEvent(d.t.ClientCPUSeconds, d.t.Events),
+				perEvent(d.t.PostgresCPUSeconds, d.t.Events), times(d.name, s, d.t.EventsPerSecond))
 		}
 	}
 	if b := r.Blob; b != nil {
 		t.title("Blob sink: events/s into Azurite")
-		t.header("design", "events", "seconds", "events/s", "blobs per 1,000 events", "stored B/event", "sluice is")
+		t.header("design", "events", "seconds", "events/s", "blobs per 1,000 events", "stored B/event", "Go CPU µs/event", "sluice is")
 		s := b.Sluice.EventsPerSecond
 		for _, d := range []struct {
 			name string
@@ -43,7 +45,8 @@ func (r *Results) WriteTable(w io.Writer) {
 			{"one gzip NDJSON upload of every event (ceiling)", b.OneUpload},
 		} {
 			t.row(d.name, count(float64(d.t.Events)), fixed(d.t.Seconds, 2), count(d.t.EventsPerSecond),
-				fixed(d.t.BlobsPer1000Events, 2), count(d.t.StoredBytesPerEvent), times(d.name, s, d.t.EventsPerSecond))
+				fixed(d.t.BlobsPer1000Events, 2), count(d.t.StoredBytesPerEvent), perEvent(d.t.ClientCPUSeconds, d.t.Events),
+				times(d.name, s, d.t.EventsPerSecond))
 		}
 	}
 	if h := r.HTTP; h != nil {
@@ -165,6 +168,9 @@ func count(v float64) string {
 	}
 	return b.String()
 }
+
+// perEvent is CPU seconds per event in microseconds.
+func perEvent(seconds float64, events int) string { return fixed(div(seconds*1e6, float64(events)), 1) }
 
 func fixed(v float64, decimals int) string { return strconv.FormatFloat(v, 'f', decimals, 64) }
 
