@@ -164,6 +164,8 @@ func (b *Breaker) record(err error) {
 		b.state, b.failures, b.trial = BreakerClosed, 0, false
 	case b.state == BreakerHalfOpen:
 		b.state, b.openedAt, b.trial = BreakerOpen, b.cfg.Now(), false
+	case b.state == BreakerOpen:
+		// A write that started before the breaker opened failed late: the cooldown stands.
 	default:
 		b.failures++
 		if b.failures >= b.cfg.Failures {

@@ -175,6 +175,10 @@ func (p *Pipeline) closeSinks() {
 		}
 	}
 	p.sinks = nil
+	for _, c := range p.closers {
+		_ = c()
+	}
+	p.closers = nil
 	if p.pool != nil {
 		p.pool.Close()
 	}

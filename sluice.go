@@ -17,9 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -72,6 +74,7 @@ type Pipeline struct {
 	sinks    []subscribers.Sink
 	pool     *pgxpool.Pool
 	metrics  *metrics
+	closers  []func() error // stores the pipeline opened (the sinks do not own them)
 	closing  atomic.Bool
 	closed   sync.Once
 	closeErr error
@@ -241,11 +244,25 @@ func (s *schemaSink) Write(ctx context.Context, b subscribers.Batch) error {
 func (p *Pipeline) openBlob(ctx context.Context, r Route) (subscribers.Sink, error) {
 	var store blobsink.Store
 	if p.cfg.Blob.ConnectionString != "" {
-		s, err := blobsink.OpenAzure(ctx, blobsink.AzureConfig{ConnectionString: p.cfg.Blob.ConnectionString, Container: r.Container})
-		if err != nil {
-			return nil, err
+		acfg := blobsink.AzureConfig{ConnectionString: p.cfg.Blob.ConnectionString, Container: r.Container}
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s, err := blobsink.OpenAzure(tctx, acfg)
+		cancel()
+		switch {
+		case err == nil:
+			store = s
+			p.closers = append(p.closers, s.Close)
+		case !unreachable(err):
+			return nil, err // a configuration error: fail at start
+		default:
+			// Unreachable now: serve anyway, and open it on the first write (the route's events
+			// wait in the bus meanwhile, like for any outage).
+			p.log.Warn("Azure Blob Storage is not reachable: the archive waits in the bus (up to its bound) "+
+				"and is written when it is back", "container", r.Container, "error", err)
+			ls := &lazyStore{open: func(ctx context.Context) (*blobsink.AzureStore, error) { return blobsink.OpenAzure(ctx, acfg) }}
+			store = ls
+			p.closers = append(p.closers, ls.Close)
 		}
-		store = s
 	} else {
 		s, err := blobsink.NewDirStore(filepath.Join(p.cfg.Blob.Dir, r.Container))
 		if err != nil {
@@ -330,3 +347,64 @@ func (e *DropError) Unwrap() error { return e.Err }
 
 // Reason names the drop reason (publishers.DropReason reads it).
 func (e *DropError) Reason() string { return e.Why }
+
+// lazyStore is an Azure store that could not be opened at start: it opens on first use, and tries
+// again on every use until it succeeds.
+type lazyStore struct {
+	open  func(context.Context) (*blobsink.AzureStore, error)
+	mu    sync.Mutex
+	store *blobsink.AzureStore
+}
+
+func (l *lazyStore) get(ctx context.Context) (*blobsink.AzureStore, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.store == nil {
+		s, err := l.open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		l.store = s
+	}
+	return l.store, nil
+}
+
+func (l *lazyStore) Put(ctx context.Context, name string, data []byte, contentType, contentEncoding string) error {
+	s, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, name, data, contentType, contentEncoding)
+}
+
+func (l *lazyStore) Get(ctx context.Context, name string) ([]byte, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Get(ctx, name)
+}
+
+func (l *lazyStore) List(ctx context.Context, prefix string) ([]string, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.List(ctx, prefix)
+}
+
+func (l *lazyStore) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.store != nil {
+		return l.store.Close()
+	}
+	return nil
+}
+
+// unreachable reports whether err says that a server did not answer (refused, reset, timed out),
+// rather than that it refused what it was asked.
+func unreachable(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED)
+}

@@ -20,7 +20,6 @@ import (
 
 	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/internal/testenv"
-	"github.com/sluicelog/sluice/subscribers/blobsink"
 )
 
 // sluiceBin is the binary under test, built once by TestMain.
@@ -219,40 +218,17 @@ func httpRows(t *testing.T, dsn string) map[string][]row {
 }
 
 // blobEvents reads every blob of the container and returns the http events by request id (all
-// copies), and the number of blobs.
+// copies), and the number of blobs (dead letters included).
 func blobEvents(t *testing.T, azure, container string) (map[string][]*event.Event, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	store, err := blobsink.OpenAzure(ctx, blobsink.AzureConfig{ConnectionString: azure, Container: container})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	names, err := store.List(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	events, _, blobs := archive(t, azure, container)
 	out := map[string][]*event.Event{}
-	for _, name := range names {
-		if blobsink.IsDeadLetter(name) {
-			continue
-		}
-		data, err := store.Get(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		events, err := blobsink.Decode(data)
-		if err != nil {
-			t.Fatalf("blob %s: %v", name, err)
-		}
-		for _, e := range events {
-			if e.Kind == event.KindHTTP {
-				out[e.RequestID] = append(out[e.RequestID], e)
-			}
+	for _, e := range events {
+		if e.Kind == event.KindHTTP {
+			out[e.RequestID] = append(out[e.RequestID], e)
 		}
 	}
-	return out, len(names)
+	return out, blobs
 }
 
 // request is one request of a burst and what its log must say.

@@ -93,7 +93,11 @@ func OpenAzure(ctx context.Context, cfg AzureConfig) (*AzureStore, error) {
 	t.DisableCompression = true
 	opts := &azblob.ClientOptions{ClientOptions: azcore.ClientOptions{
 		Transport: &http.Client{Transport: t},
-		Retry:     policy.RetryOptions{TryTimeout: cfg.TryTimeout},
+		// sluice retries whole batches itself (the route's retry policy, the bus's redelivery, the
+		// breaker). The SDK's own default (3 more tries, 4 s apart) would hide an outage from the
+		// breaker for the whole write timeout: one quick retry for a dropped connection is enough.
+		Retry: policy.RetryOptions{TryTimeout: cfg.TryTimeout, MaxRetries: 1,
+			RetryDelay: 200 * time.Millisecond, MaxRetryDelay: time.Second},
 	}}
 	client, err := azblob.NewClientFromConnectionString(cfg.ConnectionString, opts)
 	if err != nil {
