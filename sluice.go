@@ -103,6 +103,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 		MaxInFlight:        cfg.Bus.MaxInFlight,
 		RedeliveryDelay:    cfg.Bus.RedeliveryDelay,
 		MaxRedeliveryDelay: cfg.Bus.MaxRedeliveryDelay,
+		PreserveContext:    true, // carries the event itself to the routes (event.NewContext)
 	}, p.wmLogger)
 	if err != nil {
 		return nil, err
@@ -289,7 +290,8 @@ func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
 // matches (each route has its own topic, so its share of the bus holds only its own events, and a
 // stuck sink fills only its own share). A route that has no room counts the event as dropped for that
 // route, by reason. Publish returns a *DropError only when no route took the event; an event that no
-// route wants is counted as unrouted and is not an error.
+// route wants is counted as unrouted and is not an error. Publish keeps e (and sets its Raw): the
+// caller must not change it afterwards.
 func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 	if p.closing.Load() {
 		p.metrics.drop(bus.ReasonClosed, "", 1)
@@ -310,7 +312,11 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 				p.metrics.drop(publishers.ReasonPublishError, "", 1)
 				return &DropError{Why: publishers.ReasonPublishError, Err: err}
 			}
-			msg = message.NewMessage(e.ID.String(), append(payload, '\n'))
+			payload = append(payload, '\n')
+			e.Raw = payload[:len(payload)-1]
+			msg = message.NewMessage(e.ID.String(), payload)
+			// In process, the routes get the event itself with the message: no decoding.
+			msg.SetContext(event.NewContext(context.Background(), []*event.Event{e}))
 		}
 		if err := p.pub.Publish(r.topic, msg); err != nil {
 			reason := bus.ReasonClosed

@@ -7,6 +7,7 @@ package event
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -250,4 +251,20 @@ func BatchID(events []*Event) uuid.UUID {
 	id[6] = (id[6] & 0x0f) | 0x80 // version 8
 	id[8] = (id[8] & 0x3f) | 0x80 // RFC 4122 variant
 	return id
+}
+
+type contextKey struct{}
+
+// NewContext returns ctx carrying the decoded events of a bus message. A publisher and a subscriber in
+// the same process (the in-process bus hands subscribers the publisher's context) pass events this
+// way, so the subscriber need not decode the payload it already has the events of; a broker bus
+// carries only the payload, which is decoded. The events must not change once published.
+func NewContext(ctx context.Context, events []*Event) context.Context {
+	return context.WithValue(ctx, contextKey{}, events)
+}
+
+// FromContext returns the events NewContext put in ctx.
+func FromContext(ctx context.Context) ([]*Event, bool) {
+	events, ok := ctx.Value(contextKey{}).([]*Event)
+	return events, ok
 }

@@ -76,6 +76,9 @@ type BatcherConfig struct {
 	Observer Observer
 }
 
+// drainWait is how long a draining batcher waits for a batch to fill.
+const drainWait = 20 * time.Millisecond
+
 // DefaultMaxEventBytes is the default of BatcherConfig.MaxEventBytes: bodies are capped at 64 KiB
 // each by default, so a larger event is a runaway attribute.
 const DefaultMaxEventBytes = 1 << 20
@@ -131,8 +134,14 @@ func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
 
 // Handle is the Watermill handler function (message.NoPublishHandlerFunc). It returns when the
 // message's events are written (nil) or failed to be (the error), or when the message's context ends.
+// It takes the events from the message's context when the publisher put them there
+// (event.NewContext, in process) and decodes the payload otherwise.
 func (b *Batcher) Handle(msg *message.Message) error {
-	events, bad := event.Decode(msg.Payload)
+	events, inProcess := event.FromContext(msg.Context())
+	var bad []*event.LineError
+	if !inProcess {
+		events, bad = event.Decode(msg.Payload)
+	}
 	var letters []DeadLetter
 	for _, le := range bad {
 		letters = append(letters, DeadLetter{Route: b.cfg.Route, Reason: ReasonDecodeError, Detail: le.Error(), Raw: le.Raw})
@@ -175,8 +184,9 @@ func (b *Batcher) Handle(msg *message.Message) error {
 	}
 }
 
-// Drain makes the batcher write what it holds now, and from then on write as soon as no more messages
-// are waiting instead of waiting for a batch to fill: used at shutdown so that the bus empties quickly.
+// Drain makes the batcher write what it holds now, and from then on write a batch at most drainWait
+// after its first event instead of Policy.MaxWait: used at shutdown so that the bus empties quickly,
+// in batches that still fill when messages keep coming.
 func (b *Batcher) Drain() {
 	b.eager.Do(func() { close(b.drain) })
 }
@@ -223,8 +233,12 @@ func (b *Batcher) run() {
 	for {
 		select {
 		case p := <-b.in:
-			if len(cur) == 0 && !eager {
-				timer.Reset(b.cfg.Policy.MaxWait)
+			if len(cur) == 0 {
+				wait := b.cfg.Policy.MaxWait
+				if eager {
+					wait = min(wait, drainWait)
+				}
+				timer.Reset(wait)
 			}
 			cur = append(cur, p)
 			events += len(p.events)
@@ -237,24 +251,13 @@ func (b *Batcher) run() {
 		case <-drain:
 			eager = true
 			drain = nil // a nil channel never fires again
+			if len(cur) > 0 {
+				flush()
+			}
 		case <-b.stop:
 			flush()
 			b.writes.Wait()
 			return
-		}
-		if eager && len(cur) > 0 {
-			// Take whatever is ready without waiting, then write.
-			for more := true; more && events < b.cfg.Policy.MaxEvents; {
-				select {
-				case p := <-b.in:
-					cur = append(cur, p)
-					events += len(p.events)
-					bytes += int64(p.bytes)
-				default:
-					more = false
-				}
-			}
-			flush()
 		}
 	}
 }

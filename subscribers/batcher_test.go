@@ -426,3 +426,24 @@ func TestBatcherAbortEndsWritesThatWait(t *testing.T) {
 		t.Fatal("Abort did not end the waiting write")
 	}
 }
+
+func TestBatcherTakesInProcessEventsFromTheContext(t *testing.T) {
+	sink := &recordingSink{}
+	obs := &countingObserver{}
+	b := newBatcher(t, sink, subscribers.BatchPolicy{MaxEvents: 1, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1}, nil, obs)
+	e := event.New(event.LevelInfo, event.KindApp, "in process")
+	line, _ := event.Encode(e)
+	e.Raw = line[:len(line)-1]
+	// The payload is not even decodable: the events in the context are what counts.
+	msg := message.NewMessage("m", []byte("not decoded"))
+	msg.SetContext(event.NewContext(context.Background(), []*event.Event{e}))
+	if err := b.Handle(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, total := sink.sizes(); total != 1 || sink.batches[0].Events[0] != e {
+		t.Fatalf("wrote %d events; want the very event of the context", total)
+	}
+	if len(obs.rejected) != 0 {
+		t.Fatalf("the payload was decoded: %v", obs.rejected)
+	}
+}
