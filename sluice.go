@@ -291,7 +291,8 @@ func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
 // stuck sink fills only its own share). A route that has no room counts the event as dropped for that
 // route, by reason. Publish returns a *DropError only when no route took the event; an event that no
 // route wants is counted as unrouted and is not an error. Publish keeps e (and sets its Raw): the
-// caller must not change it afterwards.
+// caller must not change it afterwards. An event whose Raw is already set (bytes received from
+// elsewhere) is forwarded as those bytes, which the routes decode and validate.
 func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 	if p.closing.Load() {
 		p.metrics.drop(bus.ReasonClosed, "", 1)
@@ -307,16 +308,11 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 		}
 		matched++
 		if msg == nil {
-			payload, err := e.AppendJSON(make([]byte, 0, 512))
-			if err != nil {
+			var err error
+			if msg, err = p.message(e); err != nil {
 				p.metrics.drop(publishers.ReasonPublishError, "", 1)
 				return &DropError{Why: publishers.ReasonPublishError, Err: err}
 			}
-			payload = append(payload, '\n')
-			e.Raw = payload[:len(payload)-1]
-			msg = message.NewMessage(e.ID.String(), payload)
-			// In process, the routes get the event itself with the message: no decoding.
-			msg.SetContext(event.NewContext(context.Background(), []*event.Event{e}))
 		}
 		if err := p.pub.Publish(r.topic, msg); err != nil {
 			reason := bus.ReasonClosed
@@ -338,6 +334,25 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 		return &DropError{Why: lastReason, Err: lastErr}
 	}
 	return nil
+}
+
+// message builds the bus message of e. In process the routes get the event itself with the message
+// (event.NewContext): they need not decode what was just encoded. Bytes that came from elsewhere
+// (Raw already set) travel alone and are decoded, and validated, by the routes like a broker's.
+func (p *Pipeline) message(e *event.Event) (*message.Message, error) {
+	if len(e.Raw) > 0 {
+		payload := append(append(make([]byte, 0, len(e.Raw)+1), e.Raw...), '\n')
+		return message.NewMessage(e.ID.String(), payload), nil
+	}
+	payload, err := e.AppendJSON(make([]byte, 0, 512))
+	if err != nil {
+		return nil, err
+	}
+	payload = append(payload, '\n')
+	e.Raw = payload[:len(payload)-1]
+	msg := message.NewMessage(e.ID.String(), payload)
+	msg.SetContext(event.NewContext(context.Background(), []*event.Event{e}))
+	return msg, nil
 }
 
 // DropError says why an event was not accepted; publishers count it by Reason.
