@@ -469,3 +469,30 @@ func TestWriteTimeout(t *testing.T) {
 		t.Fatalf("Write with a 1ns WriteTimeout = %v, want a transient context.DeadlineExceeded", err)
 	}
 }
+
+// A batch that overlaps one already stored (some events there, some new) takes the idempotent path
+// after its optimistic COPY meets the stored ids: the new events are written, the others not again.
+func TestWriteOverlappingBatchStoresOnlyTheNewEvents(t *testing.T) {
+	pool := migratedPool(t)
+	sink := newSink(t, pool, pgsink.Config{})
+	ctx := context.Background()
+	events := sinktest.Events(15, time.Now().UTC())
+	if err := sink.Write(ctx, subscribers.NewBatch(events[:10])); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Write(ctx, subscribers.NewBatch(events[5:])); err != nil {
+		t.Fatalf("overlapping batch: %v", err)
+	}
+	ids, err := tableReader{pool}.EventIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 15 {
+		t.Fatalf("%d distinct events stored, want 15", len(ids))
+	}
+	for id, n := range ids {
+		if n != 1 {
+			t.Fatalf("event %s stored %d times", id, n)
+		}
+	}
+}
