@@ -1,15 +1,12 @@
 package acceptance_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicelog/sluice/subscribers/blobsink"
 )
@@ -78,13 +75,7 @@ func TestCanarySecretsReachNoStore(t *testing.T) {
 
 	// Everything stored, as text: every row of every sluice table, every blob decompressed.
 	var stored strings.Builder
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, d.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx, conn := connect(t, d.dsn)
 	for _, query := range []string{
 		"SELECT t::text FROM application_logs t",
 		// bytea prints as hex in t::text: add the raw bytes themselves

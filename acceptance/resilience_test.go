@@ -336,13 +336,7 @@ func waitFor(d time.Duration) { time.Sleep(d) }
 // kind=app rows. It checks that ids are unique.
 func outageRows(t *testing.T, dsn string) (map[string]int, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx, conn := connect(t, dsn)
 	var all, distinct int
 	if err := conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT id) FROM application_logs`).Scan(&all, &distinct); err != nil {
 		t.Fatal(err)
