@@ -123,12 +123,10 @@ type Body struct {
 }
 
 // New returns an event with a fresh UUIDv7 id, the time now in UTC, and the given level, kind and message.
+// The id holds the same millisecond as TS, and ids made in one process increase.
 func New(level Level, kind Kind, msg string) *Event {
-	id, err := uuid.NewV7()
-	if err != nil { // only when the system's random source fails
-		id = uuid.New()
-	}
-	return &Event{ID: id, TS: time.Now().UTC(), Level: level, Kind: kind, Message: msg}
+	now := time.Now() // one clock read for the id and TS
+	return &Event{ID: newID(now), TS: now.UTC(), Level: level, Kind: kind, Message: msg}
 }
 
 // AppendJSON appends the event's JSON encoding (no newline) to buf. It uses Raw when set.
