@@ -36,7 +36,7 @@ type requestBody struct {
 func newRequestBody(r *http.Request, limit int) *requestBody {
 	contentLength := r.ContentLength
 	b := &requestBody{src: r.Body, limit: limit, contentLength: contentLength,
-		expectsGoAhead: strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
+		expectsGoAhead: strings.EqualFold(headerValue(r.Header, "Expect"), "100-continue")}
 	if contentLength > 0 && limit > 0 {
 		b.buf = make([]byte, 0, min(contentLength, int64(limit)))
 	}
@@ -213,12 +213,13 @@ type bodyOptions struct {
 	base64 bool
 }
 
-// buildBody makes an event body of captured content. size is the original size as far as known.
-func buildBody(content []byte, size int64, truncated, timedOut bool, contentType, contentEncoding string, o *bodyOptions) *event.Body {
+// buildBody makes an event body of captured content in b, and returns b, or nil when there is no body.
+// size is the original size as far as known.
+func buildBody(b *event.Body, content []byte, size int64, truncated, timedOut bool, contentType, contentEncoding string, o *bodyOptions) *event.Body {
 	if size == 0 && !timedOut {
 		return nil
 	}
-	b := &event.Body{ContentType: safeString(contentType), Size: size, Truncated: truncated, TimedOut: timedOut}
+	*b = event.Body{ContentType: safeString(contentType), Size: size, Truncated: truncated, TimedOut: timedOut}
 	if len(content) == 0 {
 		return b
 	}
