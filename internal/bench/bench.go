@@ -124,7 +124,8 @@ type plan struct {
 
 	rates      []int         // the fixed rates of the HTTP scenario
 	warmup     time.Duration // before the fixed rates, at the lowest one
-	step       time.Duration // each fixed rate
+	step       time.Duration // each fixed rate, for each mode
+	round      time.Duration // a fixed rate's steps are interleaved in rounds this long
 	searchStep time.Duration // each step of the search for the highest sustainable rate
 	searchMax  int           // steps of that search at most
 
@@ -136,14 +137,14 @@ func planFor(c Config) plan {
 	if c.Quick {
 		return plan{
 			pgEvents: 2000, insertEvents: 200, watermillEvents: 200, blobEvents: 2000, perEventBlobs: 100,
-			rates: []int{200, 1000}, warmup: 300 * time.Millisecond, step: time.Second,
+			rates: []int{200, 1000}, warmup: 300 * time.Millisecond, step: time.Second, round: time.Second,
 			searchStep: time.Second, searchMax: 1,
 			baseline: time.Second, overload: c.OverloadDuration,
 		}
 	}
 	return plan{
 		pgEvents: 50000, insertEvents: 5000, watermillEvents: 10000, blobEvents: 50000, perEventBlobs: 2000,
-		rates: []int{1000, 5000, 10000}, warmup: 3 * time.Second, step: 10 * time.Second,
+		rates: []int{1000, 5000, 10000}, warmup: 3 * time.Second, step: 10 * time.Second, round: 2 * time.Second,
 		searchStep: 5 * time.Second, searchMax: 6,
 		baseline: 10 * time.Second, overload: c.OverloadDuration,
 	}

@@ -7,24 +7,155 @@ import (
 	"time"
 )
 
-// runHTTP runs the demo once per request logging mode, each a fresh process on fresh storage, under
-// the fixed rates and then the search for its highest sustainable rate.
+// runHTTP runs the demo once per request logging mode, each a process of its own on storage of its own.
+// The fixed rates are interleaved: each rate is split into rounds, and in every round each mode takes
+// its turn (in a rotating order), so that whatever else the machine does weighs on every mode alike.
+// Then each mode in turn is searched for the highest rate it sustains.
 func runHTTP(ctx context.Context, cfg Config, pl plan, pr *progress) (*HTTPResults, error) {
 	res := &HTTPResults{Targets: requestMix, SustainedRule: sustainedRule}
-	for _, m := range []struct {
-		mode string
+	modes := []struct {
+		name string
 		out  *HTTPMode
-	}{{LoggingOff, &res.Off}, {LoggingEcho, &res.Echo}, {LoggingSluice, &res.Sluice}} {
-		pr.say("http: logging %s", m.mode)
-		mode, err := httpMode(ctx, cfg, pl, m.mode, pr)
-		*m.out = mode
-		if err != nil {
-			return res, fmt.Errorf("logging %s: %w", m.mode, err)
+	}{{LoggingOff, &res.Off}, {LoggingEcho, &res.Echo}, {LoggingSluice, &res.Sluice}}
+	demos := make([]*demo, len(modes))
+	defer func() {
+		for _, d := range demos {
+			if d != nil {
+				d.close()
+			}
 		}
-		pr.say("http: logging %s: highest sustained rate %d requests/s, server CPU %.1f s, peak RSS %.1f MiB",
-			m.mode, mode.MaxSustainedRPS, mode.CPUSeconds, float64(mode.PeakRSSBytes)/(1<<20))
+	}()
+	for i, m := range modes {
+		d, err := startDemo(ctx, cfg, m.name, m.name)
+		if err != nil {
+			return res, fmt.Errorf("logging %s: %w", m.name, err)
+		}
+		demos[i] = d
+		attack(ctx, d.target, pl.rates[0], pl.warmup, nil)
+	}
+
+	start := make([]procUsage, len(demos))
+	for i, d := range demos {
+		u, err := d.srv.usage()
+		if err != nil {
+			return res, err
+		}
+		start[i] = u
+	}
+	rounds := max(1, int(pl.step/pl.round))
+	for _, rate := range pl.rates {
+		outs := make([]*outcome, len(demos))
+		for round := range rounds {
+			if rounds > 1 {
+				pr.say("http: %d/s, round %d of %d", rate, round+1, rounds)
+			}
+			for k := range demos {
+				i := (round + k) % len(demos)
+				o, err := demos[i].attack(ctx, rate, pl.round)
+				if err != nil {
+					return res, err
+				}
+				if outs[i] == nil {
+					outs[i] = o
+				} else {
+					outs[i].add(o)
+				}
+			}
+		}
+		for i, m := range modes {
+			s := outs[i].step()
+			m.out.Steps = append(m.out.Steps, s)
+			pr.say("http: logging %-6s at %d/s: %s", m.name, rate, stepLine(s))
+		}
+	}
+	for i, m := range modes {
+		end, err := demos[i].srv.usage()
+		if err != nil {
+			return res, err
+		}
+		m.out.CPUSeconds, m.out.PeakRSSBytes = end.CPUSeconds-start[i].CPUSeconds, end.HWMBytes
+	}
+
+	for i, m := range modes {
+		d := demos[i]
+		best, search, err := searchMax(m.out.Steps, pl.searchMax, func(rate int) (LoadStep, error) {
+			o, err := d.attack(ctx, rate, pl.searchStep)
+			if err != nil {
+				return LoadStep{}, err
+			}
+			s := o.step()
+			pr.say("http: logging %-6s at %d/s: %s", m.name, rate, stepLine(s))
+			return s, nil
+		})
+		m.out.MaxSustainedRPS, m.out.Search = best, search
+		if err != nil {
+			return res, err
+		}
+		pr.say("http: logging %s: highest sustained rate %d requests/s, server CPU %.1f s over the fixed rates, peak RSS %.1f MiB",
+			m.name, best, m.out.CPUSeconds, float64(m.out.PeakRSSBytes)/(1<<20))
+	}
+	// Each demo writes everything accepted before it exits 0: a failure here means sluice lost events.
+	for i, d := range demos {
+		err := d.srv.stop(time.Minute)
+		d.close()
+		demos[i] = nil
+		if err != nil {
+			return res, fmt.Errorf("logging %s: %w", modes[i].name, err)
+		}
 	}
 	return res, nil
+}
+
+func stepLine(s LoadStep) string {
+	line := fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, %d errors, server CPU %.2f s",
+		s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Errors, s.ServerCPUSeconds)
+	if !s.Sustained {
+		line += " (not sustained)"
+	}
+	return line
+}
+
+// demo is a running demo process, its storage, and the requests sent to it.
+type demo struct {
+	st     demoStorage
+	srv    *server
+	target *loadTarget
+}
+
+// startDemo starts the demo with a logging mode on fresh storage; label names its log and profiles.
+func startDemo(ctx context.Context, cfg Config, mode, label string) (*demo, error) {
+	st, err := newDemoStorage(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := startServer(ctx, cfg.ServerBinary, mode, label, st.dir, cfg.ServerProfileDir, st.env)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	return &demo{st: st, srv: srv, target: newLoadTarget(srv.base)}, nil
+}
+
+// attack loads the demo at rate for d, measuring its CPU time meanwhile.
+func (d *demo) attack(ctx context.Context, rate int, dur time.Duration) (*outcome, error) {
+	before, err := d.srv.usage()
+	if err != nil {
+		return nil, err
+	}
+	o := attack(ctx, d.target, rate, dur, nil)
+	after, err := d.srv.usage()
+	if err != nil {
+		return nil, err
+	}
+	o.serverCPU = after.CPUSeconds - before.CPUSeconds
+	return o, ctx.Err()
+}
+
+// close kills the demo if it still runs, and removes its storage.
+func (d *demo) close() {
+	d.target.close()
+	d.srv.kill()
+	d.st.close()
 }
 
 // demoStorage is what a demo process works in: a temporary directory (its log, and its blobs when no
@@ -65,71 +196,4 @@ func newDemoStorage(ctx context.Context, cfg Config) (demoStorage, error) {
 		os.RemoveAll(dir)
 	}
 	return st, nil
-}
-
-// httpMode measures one logging mode.
-func httpMode(ctx context.Context, cfg Config, pl plan, mode string, pr *progress) (HTTPMode, error) {
-	var m HTTPMode
-	st, err := newDemoStorage(ctx, cfg)
-	if err != nil {
-		return m, err
-	}
-	defer st.close()
-	srv, err := startServer(ctx, cfg.ServerBinary, mode, mode, st.dir, cfg.ServerProfileDir, st.env)
-	if err != nil {
-		return m, err
-	}
-	defer srv.kill() // after stop below, a no-op
-	targets := demoTargets(srv.base)
-	pause := pl.step / 10
-
-	step := func(rate int, d time.Duration) (LoadStep, error) {
-		before, err := srv.usage()
-		if err != nil {
-			return LoadStep{}, err
-		}
-		s := attack(ctx, targets, rate, d, nil)
-		after, err := srv.usage()
-		if err != nil {
-			return s, err
-		}
-		s.ServerCPUSeconds = after.CPUSeconds - before.CPUSeconds
-		pr.say("http: logging %s at %d/s: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, %d errors, server CPU %.2f s%s",
-			mode, rate, s.Latency.P50, s.Latency.P99, s.Latency.P999, s.Errors, s.ServerCPUSeconds, notSustained(s))
-		time.Sleep(pause)
-		return s, ctx.Err()
-	}
-
-	attack(ctx, targets, pl.rates[0], pl.warmup, nil)
-	start, err := srv.usage()
-	if err != nil {
-		return m, err
-	}
-	for _, rate := range pl.rates {
-		s, err := step(rate, pl.step)
-		if err != nil {
-			return m, err
-		}
-		m.Steps = append(m.Steps, s)
-	}
-	end, err := srv.usage()
-	if err != nil {
-		return m, err
-	}
-	m.CPUSeconds, m.PeakRSSBytes = end.CPUSeconds-start.CPUSeconds, end.HWMBytes
-	m.MaxSustainedRPS, m.Search, err = searchMax(m.Steps, pl.searchMax, func(rate int) (LoadStep, error) {
-		return step(rate, pl.searchStep)
-	})
-	if err != nil {
-		return m, err
-	}
-	// The demo writes everything accepted before it exits 0: a failure here means sluice lost events.
-	return m, srv.stop(time.Minute)
-}
-
-func notSustained(s LoadStep) string {
-	if s.Sustained {
-		return ""
-	}
-	return " (not sustained)"
 }

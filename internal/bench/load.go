@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -27,48 +28,87 @@ var sustainedRule = fmt.Sprintf("errors (transport, timeout, 5xx) at most %.1f%%
 	"of the requests asked for sent and answered, and p99 at most %.0f ms",
 	sustainedMaxErrorShare*100, sustainedMinShare*100, sustainedMaxP99)
 
-// demoTargets is the request mix against the demo at base ("http://127.0.0.1:PORT").
-func demoTargets(base string) []vegeta.Target {
+// loadTarget is what attacks aim at: the request mix against one demo, and the client that keeps the
+// connections to it across attacks (one per attack would leave its idle connections open, in this
+// process and in the demo, until the descriptors run out).
+type loadTarget struct {
+	client  *http.Client
+	targets []vegeta.Target
+}
+
+// newLoadTarget is the request mix against the demo at base ("http://127.0.0.1:PORT").
+func newLoadTarget(base string) *loadTarget {
 	body := []byte(`{"customer_id":4711,"note":"` + strings.Repeat("x", 960) + `","items":[{"sku":"SKU-00042","qty":2}]}`)
 	header := http.Header{"User-Agent": {"sluice-bench/1"}}
 	jsonHeader := http.Header{"User-Agent": {"sluice-bench/1"}, "Content-Type": {"application/json"}}
 	hello := vegeta.Target{Method: http.MethodGet, URL: base + "/hello", Header: header}
-	targets := []vegeta.Target{}
+	t := &loadTarget{client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: maxInFlight, MaxConnsPerHost: maxInFlight, IdleConnTimeout: 30 * time.Second,
+		DisableCompression: true,
+	}}}
 	for range 8 {
-		targets = append(targets, hello)
+		t.targets = append(t.targets, hello)
 	}
-	return append(targets,
+	t.targets = append(t.targets,
 		vegeta.Target{Method: http.MethodPost, URL: base + "/echo", Body: body, Header: jsonHeader},
 		vegeta.Target{Method: http.MethodGet, URL: base + "/nope", Header: header})
+	return t
 }
 
-// attack sends rate requests per second for d, round-robin over targets, and summarizes what came back.
+// close closes the target's idle connections.
+func (t *loadTarget) close() { t.client.CloseIdleConnections() }
+
+// maxInFlight bounds the requests in flight, and so the connections, of one attack: far more than any
+// sustained step needs (rate x latency: 30,000/s x 1 ms is 30), few enough that a stalled server does
+// not exhaust this process's file descriptors.
+const maxInFlight = 1024
+
+// attack sends rate requests per second for d, round-robin over t's requests, and returns what came
+// back.
 // each, when not nil, sees every result (from the attack's goroutine).
-func attack(ctx context.Context, targets []vegeta.Target, rate int, d time.Duration, each func(*vegeta.Result)) LoadStep {
-	a := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.HTTP2(false),
-		vegeta.MaxBody(0), vegeta.Connections(10000), vegeta.MaxWorkers(4096))
+func attack(ctx context.Context, t *loadTarget, rate int, d time.Duration, each func(*vegeta.Result)) *outcome {
+	a := vegeta.NewAttacker(vegeta.Client(t.client), vegeta.MaxBody(0), vegeta.MaxWorkers(maxInFlight))
 	stopOnCancel := context.AfterFunc(ctx, func() { a.Stop() })
 	defer stopOnCancel()
-	var (
-		lat    = make([]time.Duration, 0, int(float64(rate)*d.Seconds())+16)
-		errors int
-		start  = time.Now()
-	)
-	for r := range a.Attack(vegeta.NewStaticTargeter(targets...), vegeta.ConstantPacer{Freq: rate, Per: time.Second}, d, "") {
+	o := &outcome{rate: rate, seconds: d.Seconds(), latencies: make([]time.Duration, 0, int(float64(rate)*d.Seconds())+16)}
+	for r := range a.Attack(vegeta.NewStaticTargeter(t.targets...), vegeta.ConstantPacer{Freq: rate, Per: time.Second}, d, "") {
 		if each != nil {
 			each(r)
 		}
-		lat = append(lat, r.Latency)
+		o.latencies = append(o.latencies, r.Latency)
 		if r.Code == 0 || r.Code >= 500 {
-			errors++
+			o.errors++
 		}
 	}
-	elapsed := time.Since(start)
-	s := LoadStep{Rate: rate, Seconds: d.Seconds(), Requests: len(lat), Errors: errors, Latency: summarize(lat)}
-	s.AchievedRPS = div(float64(s.Requests-s.Errors), min(elapsed, d).Seconds())
+	return o
+}
+
+// outcome is the raw result of one or more attacks at one rate.
+type outcome struct {
+	rate      int
+	seconds   float64 // of attack
+	latencies []time.Duration
+	errors    int
+	serverCPU float64 // seconds, when measured
+}
+
+// add merges o2, an attack at the same rate, into o.
+func (o *outcome) add(o2 *outcome) {
+	o.seconds += o2.seconds
+	o.latencies = append(o.latencies, o2.latencies...)
+	o.errors += o2.errors
+	o.serverCPU += o2.serverCPU
+}
+
+// step summarizes the outcome, and judges whether its rate was sustained.
+func (o *outcome) step() LoadStep {
+	s := LoadStep{Rate: o.rate, Seconds: o.seconds, Requests: len(o.latencies), Errors: o.errors,
+		Latency: summarize(o.latencies), ServerCPUSeconds: o.serverCPU}
+	s.AchievedRPS = div(float64(s.Requests-s.Errors), s.Seconds)
 	s.Sustained = s.Requests > 0 &&
 		float64(s.Errors) <= sustainedMaxErrorShare*float64(s.Requests) &&
-		float64(s.Requests-s.Errors) >= sustainedMinShare*float64(rate)*d.Seconds() &&
+		float64(s.Requests-s.Errors) >= sustainedMinShare*float64(o.rate)*s.Seconds &&
 		s.Latency.P99 <= sustainedMaxP99
 	return s
 }

@@ -42,10 +42,11 @@ func runOverload(ctx context.Context, cfg Config, pl plan, rate int, pr *progres
 		return nil, err
 	}
 	defer srv.kill()
-	targets := demoTargets(srv.base)
-	attack(ctx, targets, min(rate, pl.rates[0]), pl.warmup, nil)
+	target := newLoadTarget(srv.base)
+	defer target.close()
+	attack(ctx, target, min(rate, pl.rates[0]), pl.warmup, nil)
 	pr.say("overload: baseline at %d/s for %v, storage up", rate, pl.baseline)
-	res.Baseline = attack(ctx, targets, rate, pl.baseline, nil)
+	res.Baseline = attack(ctx, target, rate, pl.baseline, nil).step()
 	pr.say("overload: baseline p99 %.2f ms; cutting PostgreSQL and Azurite off; %d/s for %v", res.Baseline.Latency.P99, rate, pl.overload)
 	pgProxy.cutOff()
 	blobProxy.cutOff()
@@ -85,13 +86,13 @@ func runOverload(ctx context.Context, cfg Config, pl plan, rate int, pr *progres
 			}
 		}
 	}()
-	res.Overload = attack(ctx, targets, rate, pl.overload, func(r *vegeta.Result) {
+	res.Overload = attack(ctx, target, rate, pl.overload, func(r *vegeta.Result) {
 		i := int(r.End().Sub(start) / time.Second)
 		for len(buckets) <= i {
 			buckets = append(buckets, nil)
 		}
 		buckets[i] = append(buckets[i], r.Latency)
-	})
+	}).step()
 	close(sampling)
 	<-sampled
 
