@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/bits"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -108,6 +109,7 @@ func (r *jsonRewriter) object() error {
 	if empty, err := r.open('}'); empty || err != nil {
 		return err
 	}
+	checkKeys := r.suppress == 0 && r.keys != nil && !r.keys.empty() // once per object, not per member
 	for {
 		r.skipWS()
 		if r.pos >= len(r.in) || r.in[r.pos] != '"' {
@@ -117,7 +119,7 @@ func (r *jsonRewriter) object() error {
 		if err != nil {
 			return err
 		}
-		redact := r.suppress == 0 && r.keys != nil && !r.keys.empty() && r.isKey(r.in[start+1:r.pos-1], escaped)
+		redact := checkKeys && r.isKey(r.in[start+1:r.pos-1], escaped)
 		r.skipWS()
 		if r.pos >= len(r.in) || r.in[r.pos] != ':' {
 			return errBadJSON
@@ -199,14 +201,19 @@ func (r *jsonRewriter) str() (start int, escaped bool, err error) {
 	in := r.in
 	for i < len(in) {
 		// Eight bytes at a time while none of them is a quote, a backslash, a control or a non-ASCII byte.
+		// The lowest byte the mask flags is the first such byte (a false flag only follows a true one):
+		// jump to it rather than scan the word again byte by byte (most keys and values are short).
+		special := false
 		for i+8 <= len(in) {
 			x := binary.LittleEndian.Uint64(in[i:])
-			if ((x-lsb*0x20)|((x^(lsb*'"'))-lsb)|((x^(lsb*'\\'))-lsb)|x)&msb != 0 {
+			if m := ((x - lsb*0x20) | ((x ^ (lsb * '"')) - lsb) | ((x ^ (lsb * '\\')) - lsb) | x) & msb; m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				special = true
 				break
 			}
 			i += 8
 		}
-		for i < len(in) && plainStringByte[in[i]] {
+		for !special && i < len(in) && plainStringByte[in[i]] { // the last few bytes of the input
 			i++
 		}
 		if i >= len(in) {
