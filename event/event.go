@@ -123,10 +123,17 @@ type Body struct {
 }
 
 // New returns an event with a fresh UUIDv7 id, the time now in UTC, and the given level, kind and message.
-// The id holds the same millisecond as TS, and ids made in one process increase.
+// Ids made in one process increase.
 func New(level Level, kind Kind, msg string) *Event {
+	e, _ := NewTimed(level, kind, msg)
+	return e
+}
+
+// NewTimed is New that also returns the clock reading it made (TS with its monotonic part), so that a
+// caller that times something from the event's start need not read the clock again.
+func NewTimed(level Level, kind Kind, msg string) (*Event, time.Time) {
 	now := time.Now() // one clock read for the id and TS
-	return &Event{ID: newID(now), TS: now.UTC(), Level: level, Kind: kind, Message: msg}
+	return &Event{ID: newID(now), TS: now.UTC(), Level: level, Kind: kind, Message: msg}, now
 }
 
 // AppendJSON appends the event's JSON encoding (no newline) to buf. It uses Raw when set.

@@ -141,10 +141,7 @@ func (w *responseBody) Write(p []byte) (int, error) {
 			w.timedOut = true
 			return n, err
 		}
-		if w.buf == nil {
-			w.buf = make([]byte, 0, min(n, w.limit))
-		}
-		w.buf = append(w.buf, p[:min(n, w.limit-len(w.buf))]...)
+		w.buf = append(w.buf, p[:min(n, w.limit-len(w.buf))]...) // the first append sizes buf to the write, without zeroing it first
 	}
 	return n, err
 }
