@@ -32,6 +32,7 @@ type benchFlags struct {
 	rate           int
 	cpuProfile     string
 	serverProfiles string
+	demoEnv        map[string]string
 }
 
 // flagBench registers the bench flags on fs when cmd is "bench".
@@ -52,6 +53,17 @@ func flagBench(fs *flag.FlagSet, cmd string) *benchFlags {
 	fs.DurationVar(&f.duration, "overload-duration", 0, "how long the overload scenario keeps storage down (default 60s, 3s with -quick)")
 	fs.IntVar(&f.rate, "overload-rate", 0, "requests/s of the overload scenario (default: the highest rate the http scenario found sluice to sustain, else 5000)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the sink scenarios run in it) to `file`")
+	fs.Func("demo-env", "add `KEY=VALUE` to every demo's environment, to measure another configuration (repeatable)", func(kv string) error {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE")
+		}
+		if f.demoEnv == nil {
+			f.demoEnv = map[string]string{}
+		}
+		f.demoEnv[k] = v
+		return nil
+	})
 	fs.StringVar(&f.serverProfiles, "server-profiles", "", "write a CPU and a heap profile of each demo process into `dir` (demo-MODE.cpu.pprof, demo-MODE.heap.pprof)")
 	return f
 }
@@ -90,7 +102,7 @@ func runBench(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 		}
 		cfg := bench.Config{
 			Quick: f.quick, PostgresDSN: f.postgres, Azurite: f.azurite, ServerBinary: self,
-			ServerProfileDir: f.serverProfiles, OverloadDuration: f.duration, OverloadRate: f.rate, Progress: stderr,
+			ServerProfileDir: f.serverProfiles, ServerEnv: f.demoEnv, OverloadDuration: f.duration, OverloadRate: f.rate, Progress: stderr,
 		}
 		if f.scenarios != "" {
 			cfg.Scenarios = strings.Split(f.scenarios, ",")

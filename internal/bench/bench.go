@@ -60,6 +60,9 @@ type Config struct {
 	// ServerProfileDir, when set, receives a CPU and a heap profile of each demo process:
 	// demo-MODE.cpu.pprof and demo-MODE.heap.pprof for the HTTP scenario's modes, demo-overload.*.
 	ServerProfileDir string
+	// ServerEnv is added to every demo's environment, after the harness's own variables: to measure a
+	// configuration other than the defaults (SLUICE_BUS_MAX_IN_FLIGHT=500, GOGC=50, ...).
+	ServerEnv map[string]string
 	// OverloadDuration is how long the overload scenario runs with storage down. Default 60 s (3 s when
 	// Quick).
 	OverloadDuration time.Duration

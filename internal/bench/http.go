@@ -128,7 +128,7 @@ func startDemo(ctx context.Context, cfg Config, mode, label string) (*demo, erro
 	if err != nil {
 		return nil, err
 	}
-	srv, err := startServer(ctx, cfg.ServerBinary, mode, label, st.dir, cfg.ServerProfileDir, st.env)
+	srv, err := startServer(ctx, cfg.ServerBinary, mode, label, st.dir, cfg.ServerProfileDir, st.env, cfg.ServerEnv)
 	if err != nil {
 		st.close()
 		return nil, err

@@ -10,9 +10,8 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
-// storageDown says how the overload scenario takes storage away. The demo cannot start with Azure
-// unreachable (sluice.New creates the container at start), so storage goes down after the start, as it
-// does in production.
+// storageDown says how the overload scenario takes storage away: after the start, as it happens in
+// production, so that the same process under the same load gives the baseline with storage up.
 const storageDown = "PostgreSQL and Azurite are reached through loopback proxies, cut after the baseline: " +
 	"from then on their ports refuse connections and every open connection is closed"
 
@@ -37,7 +36,7 @@ func runOverload(ctx context.Context, cfg Config, pl plan, rate int, pr *progres
 	defer blobProxy.cutOff()
 	st.env["SLUICE_SHUTDOWN_TIMEOUT"] = "2s" // what is queued cannot be written anyway
 
-	srv, err := startServer(ctx, cfg.ServerBinary, LoggingSluice, "overload", st.dir, cfg.ServerProfileDir, st.env)
+	srv, err := startServer(ctx, cfg.ServerBinary, LoggingSluice, "overload", st.dir, cfg.ServerProfileDir, st.env, cfg.ServerEnv)
 	if err != nil {
 		return nil, err
 	}

@@ -32,9 +32,10 @@ type server struct {
 }
 
 // startServer runs `bin demo -logging mode` listening on a free loopback port, with the SLUICE_*
-// variables of env and none inherited, its output in dir, and waits until /healthz answers. With a
+// variables of env (later maps win) and none inherited, its output in dir, and waits until /healthz
+// answers. With a
 // profileDir the demo writes its CPU and heap profiles there, named after label, when it stops.
-func startServer(ctx context.Context, bin, mode, label, dir, profileDir string, env map[string]string) (*server, error) {
+func startServer(ctx context.Context, bin, mode, label, dir, profileDir string, env ...map[string]string) (*server, error) {
 	s := &server{log: filepath.Join(dir, "demo-"+label+".log"), done: make(chan struct{})}
 	logFile, err := os.Create(s.log)
 	if err != nil {
@@ -50,8 +51,10 @@ func startServer(ctx context.Context, bin, mode, label, dir, profileDir string, 
 	s.cmd.Dir = dir
 	s.cmd.Stderr = logFile
 	s.cmd.Env = append(inheritedEnv(), "SLUICE_HTTP_ADDR=127.0.0.1:0", "SLUICE_SERVICE=bench-"+mode)
-	for k, v := range env {
-		s.cmd.Env = append(s.cmd.Env, k+"="+v)
+	for _, e := range env {
+		for k, v := range e {
+			s.cmd.Env = append(s.cmd.Env, k+"="+v)
+		}
 	}
 	// Not StdoutPipe: its reader must not be read after Wait, which runs concurrently here.
 	stdout, stdoutW := io.Pipe()
