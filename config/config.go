@@ -181,7 +181,9 @@ func Default() Config {
 			Topic:              "sluice.events",
 			MaxEvents:          10_000,
 			MaxBytes:           64 << 20,
-			MaxInFlight:        5_000,
+			// One router goroutine waits per unacknowledged message: 2,000 per route lets two
+			// batches of 1,000 be written while the next fills, without thousands of stacks to scan.
+			MaxInFlight:        2_000,
 			RedeliveryDelay:    time.Second,
 			MaxRedeliveryDelay: 30 * time.Second,
 		},
@@ -197,7 +199,7 @@ func Default() Config {
 }
 
 // DefaultRoutes are the design's routes: WARN and ERROR to PostgreSQL, written at 1,000 events or 5 s
-// at the latest; every event to the blob archive, at 5,000 events, 16 MiB or 10 s.
+// at the latest; every event to the blob archive, at 1,000 events, 16 MiB or 10 s.
 func DefaultRoutes() []Route {
 	return []Route{
 		{
@@ -210,7 +212,7 @@ func DefaultRoutes() []Route {
 		{
 			Name:  "blob",
 			Sink:  SinkBlob,
-			Batch: BatchPolicy{MaxEvents: 5000, MaxBytes: 16 << 20, MaxWait: 10 * time.Second, MaxConcurrentWrites: 4, MaxEventBytes: 1 << 20},
+			Batch: BatchPolicy{MaxEvents: 1000, MaxBytes: 16 << 20, MaxWait: 10 * time.Second, MaxConcurrentWrites: 2, MaxEventBytes: 1 << 20},
 			Retry: RetryPolicy{MaxAttempts: 3, InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second, MaxElapsed: 30 * time.Second},
 		},
 	}
