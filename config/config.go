@@ -177,10 +177,10 @@ func Default() Config {
 			WriteTimeout: 30 * time.Second,
 		},
 		Bus: Bus{
-			Driver:             "memory",
-			Topic:              "sluice.events",
-			MaxEvents:          10_000,
-			MaxBytes:           64 << 20,
+			Driver:    "memory",
+			Topic:     "sluice.events",
+			MaxEvents: 10_000,
+			MaxBytes:  64 << 20,
 			// One router goroutine waits per unacknowledged message: 2,000 per route lets two
 			// batches of 1,000 be written while the next fills, without thousands of stacks to scan.
 			MaxInFlight:        2_000,
