@@ -141,6 +141,9 @@ func (e *Event) AppendJSON(buf []byte) ([]byte, error) {
 	if len(e.Raw) > 0 {
 		return append(buf, e.Raw...), nil
 	}
+	if b, ok := e.appendJSONFast(buf); ok {
+		return b, nil
+	}
 	b, err := json.Marshal(e)
 	if err != nil {
 		return buf, fmt.Errorf("event %s: %w", e.ID, err)
