@@ -177,7 +177,15 @@ func sortedEntries[V any](m map[string]V, buf []entry[V]) []entry[V] {
 	for k, v := range m {
 		buf = append(buf, entry[V]{k, v})
 	}
-	slices.SortFunc(buf, func(x, y entry[V]) int { return strings.Compare(x.key, y.key) })
+	if len(buf) > 16 {
+		slices.SortFunc(buf, func(x, y entry[V]) int { return strings.Compare(x.key, y.key) })
+		return buf
+	}
+	for i := 1; i < len(buf); i++ { // insertion sort: the usual few entries, without a call a comparison
+		for j := i; j > 0 && buf[j].key < buf[j-1].key; j-- {
+			buf[j], buf[j-1] = buf[j-1], buf[j]
+		}
+	}
 	return buf
 }
 
