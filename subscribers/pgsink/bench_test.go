@@ -82,3 +82,16 @@ func writePerRow(ctx context.Context, pool *pgxpool.Pool, _ *pgsink.Sink, events
 	}
 	return nil
 }
+
+// BenchmarkEventRows is the CPU work of turning events into rows, without a database: validating,
+// cleaning, and encoding the request, response and attributes as jsonb documents.
+func BenchmarkEventRows(b *testing.B) {
+	events := sinktest.Events(1000, time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, bad := pgsink.EventRows(events); len(bad) > 0 {
+			b.Fatal(bad[0])
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/event")
+}

@@ -110,7 +110,7 @@ func jsonMessage(m *event.Message) ([]byte, error) {
 	if m == nil {
 		return nil, nil
 	}
-	b, err := json.Marshal(m)
+	b, err := m.AppendJSON(nil)
 	if err != nil && m.Body != nil && len(m.Body.JSON) > 0 {
 		body := *m.Body
 		body.Text, body.JSON = string(body.JSON), nil
@@ -130,7 +130,7 @@ func jsonAttrs(attrs map[string]any) ([]byte, error) {
 	if len(attrs) == 0 {
 		return nil, nil
 	}
-	b, err := json.Marshal(attrs)
+	b, err := event.AppendAttrsJSON(nil, attrs)
 	if err != nil {
 		fixed := make(map[string]any, len(attrs))
 		for k, v := range attrs {
