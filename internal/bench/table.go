@@ -21,7 +21,7 @@ func (r *Results) WriteTable(w io.Writer) {
 			name string
 			t    PGThroughput
 		}{
-			{"sluice: bus, batcher, COPY to a stage + INSERT ON CONFLICT", pg.Sluice},
+			{"sluice: bus, batcher, COPY (a stage + ON CONFLICT only on a replay)", pg.Sluice},
 			{"raw pgx CopyFrom, 1,000 rows per COPY (ceiling)", pg.RawCopyFrom},
 			{"one goroutine + one INSERT per event, 4 connections (the design replaced)", pg.PerEventInsert},
 			{"the same through 1 connection", pg.PerEventInsertOneConn},
