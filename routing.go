@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/sluicelog/sluice/config"
@@ -134,9 +133,6 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 	p.routes = append(p.routes, &route{cfg: r, topic: topic, match: match, sink: sink, breaker: br, batcher: batcher})
 	return nil
 }
-
-// handlerFunc is the shape of a Watermill handler without publisher.
-var _ message.NoPublishHandlerFunc = (*subscribers.Batcher)(nil).Handle
 
 func routeError(r Route, err error) error {
 	return fmt.Errorf("sluice: route %q (sink %s): %w", r.Name, r.Sink, err)
