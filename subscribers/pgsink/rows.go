@@ -146,3 +146,13 @@ func jsonAttrs(attrs map[string]any) ([]byte, error) {
 	}
 	return cleanJSON(b), nil
 }
+
+// Columns returns the application_logs columns that Row fills, in the order of its values: with Row,
+// what a COPY of events into the table needs (the benchmarks' raw CopyFrom ceiling writes the very
+// rows the sink writes).
+func Columns() []string { return append([]string(nil), columnNames...) }
+
+// Row returns an event's row as the sink writes it, in the order of Columns: text made safe for
+// PostgreSQL, NULL for empty optional fields, the nested parts as jsonb. It fails for an event the
+// sink refuses (see Write).
+func Row(e *event.Event) ([]any, error) { return eventRow(e) }
