@@ -242,17 +242,24 @@ func Decode(payload []byte) ([]*Event, []*LineError) {
 
 // BatchID derives a batch's id from the set of its events' ids, whatever their order. The same events
 // always give the same id, so a batch replayed or retried (its messages redelivered in any order) gets
-// the same name in every store: idempotent writes. The id is a UUID of version 8 (custom) made from a
-// SHA-256 of the sorted event ids.
+// the same name in every store: idempotent writes.
 func BatchID(events []*Event) uuid.UUID {
-	ids := make([]uuid.UUID, len(events))
+	keys := make([][]byte, len(events))
 	for i, e := range events {
-		ids[i] = e.ID
+		keys[i] = e.ID[:]
 	}
-	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	return SetID(keys)
+}
+
+// SetID derives a UUID of version 8 (custom) from a set of keys: a SHA-256 of the keys sorted and
+// without repeats, so the same keys in any order, repeated or not, give the same id.
+func SetID(keys [][]byte) uuid.UUID {
+	sorted := slices.Clone(keys)
+	slices.SortFunc(sorted, bytes.Compare)
+	sorted = slices.CompactFunc(sorted, bytes.Equal)
 	h := sha256.New()
-	for _, id := range ids {
-		h.Write(id[:])
+	for _, k := range sorted {
+		h.Write(k)
 	}
 	var id uuid.UUID
 	copy(id[:], h.Sum(nil))

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/subscribers"
 )
 
@@ -144,21 +145,12 @@ func letterKey(l subscribers.DeadLetter) [32]byte {
 
 // deadLettersID derives a UUIDv8 from the set of the letters' keys, as event.BatchID does from event ids.
 func deadLettersID(letters []subscribers.DeadLetter) uuid.UUID {
-	keys := make([][32]byte, len(letters))
+	keys := make([][]byte, len(letters))
 	for i, l := range letters {
-		keys[i] = letterKey(l)
+		k := letterKey(l)
+		keys[i] = k[:]
 	}
-	slices.SortFunc(keys, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
-	keys = slices.Compact(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		h.Write(k[:])
-	}
-	var id uuid.UUID
-	copy(id[:], h.Sum(nil))
-	id[6] = (id[6] & 0x0f) | 0x80 // version 8
-	id[8] = (id[8] & 0x3f) | 0x80 // RFC 4122 variant
-	return id
+	return event.SetID(keys)
 }
 
 // encodeDeadLetters returns the gzip-compressed NDJSON of letters.
