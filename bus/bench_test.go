@@ -239,3 +239,51 @@ func BenchmarkStuckSubscriber(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReserve measures Reserve from parallel goroutines (run with -cpu 1,2,8), as the request
+// path calls it once per event, against one topic with one subscription:
+//   - accepted: every reservation fits (the bound is out of reach), the success path;
+//   - with-unreserve: each reservation is given back at once, so the counters stay small;
+//   - refused: the topic is full, every reservation is refused and counted.
+func BenchmarkReserve(b *testing.B) {
+	for _, bc := range []struct {
+		name      string
+		maxEvents int
+		unreserve bool
+		full      bool
+	}{
+		{"accepted", 1 << 40, false, false},
+		{"with-unreserve", 10_000, true, false},
+		{"refused", 10_000, false, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			bb, err := bus.New(bus.Config{MaxEvents: bc.maxEvents, MaxBytes: 1 << 60}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bb.Close()
+			if _, err := bb.Subscribe(context.Background(), "logs"); err != nil {
+				b.Fatal(err)
+			}
+			if bc.full {
+				if err := bb.Reserve("logs", int64(bc.maxEvents), 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					err := bb.Reserve("logs", 1, 200)
+					if (err != nil) != bc.full {
+						b.Error(err)
+						return
+					}
+					if bc.unreserve {
+						bb.Unreserve("logs", 1, 200)
+					}
+				}
+			})
+		})
+	}
+}

@@ -43,7 +43,7 @@ func ParseFullPolicy(s string) (FullPolicy, error) {
 const (
 	DefaultMaxEvents          = 10_000
 	DefaultMaxBytes           = 64 << 20
-	DefaultMaxInFlight        = 5_000
+	DefaultMaxInFlight        = 1_000
 	DefaultRedeliveryDelay    = time.Second
 	DefaultMaxRedeliveryDelay = 30 * time.Second
 )
@@ -61,8 +61,12 @@ type Config struct {
 	// OnFull is what Publish does when a share is full. Default Drop.
 	OnFull FullPolicy
 	// MaxInFlight is how many messages a subscription may hold unacked at once (handed out, or nacked
-	// and waiting for redelivery), so that a batching handler can fill a batch before it acks.
-	// Default 5,000. With 1, a subscription gets its messages one at a time and in publish order.
+	// and waiting for redelivery): a plain bound on messages, whatever events they carry, so with
+	// one message per chunk of events it counts chunks. It lets a batching handler gather several
+	// messages before it acks, and a Router (a goroutine per message) work on that many at once.
+	// Acks are seen in hand-out order: a message acked before an older one still holds its slot
+	// until the older one is acked or nacked. Default 1,000. With 1, a subscription gets its messages
+	// one at a time and in publish order.
 	MaxInFlight int
 	// RedeliveryDelay is how long a nacked message waits before it is handed out again; each further
 	// nack of the same message doubles the wait, up to MaxRedeliveryDelay. Default 1 s and 30 s.

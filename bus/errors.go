@@ -6,26 +6,30 @@ import (
 )
 
 var (
-	// ErrFull says a message was not accepted for lack of room. Publish returns it wrapped in a
-	// *FullError that names the topic and the reason.
+	// ErrFull says a message or reservation was not accepted. Publish, Reserve and PublishReserved
+	// return it wrapped in a *FullError that names the topic and the reason.
 	ErrFull = errors.New("bus: full")
-	// ErrClosed is returned by Publish and Subscribe once the bus is closed.
+	// ErrClosed is returned by Publish, Reserve, PublishReserved and Subscribe once the bus is
+	// closed.
 	ErrClosed = errors.New("bus: closed")
 )
 
-// The reasons under which Stats.Dropped counts messages that were not accepted. Every reason is
-// always present in Stats.Dropped, zero or not.
+// The reasons under which Stats.Dropped counts messages that were not accepted (and
+// Stats.DroppedEvents their events, and those of refused reservations). Every reason is always
+// present in Stats.Dropped and Stats.DroppedEvents, zero or not.
 const (
 	// ReasonQueueFull: no subscriber of the topic had room (Drop), or none found room before the
-	// message's context ended (Block). Publish returned a *FullError.
+	// message's context ended (Block). Publish, Reserve or PublishReserved returned a *FullError.
 	ReasonQueueFull = "queue_full"
-	// ReasonTooLarge: the message alone weighs more than MaxEvents or MaxBytes, so it could never
-	// fit. Publish returned a *FullError whatever the policy.
+	// ReasonTooLarge: the message (or reservation) alone weighs more than MaxEvents or MaxBytes, so
+	// it could never fit. Publish returned a *FullError whatever the policy, as do Reserve and
+	// PublishReserved.
 	ReasonTooLarge = "too_large"
 	// ReasonNoSubscribers: the topic had no subscription (and Retain is off). Publish returned nil,
-	// as GoChannel does.
+	// as GoChannel does; Reserve and PublishReserved returned a *FullError with this reason, so
+	// that the caller can count the events it loses.
 	ReasonNoSubscribers = "no_subscribers"
-	// ReasonClosed: the bus was closed. Publish returned ErrClosed.
+	// ReasonClosed: the bus was closed. Publish, Reserve or PublishReserved returned ErrClosed.
 	ReasonClosed = "closed"
 	// ReasonSubscriberFull counts subscriber copies, not messages: one subscriber's share had no room
 	// while another subscriber of the topic took the message, so that subscriber (route) misses it.
@@ -46,16 +50,21 @@ const (
 	subscriberFull
 )
 
-// FullError is the error of a Publish that found no room. errors.Is(err, ErrFull) holds for it, and
-// errors.Is(err, context.DeadlineExceeded) (or Canceled) when a blocked Publish gave up on its context.
+// FullError is the error of a Publish, Reserve or PublishReserved that was refused for lack of
+// room, or, for Reserve and PublishReserved, for lack of a subscriber. errors.Is(err, ErrFull) holds
+// for it, and errors.Is(err, context.DeadlineExceeded) (or Canceled) when a blocked Publish gave up
+// on its context. The bus may return the same *FullError value again: do not modify it.
 type FullError struct {
 	Topic  string
-	Reason string // ReasonQueueFull or ReasonTooLarge
+	Reason string // ReasonQueueFull or ReasonTooLarge; ReasonNoSubscribers from Reserve and PublishReserved
 	Err    error  // the message context's error when Block gave up waiting; nil otherwise
 }
 
 func (e *FullError) Error() string {
 	s := "bus: topic " + strconv.Quote(e.Topic) + " full (" + e.Reason + ")"
+	if e.Reason == ReasonNoSubscribers {
+		s = "bus: topic " + strconv.Quote(e.Topic) + " has no subscriber (" + e.Reason + ")"
+	}
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}

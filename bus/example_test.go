@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -75,4 +76,39 @@ func ExampleBus_Publisher() {
 	// bus: topic "logs" full (queue_full)
 	// <nil>
 	// 3
+}
+
+// A producer reserves room for each event as it adds it to an open chunk, and publishes the chunk
+// under the sum of its reservations: the events count against the bound from the moment they are
+// accepted, and an event that finds no room is refused at once.
+func ExampleBus_Reserve() {
+	b, _ := bus.New(bus.Config{MaxEvents: 3}, nil)
+	defer b.Close()
+	msgs, _ := b.Subscribe(context.Background(), "logs")
+
+	var payload []byte
+	var events, bytes int64
+	for _, line := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`, `{"n":4}`} {
+		if err := b.Reserve("logs", 1, int64(len(line)+1)); err != nil {
+			fmt.Println("dropped", line+":", err)
+			continue
+		}
+		payload = append(append(payload, line...), '\n')
+		events, bytes = events+1, bytes+int64(len(line)+1)
+	}
+	chunk := message.NewMessage("chunk-1", payload)
+	chunk.Metadata.Set(event.MetadataEvents, strconv.FormatInt(events, 10))
+	fmt.Println("publish chunk-1:", b.PublishReserved("logs", events, bytes, chunk))
+
+	m := <-msgs
+	fmt.Println("received", m.UUID, "with", m.Metadata.Get(event.MetadataEvents), "events")
+	m.Ack()
+	st := b.Stats()
+	fmt.Println("reserved", st.ReservedEvents, "published events", st.PublishedEvents,
+		"dropped events", st.DroppedEvents[bus.ReasonQueueFull], "dropped messages", st.Dropped[bus.ReasonQueueFull])
+	// Output:
+	// dropped {"n":4}: bus: topic "logs" full (queue_full)
+	// publish chunk-1: <nil>
+	// received chunk-1 with 3 events
+	// reserved 0 published events 3 dropped events 1 dropped messages 0
 }

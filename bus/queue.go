@@ -91,19 +91,3 @@ func (h *retryHeap) pop() retry {
 	*h = s
 	return r
 }
-
-// compact removes the elements for which keep is false, keeping the order of the others.
-func (q *deque[T]) compact(keep func(*T) bool) {
-	w := 0
-	for i := 0; i < q.n; i++ {
-		if v := q.at(i); keep(v) {
-			*q.at(w) = *v
-			w++
-		}
-	}
-	var zero T
-	for i := w; i < q.n; i++ {
-		*q.at(i) = zero
-	}
-	q.n = w
-}

@@ -9,14 +9,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// A subscription waits on the ack channels of its oldest unacked message, which finds in-order acks
-// at once; a sweep, one non-blocking check per unacked message, finds the others. Sweeps start
-// sweepMin apart and back off to sweepMax while they find nothing.
-const (
-	sweepMin = 2 * time.Millisecond
-	sweepMax = 100 * time.Millisecond
-)
-
 const (
 	refillBatch = 64 // how many queued messages a subscription takes under one lock
 	outBuffer   = 64 // the subscription channel's buffer (at most MaxInFlight)
@@ -25,6 +17,15 @@ const (
 
 // subscription is one Subscribe call: its share of the bound, and the one goroutine (run) that hands
 // its messages out and watches their acks.
+//
+// run waits on the ack and nack channels of one message only: the front of its window, the oldest
+// one handed out and not settled. Each turn of run starts with reap, which looks at the front
+// without blocking and, while it is settled, settles it and goes on to the next, stopping at the
+// first message that is neither acked nor nacked: one look per turn, plus one per message settled.
+// So acks are seen in hand-out order: a message acked before an older one keeps its room and its
+// window slot until the older one settles, and nacked messages are scheduled for redelivery in
+// hand-out order, their delay counted from then. No timer polls the window; the only timer is the
+// one of the earliest redelivery.
 type subscription struct {
 	bus    *Bus
 	topic  *topic
@@ -47,6 +48,10 @@ type subscription struct {
 	// The smallest events and bytes among the messages waiting for room (each minimum on its own).
 	waitEvents int64
 	waitBytes  int64
+	// roomWanted is set while a publisher waits for room (room != nil), so that giving back a
+	// reservation looks at the share only then (wake). A waiting offer sets it before it looks at
+	// the topic's reservations: of that and a concurrent Unreserve, one sees the other.
+	roomWanted atomic.Bool
 
 	inFlight atomic.Int64 // for Stats
 	waiting  atomic.Int64
@@ -54,23 +59,19 @@ type subscription struct {
 	// Owned by run.
 	local   []*item // taken from queue, not yet handed out
 	li      int
-	window  deque[handout] // handed out, in order; settled entries wait to leave from the front
-	live    int            // unsettled entries of window
+	window  deque[handout] // handed out and not settled yet, in hand-out order
 	retries retryHeap      // nacked, waiting for redelivery
 	used    int            // window slots: handed out or waiting for redelivery, plus a prepared next
-	timer   *time.Timer
-	timerAt time.Time // when timer fires; zero when it is not armed
-	sweepAt time.Time // when the next sweep is due; zero when none is planned
-	sweepIn time.Duration
+	timer   *time.Timer    // the earliest redelivery
+	timerAt time.Time      // when timer fires; zero when it is not armed
 }
 
 // handout is one delivery of an item to this subscription.
 type handout struct {
-	it      *item
-	nacks   int // how often this subscription has nacked the item before
-	msg     *message.Message
-	cancel  context.CancelFunc
-	settled bool // acked or nacked (and dealt with)
+	it     *item
+	nacks  int // how often this subscription has nacked the item before
+	msg    *message.Message
+	cancel context.CancelFunc
 }
 
 type offerResult int
@@ -86,21 +87,28 @@ func newSubscription(ctx context.Context, b *Bus) *subscription {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	return &subscription{
-		bus:     b,
-		msgCtx:  msgCtx,
-		cancel:  cancel,
-		out:     make(chan *message.Message, min(b.cfg.MaxInFlight, outBuffer)),
-		notify:  make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		timer:   timer,
-		sweepIn: sweepMin,
+		bus:    b,
+		msgCtx: msgCtx,
+		cancel: cancel,
+		out:    make(chan *message.Message, min(b.cfg.MaxInFlight, outBuffer)),
+		notify: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		timer:  timer,
 	}
 }
 
 // hasRoom reports, without locking, whether the share seemed to have room for a message of this
-// weight a moment ago.
+// weight (plus the topic's reservations, which the caller adds) a moment ago.
 func (s *subscription) hasRoom(cfg *Config, events, bytes int64) bool {
 	return s.eventsSeen.Load()+events <= int64(cfg.MaxEvents) && s.bytesSeen.Load()+bytes <= cfg.MaxBytes
+}
+
+// fits reports whether the share, with the topic's reservations, has room for events and bytes
+// more; called with mu held.
+func (s *subscription) fits(events, bytes int64) bool {
+	cfg := &s.bus.cfg
+	return s.events+s.topic.resEvents.Load()+events <= int64(cfg.MaxEvents) &&
+		s.bytes+s.topic.resBytes.Load()+bytes <= cfg.MaxBytes
 }
 
 // add changes the share's weight; called with mu held.
@@ -112,16 +120,30 @@ func (s *subscription) add(msgs, events, bytes int64) {
 	s.bytesSeen.Store(s.bytes)
 }
 
-// offer puts it in the share if there is room. With wait, when there is none, it also returns a
-// channel that is closed once acks free some (or the subscription ends).
-func (s *subscription) offer(it *item, wait bool) (offerResult, <-chan struct{}) {
+// offer puts it in the share if there is room for it and the topic's reservations. With reserved,
+// it is the message of a reservation: it needs room for itself only, since its reservation already
+// counted against the share (and leaves the topic once the shares took it). With wait, when there is
+// no room, it also returns a channel that is closed once acks or given-back reservations free some
+// (or the subscription ends).
+func (s *subscription) offer(it *item, wait, reserved bool) (offerResult, <-chan struct{}) {
 	cfg := &s.bus.cfg
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		return ended, nil
 	}
-	if s.events+it.events > int64(cfg.MaxEvents) || s.bytes+it.bytes > cfg.MaxBytes {
+	if wait {
+		s.roomWanted.Store(true) // before the look at the reservations: see roomWanted
+	}
+	// Add first, then look at the topic's reservations (Reserve adds first, then looks at the
+	// shares): of an offer and a concurrent Reserve, one sees the other.
+	s.add(1, it.events, it.bytes)
+	ok := s.events <= int64(cfg.MaxEvents) && s.bytes <= cfg.MaxBytes
+	if ok && !reserved {
+		ok = s.fits(0, 0)
+	}
+	if !ok {
+		s.add(-1, -it.events, -it.bytes)
 		var room chan struct{}
 		if wait {
 			if s.room == nil {
@@ -135,9 +157,11 @@ func (s *subscription) offer(it *item, wait bool) (offerResult, <-chan struct{})
 		s.mu.Unlock()
 		return noRoom, room
 	}
+	if wait {
+		s.roomWanted.Store(s.room != nil)
+	}
 	wasEmpty := s.queue.len() == 0
 	s.queue.push(it)
-	s.add(1, it.events, it.bytes)
 	if cfg.Retain {
 		it.taken.Store(true)
 	}
@@ -151,21 +175,43 @@ func (s *subscription) offer(it *item, wait bool) (offerResult, <-chan struct{})
 	return offered, nil
 }
 
-// release takes n acked messages out of the share and wakes the publishers waiting for room once
-// the smallest of their messages fits (some may find it taken and wait again).
+// release takes n acked messages out of the share and wakes the publishers waiting for room.
 func (s *subscription) release(n, events, bytes int64) {
-	cfg := &s.bus.cfg
 	s.mu.Lock()
 	s.add(-n, -events, -bytes)
-	var room chan struct{}
-	if s.events+s.waitEvents <= int64(cfg.MaxEvents) && s.bytes+s.waitBytes <= cfg.MaxBytes {
-		room, s.room = s.room, nil
-	}
+	room := s.roomFreed()
 	s.mu.Unlock()
 	if room != nil {
 		close(room)
 	}
 	s.used -= int(n)
+}
+
+// wake wakes the publishers waiting for room in the share, if any, once the smallest of their
+// messages fits; a reservation given back calls it.
+func (s *subscription) wake() {
+	if !s.roomWanted.Load() {
+		return
+	}
+	s.mu.Lock()
+	room := s.roomFreed()
+	s.mu.Unlock()
+	if room != nil {
+		close(room)
+	}
+}
+
+// roomFreed returns the channel to close when the smallest message waiting for room in the share
+// now fits (some of the publishers may find it taken and wait again), and forgets it; nil when none.
+// Called with mu held.
+func (s *subscription) roomFreed() chan struct{} {
+	if s.room == nil || !s.fits(s.waitEvents, s.waitBytes) {
+		return nil
+	}
+	room := s.room
+	s.room = nil
+	s.roomWanted.Store(false)
+	return room
 }
 
 func (s *subscription) run() {
@@ -176,7 +222,7 @@ func (s *subscription) run() {
 		ended   = s.msgCtx.Done() // the Subscribe context ended, or Close
 	)
 	for fast := 0; ; {
-		s.reap(false)
+		s.reap()
 		if !hasNext {
 			next, hasNext = s.prepare()
 		}
@@ -198,9 +244,11 @@ func (s *subscription) run() {
 		if hasNext {
 			out = s.out
 		}
+		// The front of the window only: reap found it unsettled, and walks on behind it once it
+		// settles.
 		var acked, nacked <-chan struct{}
 		if s.window.len() > 0 {
-			h := s.window.at(0) // never settled: reap pops settled entries from the front
+			h := s.window.at(0)
 			acked, nacked = h.msg.Acked(), h.msg.Nacked()
 		}
 		s.arm(hasNext)
@@ -214,14 +262,6 @@ func (s *subscription) run() {
 		case <-s.notify:
 		case <-s.timer.C:
 			s.timerAt = time.Time{}
-			if !s.sweepAt.IsZero() && !time.Now().Before(s.sweepAt) {
-				s.sweepAt = time.Time{}
-				if s.live > 1 && s.reap(true) == 0 {
-					s.sweepIn = min(2*s.sweepIn, sweepMax)
-				} else {
-					s.sweepIn = sweepMin
-				}
-			}
 		case <-ended:
 			return
 		}
@@ -231,7 +271,6 @@ func (s *subscription) run() {
 // sent records a hand-out that the channel took.
 func (s *subscription) sent(h handout) {
 	s.window.push(h)
-	s.live++
 	s.inFlight.Add(1)
 	if h.nacks > 0 {
 		s.bus.redelivered.Add(1)
@@ -311,26 +350,16 @@ func stateOf(m *message.Message) ackState {
 	return pending
 }
 
-// reap settles acked and nacked messages of the window: from the front up to the first unacked one,
-// or, with sweep, all of them. Acked ones leave the share; nacked ones wait for redelivery. It
-// returns how many it settled.
-func (s *subscription) reap(sweep bool) int {
+// reap settles the front of the window while it is acked or nacked: it stops at the first message
+// that is neither, the new front. Acked messages leave the share; nacked ones wait for redelivery,
+// in hand-out order.
+func (s *subscription) reap() {
 	var n, events, bytes int64
-	var now time.Time
-	cfg := &s.bus.cfg
-	settled, found := 0, 0
-	for i := 0; i < s.window.len(); i++ {
-		h := s.window.at(i)
-		if h.settled {
-			settled++
-			continue
-		}
+	for s.window.len() > 0 {
+		h := s.window.at(0)
 		st := stateOf(h.msg)
 		if st == pending {
-			if !sweep {
-				break
-			}
-			continue
+			break
 		}
 		if h.cancel != nil {
 			h.cancel()
@@ -340,46 +369,29 @@ func (s *subscription) reap(sweep bool) int {
 			events += h.it.events
 			bytes += h.it.bytes
 		} else {
-			if now.IsZero() {
-				now = time.Now()
-			}
+			// The clock is read after the nack was seen, never before: the delay counts from the
+			// nack at the earliest.
 			nacks := h.nacks + 1
-			s.retries.push(retry{it: h.it, nacks: nacks, due: now.Add(cfg.redeliveryDelay(nacks))})
+			s.retries.push(retry{it: h.it, nacks: nacks, due: time.Now().Add(s.bus.cfg.redeliveryDelay(nacks))})
 			s.waiting.Add(1)
 		}
-		*h = handout{settled: true}
-		settled++
-		found++
-		s.live--
-		s.inFlight.Add(-1)
-	}
-	for s.window.len() > 0 && s.window.at(0).settled {
 		s.window.pop()
-		settled--
-	}
-	if settled > s.window.len()/2 {
-		// A sweep left holes behind an unacked front: close them so that the window stays
-		// within twice MaxInFlight however long the front stays unacked.
-		s.window.compact(func(h *handout) bool { return !h.settled })
+		s.inFlight.Add(-1)
 	}
 	if n > 0 {
 		s.release(n, events, bytes)
 	}
-	return found
 }
 
-// arm sets the timer for the next sweep, or the earliest redelivery unless a message is already
-// waiting to be handed out (redeliveries are prepared after it).
+// arm sets the timer for the earliest redelivery, unless a message is already waiting to be handed
+// out (redeliveries are prepared after it).
 func (s *subscription) arm(hasNext bool) {
-	if s.live > 1 && s.sweepAt.IsZero() {
-		s.sweepAt = time.Now().Add(s.sweepIn)
+	if hasNext || len(s.retries) == 0 {
+		return
 	}
-	at := s.sweepAt
-	if !hasNext && len(s.retries) > 0 && (at.IsZero() || s.retries[0].due.Before(at)) {
-		at = s.retries[0].due
-	}
-	if at.IsZero() || (!s.timerAt.IsZero() && !at.Before(s.timerAt)) {
-		return // nothing to wait for, or the timer fires no later than needed
+	at := s.retries[0].due
+	if !s.timerAt.IsZero() && !at.Before(s.timerAt) {
+		return // the timer fires no later than needed
 	}
 	s.timer.Reset(time.Until(at))
 	s.timerAt = at
@@ -388,14 +400,27 @@ func (s *subscription) arm(hasNext bool) {
 // finish ends the subscription: the share is emptied and counted, the channel closed.
 func (s *subscription) finish() {
 	b := s.bus
-	s.reap(true) // acks given before the end count as acks
+	// Acks given before the end count as acks, in order or not: one pass over the window.
+	var n, events, bytes int64
+	for i := 0; i < s.window.len(); i++ {
+		if h := s.window.at(i); stateOf(h.msg) == ackedState {
+			n++
+			events += h.it.events
+			bytes += h.it.bytes
+		}
+	}
+	s.window = deque[handout]{}
+	if n > 0 {
+		s.release(n, events, bytes)
+	}
 	s.mu.Lock()
 	s.ended = true
-	left := s.msgs
+	left, leftEvents := s.msgs, s.events
 	s.add(-s.msgs, -s.events, -s.bytes)
 	s.queue = deque[*item]{}
 	room := s.room
 	s.room = nil
+	s.roomWanted.Store(false)
 	s.mu.Unlock()
 	if room != nil {
 		close(room)
@@ -419,8 +444,10 @@ func (s *subscription) finish() {
 	delete(b.subs, s)
 	if b.closed.Load() {
 		b.leftAtClose.Add(left)
+		b.leftAtCloseEvents.Add(leftEvents)
 	} else {
 		b.abandoned.Add(left)
+		b.abandonedEvents.Add(leftEvents)
 	}
 	b.mu.Unlock()
 	close(s.done)
