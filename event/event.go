@@ -170,13 +170,38 @@ func (e *Event) Validate() error {
 	return nil
 }
 
-// Metadata keys of a bus message.
+// The bus message format (version 1). A bus message is a chunk of events, so that the router, its
+// middleware and a broker work per chunk, not per event:
+//
+//   - Payload: NDJSON, one event's JSON encoding (AppendJSON) per line, each line ending in '\n'. A
+//     consumer decodes it with Decode, which keeps the good lines of a payload with bad ones.
+//   - Metadata MetadataFormat: ChunkFormat ("ndjson/1"). A message without it is read as version 1
+//     (the format of messages published before the key existed: one event per message).
+//   - Metadata MetadataEvents: the number of lines, in decimal. The bus bounds by it.
+//   - UUID: a fresh id per chunk (NewID), not an event's id.
+//
+// In process the publisher may also put the decoded events in the message's context (NewContext), so
+// that the subscriber need not decode what was just encoded; a broker carries only the payload.
 const (
 	// MetadataEvents is the number of events a bus message carries, in decimal. The bus bounds by it.
 	MetadataEvents = "sluice_events"
-	// MetadataLevels lists the distinct levels a message carries, comma separated (routing hint).
-	MetadataLevels = "sluice_levels"
+	// MetadataFormat names the payload's format and version: ChunkFormat.
+	MetadataFormat = "sluice_format"
+	// ChunkFormat is the value of MetadataFormat for the format described above.
+	ChunkFormat = "ndjson/1"
 )
+
+// CheckFormat returns an error when a message's MetadataFormat names a format this version of sluice
+// cannot read (an absent value is version 1).
+func CheckFormat(format string) error {
+	if format == "" || format == ChunkFormat {
+		return nil
+	}
+	return fmt.Errorf("unknown bus message format %q (this sluice reads %q)", format, ChunkFormat)
+}
+
+// NewID returns a fresh UUIDv7 (the ids of events; also the ids of bus messages).
+func NewID() uuid.UUID { return newID(time.Now()) }
 
 // Encode returns the NDJSON payload of a bus message carrying events (one line each, newline-terminated).
 func Encode(events ...*Event) ([]byte, error) {
