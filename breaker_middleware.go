@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/sluicelog/sluice/subscribers"
 )
 
@@ -50,15 +52,17 @@ type BreakerConfig struct {
 	Now func() time.Time
 }
 
-// Breaker is a circuit breaker that counts batch writes, not messages: it sits between a route's
-// batcher and its sink (Wrap), so one failed batch of 1,000 events is one failure, and only
-// transient failures count (a permanent error is the data's fault: the storage answered).
+// Breaker is a circuit breaker that counts batch writes, not events: it is Watermill handler
+// middleware (Middleware) on a route's handler, which the router calls once per batch message (a
+// subscribers.BatchSubscriber gathers the bus's chunks into batches), so one failed batch of 1,000
+// events is one failure. Only transient failures count (a permanent error is the data's fault: the
+// storage answered). Put it inside the Retry middleware, so that every write attempt counts.
 //
 // While it is open, a write does not fail: it waits, without trying, until the cooldown is over (or
-// its context ends). The batch's messages stay unacknowledged in the bus, the batcher stops taking
-// more once its writes are all waiting, and new events wait in the route's share of the bus up to its
-// bound and are then dropped and counted: no write attempts, no nacks and no redelivery storm (unlike
-// Watermill's per-message CircuitBreaker middleware, which fails and nacks every message at once).
+// its context ends). The batch's chunks stay unacknowledged in the bus, the batch subscriber stops
+// taking more once its writes are all waiting, and new events wait in the route's share of the bus up
+// to its bound and are then dropped and counted: no write attempts, no nacks and no redelivery storm
+// (unlike Watermill's CircuitBreaker middleware, which fails and nacks every message at once).
 // After the cooldown one trial write goes through (half-open); the others wait for its outcome.
 type Breaker struct {
 	cfg      BreakerConfig
@@ -97,15 +101,16 @@ func (b *Breaker) State() BreakerState {
 // Open reports whether the breaker refuses writes now.
 func (b *Breaker) Open() bool { return b.State() == BreakerOpen }
 
-// Wrap returns write guarded by the breaker.
-func (b *Breaker) Wrap(write subscribers.WriteFunc) subscribers.WriteFunc {
-	return func(ctx context.Context, batch subscribers.Batch) error {
-		if err := b.allow(ctx); err != nil {
-			return err
+// Middleware is the breaker as Watermill handler middleware: h runs only when the breaker allows a
+// write, and its outcome is recorded.
+func (b *Breaker) Middleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		if err := b.allow(msg.Context()); err != nil {
+			return nil, err
 		}
-		err := write(ctx, batch)
+		msgs, err := h(msg)
 		b.record(err)
-		return err
+		return msgs, err
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 	"github.com/sluicelog/sluice/bus"
 )
 
-// metrics is the pipeline's Prometheus registry. It is the publishers' Counters, the batchers'
+// metrics is the pipeline's Prometheus registry. It is the publishers' Counters, the route writers'
 // Observer, and a Collector that reads the bus's counters at scrape time (so the bus stays the one
 // source of truth for what it dropped).
 type metrics struct {
@@ -41,7 +41,7 @@ func newMetrics(b *bus.Bus) *metrics {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_dead_letters_total",
 			Help: "Events a route could not store and set aside as dead letters, by route and reason."}, []string{"route", "reason"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_retries_total",
-			Help: "Retries of messages whose batch write failed transiently, by route."}, []string{"route"}),
+			Help: "Retries of batch writes that failed transiently (one per retry of a batch, whatever its size), by route."}, []string{"route"}),
 		unrouted: prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_unrouted_total",
 			Help: "Events that no route takes (by configuration)."}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_published_total",
@@ -60,13 +60,13 @@ func newMetrics(b *bus.Bus) *metrics {
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_breaker_state",
 			Help: "Circuit breaker state by sink route: 0 closed, 1 half-open, 2 open."}, []string{"sink"}),
 		depthDesc: prometheus.NewDesc("sluice_queue_depth",
-			"Events accepted by the bus and not yet written, summed over routes.", nil, nil),
+			"Events accepted and not yet written (in open chunks or in the bus), summed over routes.", nil, nil),
 		bytesDesc: prometheus.NewDesc("sluice_queue_bytes",
-			"Bytes accepted by the bus and not yet written, summed over routes.", nil, nil),
+			"Bytes accepted and not yet written (in open chunks or in the bus), summed over routes.", nil, nil),
 		inFlightDesc: prometheus.NewDesc("sluice_queue_in_flight",
-			"Messages handed to routes and not yet acknowledged.", nil, nil),
+			"Bus messages (chunks of events) handed to routes and not yet acknowledged.", nil, nil),
 		redeliveredDesc: prometheus.NewDesc("sluice_bus_redelivered_total",
-			"Messages offered again after a failed write.", nil, nil),
+			"Bus messages (chunks of events) offered again after a failed write.", nil, nil),
 		capacityDesc: prometheus.NewDesc("sluice_queue_capacity",
 			"The bus bound per route, in events.", nil, nil),
 	}
@@ -86,8 +86,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector with a snapshot of the bus.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	st := m.bus.Stats()
-	ch <- prometheus.MustNewConstMetric(m.depthDesc, prometheus.GaugeValue, float64(st.DepthEvents))
-	ch <- prometheus.MustNewConstMetric(m.bytesDesc, prometheus.GaugeValue, float64(st.DepthBytes))
+	ch <- prometheus.MustNewConstMetric(m.depthDesc, prometheus.GaugeValue, float64(st.DepthEvents+st.ReservedEvents))
+	ch <- prometheus.MustNewConstMetric(m.bytesDesc, prometheus.GaugeValue, float64(st.DepthBytes+st.ReservedBytes))
 	ch <- prometheus.MustNewConstMetric(m.inFlightDesc, prometheus.GaugeValue, float64(st.InFlight))
 	ch <- prometheus.MustNewConstMetric(m.redeliveredDesc, prometheus.CounterValue, float64(st.Redelivered))
 	ch <- prometheus.MustNewConstMetric(m.capacityDesc, prometheus.GaugeValue, float64(m.bus.Config().MaxEvents))
@@ -118,6 +118,9 @@ func (m *metrics) BatchWritten(route string, events, _ int, took time.Duration, 
 	}
 	m.written.WithLabelValues(route).Add(float64(events))
 }
+
+// Retried implements subscribers.Observer.
+func (m *metrics) Retried(route string) { m.retries.WithLabelValues(route).Inc() }
 
 // DeadLettered implements subscribers.Observer.
 func (m *metrics) DeadLettered(route, reason string, n int) {

@@ -79,9 +79,9 @@ type RouteReadiness struct {
 
 // BusReadiness is the bus's part of Readiness.
 type BusReadiness struct {
-	DepthEvents int64   `json:"depth_events"`
+	DepthEvents int64   `json:"depth_events"` // accepted and not yet written, open chunks included
 	DepthBytes  int64   `json:"depth_bytes"`
-	InFlight    int64   `json:"in_flight"`
+	InFlight    int64   `json:"in_flight"` // chunks handed to routes and not yet acknowledged
 	Capacity    int     `json:"capacity_events_per_route"`
 	Fill        float64 `json:"fill"` // the fullest route's share, 0..1 (approximated by depth / routes / capacity)
 }
@@ -106,9 +106,10 @@ func (p *Pipeline) Readiness() Readiness {
 		r.Ready = false
 	}
 	capacity := p.bus.Config().MaxEvents
-	r.Bus = BusReadiness{DepthEvents: st.DepthEvents, DepthBytes: st.DepthBytes, InFlight: st.InFlight, Capacity: capacity}
+	depth := st.DepthEvents + st.ReservedEvents
+	r.Bus = BusReadiness{DepthEvents: depth, DepthBytes: st.DepthBytes + st.ReservedBytes, InFlight: st.InFlight, Capacity: capacity}
 	if n := len(p.routes); n > 0 && capacity > 0 {
-		r.Bus.Fill = float64(st.DepthEvents) / float64(n) / float64(capacity)
+		r.Bus.Fill = float64(depth) / float64(n) / float64(capacity)
 	}
 	return r
 }
@@ -116,12 +117,13 @@ func (p *Pipeline) Readiness() Readiness {
 // UndeliveredError is Close's error when some accepted events could not be written before the
 // deadline.
 type UndeliveredError struct {
-	Messages int // bus messages (one event each from the middleware and the slog handler) not written
+	Events   int64 // accepted events not written, counted once per route that accepted them
+	Messages int   // the bus messages (chunks) that carried them
 	Err      error
 }
 
 func (e *UndeliveredError) Error() string {
-	return fmt.Sprintf("sluice: %d accepted messages were not written before shutdown: %v", e.Messages, e.Err)
+	return fmt.Sprintf("sluice: %d accepted events (in %d chunks) were not written before shutdown: %v", e.Events, e.Messages, e.Err)
 }
 
 func (e *UndeliveredError) Unwrap() error { return e.Err }
@@ -139,30 +141,28 @@ func (p *Pipeline) close(ctx context.Context) error {
 	start := time.Now()
 	p.closing.Store(true)
 	for _, r := range p.routes {
-		r.batcher.Drain()
+		r.chunks.flush() // a Publish that raced closing lands in a chunk sealed at its linger: Drain waits for it
+		r.batches.Drain()
 	}
 	drainErr := p.bus.Drain(ctx)
 	if drainErr != nil {
 		// The deadline passed: end the writes still waiting (a slow sink, an open breaker); their
 		// events stay unacknowledged and are counted below.
 		for _, r := range p.routes {
-			r.batcher.Abort()
+			r.batches.Abort()
 		}
 	}
 	if err := p.router.Close(); err != nil {
 		p.log.Warn("router close", "error", err)
 	}
 	_ = p.bus.Close()
-	undelivered := p.bus.Undelivered()
-	for _, r := range p.routes {
-		_ = r.batcher.Close()
-	}
+	undelivered, events := p.bus.Undelivered(), p.bus.UndeliveredEvents()
 	p.closeSinks()
 	if undelivered > 0 || drainErr != nil {
 		if drainErr == nil {
 			drainErr = errors.New("router closed first")
 		}
-		return &UndeliveredError{Messages: undelivered, Err: drainErr}
+		return &UndeliveredError{Events: events, Messages: undelivered, Err: drainErr}
 	}
 	p.log.Info("sluice flushed and closed", "took", time.Since(start).Round(time.Millisecond))
 	return nil

@@ -1,7 +1,6 @@
 package sluice
 
 import (
-	"context"
 	"fmt"
 	"path"
 	"strings"
@@ -70,49 +69,53 @@ func matchPath(pattern, p string) bool {
 	return ok
 }
 
-// route is one running route: its bus topic and filter, its batcher, the sink it writes, and its
-// breaker.
+// route is one running route: its bus topic and filter, the chunker that publishes its events, the
+// batch subscriber that gathers them into batches, the writer of its sink, and its breaker.
 type route struct {
 	cfg     Route
 	topic   string
 	match   func(*event.Event) bool
 	sink    subscribers.Sink
 	breaker *Breaker
-	batcher *subscribers.Batcher
+	chunks  *chunker
+	batches *subscribers.BatchSubscriber
 }
 
-// addRoute builds a route's batcher and registers it as a Watermill handler on the router, with the
-// route's own retry and throttle middleware (Watermill's Throttle shares one ticker per instance, so
-// each route gets its own instance).
+// addRoute registers a route as a Watermill handler on the router. The handler subscribes to the
+// route's topic through a BatchSubscriber, so the router calls it once per batch (a few chunks of
+// events), and its middleware works on whole batches, outermost first: Throttle (events per second),
+// Watermill's Retry (one retry sequence per failed batch write), the circuit Breaker (counts every
+// write attempt), then the Writer that writes the sink.
 func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duration) error {
 	br := NewBreaker(BreakerConfig{Name: r.Name, Failures: r.Breaker.Failures, Cooldown: r.Breaker.Cooldown,
 		OnStateChange: p.breakerChanged})
-	write := br.Wrap(func(ctx context.Context, b subscribers.Batch) error {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		return sink.Write(ctx, b)
-	})
 	match := matcher(r)
 	var deadLetters subscribers.DeadLetterSink
 	if dl, ok := sink.(subscribers.DeadLetterSink); ok {
 		deadLetters = dl
 	}
-	batcher, err := subscribers.NewBatcher(subscribers.BatcherConfig{
-		Route: r.Name,
-		Policy: subscribers.BatchPolicy{MaxEvents: r.Batch.MaxEvents, MaxBytes: r.Batch.MaxBytes,
-			MaxWait: r.Batch.MaxWait, MaxConcurrentWrites: r.Batch.MaxConcurrentWrites},
-		MaxEventBytes: r.Batch.MaxEventBytes,
+	writer, err := subscribers.NewWriter(subscribers.WriterConfig{
+		Route:         r.Name,
+		Sink:          sink,
+		WriteTimeout:  timeout,
+		Match:         match, // the chunker filters already; over a broker a message may carry any events
 		DeadLetters:   deadLetters,
-		Write:         write,
-		// The publisher filters already; over a broker a message may carry events of several routes.
-		Match:    match,
-		Observer: p.metrics,
+		MaxEventBytes: r.Batch.MaxEventBytes,
+		Observer:      p.metrics,
 	})
 	if err != nil {
 		return err
 	}
+	batches, err := subscribers.NewBatchSubscriber(p.bus, subscribers.BatchPolicy{MaxEvents: r.Batch.MaxEvents,
+		MaxBytes: r.Batch.MaxBytes, MaxWait: r.Batch.MaxWait, MaxConcurrentWrites: r.Batch.MaxConcurrentWrites})
+	if err != nil {
+		return err
+	}
 	topic := p.cfg.Bus.Topic + "." + r.Name
-	h := p.router.AddNoPublisherHandler("sluice."+r.Name, topic, p.bus, batcher.Handle)
+	h := p.router.AddNoPublisherHandler("sluice."+r.Name, topic, batches, writer.Handle)
+	if r.Throttle.EventsPerSecond > 0 {
+		h.AddMiddleware(NewThrottle(r.Throttle.EventsPerSecond).Middleware)
+	}
 	if r.Retry.MaxAttempts > 1 {
 		h.AddMiddleware(middleware.Retry{
 			MaxRetries:          r.Retry.MaxAttempts - 1,
@@ -121,16 +124,14 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 			MaxElapsedTime:      r.Retry.MaxElapsed,
 			Multiplier:          2,
 			RandomizationFactor: 0.5,
-			// An open breaker fails at once; waiting for it is the bus's redelivery, not a retry.
+			// A permanent error is the data's: the Writer has dead-lettered what it could not store.
 			ShouldRetry: func(params middleware.RetryParams) bool { return !subscribers.IsPermanent(params.Err) },
-			OnRetryHook: func(int, time.Duration) { p.metrics.retries.WithLabelValues(r.Name).Inc() },
 			Logger:      p.wmLogger,
 		}.Middleware)
 	}
-	if r.Throttle.EventsPerSecond > 0 {
-		h.AddMiddleware(middleware.NewThrottle(1, time.Duration(float64(time.Second)/r.Throttle.EventsPerSecond)).Middleware)
-	}
-	p.routes = append(p.routes, &route{cfg: r, topic: topic, match: match, sink: sink, breaker: br, batcher: batcher})
+	h.AddMiddleware(br.Middleware)
+	chunks := newChunker(r.Name, topic, p.bus, r.Chunk, func(reason string, n int) { p.metrics.drop(reason, r.Name, n) })
+	p.routes = append(p.routes, &route{cfg: r, topic: topic, match: match, sink: sink, breaker: br, chunks: chunks, batches: batches})
 	return nil
 }
 

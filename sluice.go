@@ -2,14 +2,18 @@
 // request and never floods the database.
 //
 // An Echo middleware and a log/slog handler (package publishers) turn requests and log records into
-// events and hand them, without blocking, to a bounded in-process Watermill pub/sub (package bus).
-// A Watermill router feeds one batching handler per declared route (routing.go, package subscribers),
-// each writing its sink in batches: PostgreSQL for warnings and errors (subscribers/pgsink), Azure
-// Blob Storage or a local directory for everything (subscribers/blobsink), behind a circuit breaker
-// per route (breaker_middleware.go).
+// events and hand them, without blocking, to the pipeline, which appends each to an open chunk of
+// every route it matches (chunker.go) and publishes each sealed chunk as one message on a bounded
+// in-process Watermill pub/sub (package bus). A Watermill router runs one handler per declared route
+// (routing.go); it subscribes through a subscribers.BatchSubscriber, so it handles one message per
+// write batch, with batch-level middleware (throttle_middleware.go, Watermill's Retry,
+// breaker_middleware.go) around a subscribers.Writer that writes the route's sink: PostgreSQL for
+// warnings and errors (subscribers/pgsink), Azure Blob Storage or a local directory for everything
+// (subscribers/blobsink).
 //
-// This package owns the assembly of that pipeline (Pipeline) and its metrics. It is the only package
-// that knows every other; nothing below it imports it.
+// This package owns the assembly of that pipeline (Pipeline), the producer side of the bus (chunks),
+// the router middleware and the metrics. It is the only package that knows every other; nothing
+// below it imports it.
 package sluice
 
 import (
@@ -54,6 +58,9 @@ type Option func(*options)
 
 type options struct {
 	logger *slog.Logger
+	// sinkFor, when set, gives each route its sink and write timeout instead of the configured
+	// stores (tests).
+	sinkFor func(Route) (subscribers.Sink, time.Duration)
 }
 
 // WithLogger sets the logger of sluice's own diagnostics (start-up, state changes, errors). Default:
@@ -115,7 +122,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 		return nil, err
 	}
 	p.router = router
-	if err := p.buildRoutes(ctx); err != nil {
+	if err := p.buildRoutes(ctx, o.sinkFor); err != nil {
 		p.closeSinks()
 		return nil, err
 	}
@@ -135,7 +142,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 }
 
 // buildRoutes opens the sinks the routes need and adds one handler per route.
-func (p *Pipeline) buildRoutes(ctx context.Context) error {
+func (p *Pipeline) buildRoutes(ctx context.Context, sinkFor func(Route) (subscribers.Sink, time.Duration)) error {
 	blobSinks := map[string]subscribers.Sink{} // by container and prefix
 	var pg subscribers.Sink
 	for _, r := range p.cfg.EffectiveRoutes() {
@@ -143,8 +150,10 @@ func (p *Pipeline) buildRoutes(ctx context.Context) error {
 			sink    subscribers.Sink
 			timeout time.Duration
 		)
-		switch r.Sink {
-		case config.SinkPostgres:
+		switch {
+		case sinkFor != nil:
+			sink, timeout = sinkFor(r)
+		case r.Sink == config.SinkPostgres:
 			if pg == nil {
 				s, err := p.openPostgres(ctx)
 				if err != nil {
@@ -153,7 +162,7 @@ func (p *Pipeline) buildRoutes(ctx context.Context) error {
 				pg = s
 			}
 			sink, timeout = pg, p.cfg.Postgres.WriteTimeout
-		case config.SinkBlob:
+		case r.Sink == config.SinkBlob:
 			key := r.Container + "/" + r.Prefix
 			if blobSinks[key] == nil {
 				s, err := p.openBlob(ctx, r)
@@ -286,19 +295,21 @@ func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
 	}
 }
 
-// Publish hands one event, without blocking, to the bus topic of every route whose filter it
-// matches (each route has its own topic, so its share of the bus holds only its own events, and a
-// stuck sink fills only its own share). A route that has no room counts the event as dropped for that
-// route, by reason. Publish returns a *DropError only when no route took the event; an event that no
-// route wants is counted as unrouted and is not an error. Publish keeps e (and sets its Raw): the
-// caller must not change it afterwards. An event whose Raw is already set (bytes received from
-// elsewhere) is forwarded as those bytes, which the routes decode and validate.
+// Publish hands one event, without blocking, to every route whose filter it matches: it encodes the
+// event once and appends it to the route's open chunk (see Route.Chunk), which is published as one bus
+// message when it is full or old enough. Each route has its own share of the bus, and its open chunks
+// count toward that share: a route that has no room refuses the event at once, and it is counted as
+// dropped for that route, by reason (a stuck sink fills only its own share). Publish returns a
+// *DropError only when no route took the event; an event that no route wants is counted as unrouted
+// and is not an error. Publish keeps e (and sets its Raw): the caller must not change it afterwards.
+// An event whose Raw is already set (bytes received from elsewhere) is forwarded as those bytes, which
+// the routes decode and validate.
 func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 	if p.closing.Load() {
 		p.metrics.drop(bus.ReasonClosed, "", 1)
 		return &DropError{Why: bus.ReasonClosed, Err: ErrClosed}
 	}
-	var msg *message.Message
+	foreign := len(e.Raw) > 0
 	matched, accepted := 0, 0
 	var lastErr error
 	lastReason := ""
@@ -307,19 +318,16 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 			continue
 		}
 		matched++
-		if msg == nil {
-			var err error
-			if msg, err = p.message(e); err != nil {
+		if !foreign && e.Raw == nil {
+			raw, err := e.AppendJSON(make([]byte, 0, 512))
+			if err != nil {
 				p.metrics.drop(publishers.ReasonPublishError, "", 1)
 				return &DropError{Why: publishers.ReasonPublishError, Err: err}
 			}
+			e.Raw = raw
 		}
-		if err := p.pub.Publish(r.topic, msg); err != nil {
-			reason := bus.ReasonClosed
-			var full *bus.FullError
-			if errors.As(err, &full) {
-				reason = full.Reason
-			}
+		if err := r.chunks.add(e, foreign); err != nil {
+			reason := dropReason(err)
 			p.metrics.drop(reason, r.cfg.Name, 1)
 			lastErr, lastReason = err, reason
 			continue
@@ -334,25 +342,6 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 		return &DropError{Why: lastReason, Err: lastErr}
 	}
 	return nil
-}
-
-// message builds the bus message of e. In process the routes get the event itself with the message
-// (event.NewContext): they need not decode what was just encoded. Bytes that came from elsewhere
-// (Raw already set) travel alone and are decoded, and validated, by the routes like a broker's.
-func (p *Pipeline) message(e *event.Event) (*message.Message, error) {
-	if len(e.Raw) > 0 {
-		payload := append(append(make([]byte, 0, len(e.Raw)+1), e.Raw...), '\n')
-		return message.NewMessage(e.ID.String(), payload), nil
-	}
-	payload, err := e.AppendJSON(make([]byte, 0, 512))
-	if err != nil {
-		return nil, err
-	}
-	payload = append(payload, '\n')
-	e.Raw = payload[:len(payload)-1]
-	msg := message.NewMessage(e.ID.String(), payload)
-	msg.SetContext(event.NewContext(context.Background(), []*event.Event{e}))
-	return msg, nil
 }
 
 // DropError says why an event was not accepted; publishers count it by Reason.

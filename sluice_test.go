@@ -43,7 +43,7 @@ func TestNewStartsWhenAzureIsUnreachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	var undelivered *sluice.UndeliveredError
-	if err := p.Close(ctx); err == nil || !errors.As(err, &undelivered) || undelivered.Messages != 1 {
+	if err := p.Close(ctx); err == nil || !errors.As(err, &undelivered) || undelivered.Events != 1 {
 		t.Fatalf("Close = %v, want an UndeliveredError for the 1 event", err)
 	}
 }

@@ -6,14 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/internal/testenv"
 	"github.com/sluicelog/sluice/subscribers"
@@ -101,7 +102,7 @@ func TestDemoWithoutPostgresKeepsArchiving(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit code %d, want 1: warnings and errors were accepted and not written", code)
 	}
-	if !strings.Contains(d.stderr.String(), "accepted messages were not written") {
+	if !strings.Contains(d.stderr.String(), "were not written before shutdown") {
 		t.Errorf("stderr does not report what was not written:\n%s", tail(d.stderr.String(), 2000))
 	}
 }
@@ -178,40 +179,50 @@ func TestReplayedBatchCreatesNoDuplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const n = 300
+	const n, chunk = 300, 30
 	events := sinktest.Events(n, time.Now().UTC().Truncate(time.Hour).Add(30*time.Minute))
-	msgs := make([]*message.Message, n)
-	for i, e := range events {
-		payload, err := event.Encode(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs[i] = message.NewMessage(e.ID.String(), payload)
-	}
 	for _, sink := range []subscribers.Sink{pg, blob} {
-		b, err := subscribers.NewBatcher(subscribers.BatcherConfig{Route: sink.Name(), Write: sink.Write,
-			Policy: subscribers.BatchPolicy{MaxEvents: n, MaxBytes: 64 << 20, MaxWait: time.Minute, MaxConcurrentWrites: 1}})
+		writer, err := subscribers.NewWriter(subscribers.WriterConfig{Route: sink.Name(), Sink: sink})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for pass := 0; pass < 2; pass++ { // the second pass is the replay, delivered in reverse order
-			var wg sync.WaitGroup
-			for i := range msgs {
-				m := msgs[i]
-				if pass == 1 {
-					m = msgs[n-1-i].Copy()
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if err := b.Handle(m); err != nil {
-						t.Errorf("%s pass %d: %v", sink.Name(), pass, err)
-					}
-				}()
+		for pass := 0; pass < 2; pass++ { // the second pass is the replay, its events in reverse order
+			b, err := bus.New(bus.Config{}, nil)
+			if err != nil {
+				t.Fatal(err)
 			}
-			wg.Wait()
+			batches, err := subscribers.NewBatchSubscriber(b, subscribers.BatchPolicy{MaxEvents: n, MaxBytes: 64 << 20,
+				MaxWait: time.Minute, MaxConcurrentWrites: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, err := batches.Subscribe(ctx, "logs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			order := slices.Clone(events)
+			if pass == 1 {
+				slices.Reverse(order)
+			}
+			for i := 0; i < n; i += chunk {
+				payload, err := event.Encode(order[i : i+chunk]...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Publish("logs", message.NewMessage(event.NewID().String(), payload)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			msg := <-in
+			if err := writer.Handle(msg); err != nil {
+				t.Fatalf("%s pass %d: %v", sink.Name(), pass, err)
+			}
+			msg.Ack()
+			if err := b.Drain(ctx); err != nil {
+				t.Fatal(err)
+			}
+			_ = batches.Close()
 		}
-		_ = b.Close()
 	}
 
 	var rows, distinct int

@@ -72,8 +72,8 @@ type Bus struct {
 	MaxEvents int `yaml:"max_events"`
 	// MaxBytes bounds the bytes waiting for each route.
 	MaxBytes int64 `yaml:"max_bytes"`
-	// MaxInFlight bounds the unacknowledged events handed to each route; a route's batch cannot be
-	// larger than this.
+	// MaxInFlight bounds the bus messages (chunks of events) handed to each route and not yet
+	// acknowledged: a plain bound on what a route holds while it gathers and writes its batches.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// RedeliveryDelay is the first wait before a failed event is offered again (doubling up to MaxRedeliveryDelay).
 	RedeliveryDelay    time.Duration `yaml:"redelivery_delay"`
@@ -122,10 +122,21 @@ type Route struct {
 	// Prefix is a path prefix inside the container for a blob route.
 	Prefix string `yaml:"prefix"`
 
+	Chunk    ChunkPolicy    `yaml:"chunk"`
 	Batch    BatchPolicy    `yaml:"batch"`
 	Retry    RetryPolicy    `yaml:"retry"`
 	Throttle ThrottlePolicy `yaml:"throttle"`
 	Breaker  Breaker        `yaml:"breaker"`
+}
+
+// ChunkPolicy says when the publishers' open chunk of a route's events is sealed and published as one
+// bus message: at MaxEvents events, at MaxBytes bytes of encoded events, or Linger after its first
+// event, whichever comes first. A chunk is the unit the bus, the router and a broker carry; the sink's
+// batch gathers several.
+type ChunkPolicy struct {
+	MaxEvents int           `yaml:"max_events"`
+	MaxBytes  int64         `yaml:"max_bytes"`
+	Linger    time.Duration `yaml:"linger"`
 }
 
 // BatchPolicy says when a batch is written: at MaxEvents events, at MaxBytes bytes, or MaxWait after
@@ -141,10 +152,10 @@ type BatchPolicy struct {
 	MaxEventBytes int `yaml:"max_event_bytes"`
 }
 
-// RetryPolicy bounds the retries of a message whose batch write failed transiently: exponential
-// backoff with jitter from InitialInterval up to MaxInterval, at most MaxAttempts attempts in all and
-// no new attempt after MaxElapsed. Then the message goes back to the bus, which offers it again after
-// bus.redelivery_delay.
+// RetryPolicy bounds the retries of a batch whose write failed transiently (one retry sequence per
+// batch, whatever its size): exponential backoff with jitter from InitialInterval up to MaxInterval, at
+// most MaxAttempts attempts in all and no new attempt after MaxElapsed. Then the batch's chunks go
+// back to the bus, which offers them again after bus.redelivery_delay.
 type RetryPolicy struct {
 	MaxAttempts     int           `yaml:"max_attempts"`
 	InitialInterval time.Duration `yaml:"initial_interval"`
@@ -152,7 +163,8 @@ type RetryPolicy struct {
 	MaxElapsed      time.Duration `yaml:"max_elapsed"`
 }
 
-// ThrottlePolicy limits the rate of a route; zero means unlimited.
+// ThrottlePolicy limits the events per second a route writes, whatever the size of its batches; zero
+// means unlimited.
 type ThrottlePolicy struct {
 	EventsPerSecond float64 `yaml:"events_per_second"`
 }
@@ -177,13 +189,11 @@ func Default() Config {
 			WriteTimeout: 30 * time.Second,
 		},
 		Bus: Bus{
-			Driver:    "memory",
-			Topic:     "sluice.events",
-			MaxEvents: 10_000,
-			MaxBytes:  64 << 20,
-			// One router goroutine waits per unacknowledged message: 2,000 per route lets two
-			// batches of 1,000 be written while the next fills, without thousands of stacks to scan.
-			MaxInFlight:        2_000,
+			Driver:             "memory",
+			Topic:              "sluice.events",
+			MaxEvents:          10_000,
+			MaxBytes:           64 << 20,
+			MaxInFlight:        1_000,
 			RedeliveryDelay:    time.Second,
 			MaxRedeliveryDelay: 30 * time.Second,
 		},
@@ -206,16 +216,24 @@ func DefaultRoutes() []Route {
 			Name:   "postgres",
 			Sink:   SinkPostgres,
 			Levels: []string{string(event.LevelWarn), string(event.LevelError)},
+			Chunk:  DefaultChunkPolicy(),
 			Batch:  BatchPolicy{MaxEvents: 1000, MaxBytes: 8 << 20, MaxWait: 5 * time.Second, MaxConcurrentWrites: 2, MaxEventBytes: 1 << 20},
 			Retry:  RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsed: 10 * time.Second},
 		},
 		{
 			Name:  "blob",
 			Sink:  SinkBlob,
+			Chunk: DefaultChunkPolicy(),
 			Batch: BatchPolicy{MaxEvents: 1000, MaxBytes: 16 << 20, MaxWait: 10 * time.Second, MaxConcurrentWrites: 2, MaxEventBytes: 1 << 20},
 			Retry: RetryPolicy{MaxAttempts: 3, InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second, MaxElapsed: 30 * time.Second},
 		},
 	}
+}
+
+// DefaultChunkPolicy is every route's default chunk: 250 events (four chunks make a default batch),
+// 256 KiB, or 50 ms after its first event.
+func DefaultChunkPolicy() ChunkPolicy {
+	return ChunkPolicy{MaxEvents: 250, MaxBytes: 256 << 10, Linger: 50 * time.Millisecond}
 }
 
 // EffectiveRoutes returns the routes with every zero field filled from the sink's default route and
@@ -232,6 +250,15 @@ func (c Config) EffectiveRoutes() []Route {
 	out := make([]Route, len(routes))
 	for i, r := range routes {
 		d := defaults[r.Sink]
+		if r.Chunk.MaxEvents == 0 {
+			r.Chunk.MaxEvents = d.Chunk.MaxEvents
+		}
+		if r.Chunk.MaxBytes == 0 {
+			r.Chunk.MaxBytes = d.Chunk.MaxBytes
+		}
+		if r.Chunk.Linger == 0 {
+			r.Chunk.Linger = d.Chunk.Linger
+		}
 		if r.Batch.MaxEvents == 0 {
 			r.Batch.MaxEvents = d.Batch.MaxEvents
 		}
@@ -413,10 +440,17 @@ func (c Config) validateRoutes() []error {
 				bad("paths", p, "not a path pattern (must start with / and be valid path.Match syntax)")
 			}
 		}
+		if r.Chunk.MaxEvents <= 0 {
+			bad("chunk.max_events", r.Chunk.MaxEvents, "must be positive")
+		}
+		if r.Chunk.MaxBytes <= 0 {
+			bad("chunk.max_bytes", r.Chunk.MaxBytes, "must be positive")
+		}
+		if r.Chunk.Linger <= 0 {
+			bad("chunk.linger", r.Chunk.Linger, "must be positive")
+		}
 		if r.Batch.MaxEvents <= 0 {
 			bad("batch.max_events", r.Batch.MaxEvents, "must be positive")
-		} else if r.Batch.MaxEvents > c.Bus.MaxInFlight && c.Bus.MaxInFlight > 0 {
-			bad("batch.max_events", r.Batch.MaxEvents, "must not exceed bus.max_in_flight (%d): a batch is made of unacknowledged events", c.Bus.MaxInFlight)
 		}
 		if r.Batch.MaxBytes <= 0 {
 			bad("batch.max_bytes", r.Batch.MaxBytes, "must be positive")

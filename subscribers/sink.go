@@ -1,6 +1,7 @@
 // Package subscribers owns the consuming side of sluice: the Sink contract that every store implements,
-// and the batching Watermill handler that turns bus messages into batches, writes them to a sink and
-// acknowledges the messages only once their batch is durably written.
+// the BatchSubscriber that gathers bus messages (chunks of events) into write batches and
+// acknowledges the chunks only once their batch is durably written, and the Writer, the Watermill
+// handler that writes one batch to a sink and sets aside what the sink cannot store as dead letters.
 //
 // Stores live in sub-packages (pgsink for PostgreSQL, blobsink for Azure Blob Storage and a local
 // directory); sinktest is the one conformance suite they all pass. This package must not import the

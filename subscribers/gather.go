@@ -1,0 +1,349 @@
+package subscribers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicelog/sluice/event"
+)
+
+// BatchPolicy says when a batch is written: at MaxEvents events, at MaxBytes bytes of encoded events,
+// or MaxWait after its first event, whichever comes first. MaxConcurrentWrites bounds the batches
+// handed out and not yet acknowledged; when all are out and the next batch is full, the batch
+// subscriber stops taking messages (backpressure onto the bus).
+type BatchPolicy struct {
+	MaxEvents           int
+	MaxBytes            int64
+	MaxWait             time.Duration
+	MaxConcurrentWrites int
+}
+
+// Validate names the first bad field.
+func (p BatchPolicy) Validate() error {
+	switch {
+	case p.MaxEvents <= 0:
+		return fmt.Errorf("batch policy: `max_events` (%d) must be positive", p.MaxEvents)
+	case p.MaxBytes <= 0:
+		return fmt.Errorf("batch policy: `max_bytes` (%d) must be positive", p.MaxBytes)
+	case p.MaxWait <= 0:
+		return fmt.Errorf("batch policy: `max_wait` (%v) must be positive", p.MaxWait)
+	case p.MaxConcurrentWrites <= 0:
+		return fmt.Errorf("batch policy: `max_concurrent_writes` (%d) must be positive", p.MaxConcurrentWrites)
+	}
+	return nil
+}
+
+// drainWait is how long a draining batch subscriber waits for a batch to fill.
+const drainWait = 20 * time.Millisecond
+
+// BatchSubscriber is a message.Subscriber that gathers the messages of another subscriber (each a
+// chunk of events in package event's bus message format) into batch messages, one per sink write:
+// the router handler that writes a batch, and its middleware (retry, throttle, circuit breaker), run
+// once per batch, not once per chunk or per event.
+//
+// A batch message carries the chunks' payloads one after the other (NDJSON), the number of events in
+// event.MetadataEvents, and, in its context, the decoded events and the lines that could not be
+// decoded (Contents reads them). Its UUID is the batch id (event.BatchID of its events). When it is
+// acked every chunk message of it is acked; when it is nacked (or its subscription ends first) every
+// chunk message is nacked, and the bus offers them again. So a chunk is acknowledged only once every
+// event of it is written.
+//
+// A subscription runs one goroutine, plus one per batch handed out and not yet acknowledged (at most
+// Policy.MaxConcurrentWrites): none per chunk or per event. It holds at most one open batch, one
+// sealed batch waiting for a free write, and MaxConcurrentWrites batches handed out.
+type BatchSubscriber struct {
+	sub    message.Subscriber
+	policy BatchPolicy
+
+	ctx   context.Context // parent of the batch messages' contexts; Abort cancels it
+	abort context.CancelFunc
+	drain chan struct{}
+	eager sync.Once
+
+	mu      sync.Mutex
+	closed  bool
+	cancels []context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+var _ message.Subscriber = (*BatchSubscriber)(nil)
+
+// NewBatchSubscriber returns a BatchSubscriber over sub (which must hand out several unacknowledged
+// messages at once for a batch to gather more than one chunk; the bounded bus does).
+func NewBatchSubscriber(sub message.Subscriber, policy BatchPolicy) (*BatchSubscriber, error) {
+	if sub == nil {
+		return nil, errors.New("subscribers: invalid config: a Subscriber is required")
+	}
+	if err := policy.Validate(); err != nil {
+		return nil, fmt.Errorf("subscribers: invalid config: %w", err)
+	}
+	ctx, abort := context.WithCancel(context.Background())
+	return &BatchSubscriber{sub: sub, policy: policy, ctx: ctx, abort: abort, drain: make(chan struct{})}, nil
+}
+
+// Subscribe subscribes to topic on the wrapped subscriber and returns its messages gathered into
+// batch messages. The channel closes when ctx ends, the wrapped subscription ends, or Close.
+func (s *BatchSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrSubscriberClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	in, err := s.sub.Subscribe(ctx, topic)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.cancels = append(s.cancels, cancel)
+	out := make(chan *message.Message)
+	g := &gatherer{s: s, ctx: ctx, in: in, out: out, slots: s.policy.MaxConcurrentWrites, freed: make(chan struct{}, s.policy.MaxConcurrentWrites)}
+	s.wg.Add(1)
+	go g.run()
+	return out, nil
+}
+
+// ErrSubscriberClosed is returned by Subscribe after Close.
+var ErrSubscriberClosed = errors.New("subscribers: batch subscriber closed")
+
+// Drain makes every subscription hand out the batch it holds now, and from then on a batch at most
+// drainWait (20 ms) after its first event instead of Policy.MaxWait: used at shutdown so that the bus
+// empties quickly, in batches that still fill when messages keep coming.
+func (s *BatchSubscriber) Drain() { s.eager.Do(func() { close(s.drain) }) }
+
+// Abort cancels the contexts of the batch messages handed out (their writes, and any wait for an open
+// circuit breaker, end with the context's error and the messages are nacked). Used when a shutdown
+// deadline has passed.
+func (s *BatchSubscriber) Abort() { s.abort() }
+
+// Close ends every subscription (the chunks held and not written are nacked; so are those of batches
+// handed out and not yet acknowledged), waits for them, and closes the wrapped subscriber.
+func (s *BatchSubscriber) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, c := range s.cancels {
+		c()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.abort()
+	return s.sub.Close()
+}
+
+// gatherer is one subscription's loop.
+type gatherer struct {
+	s     *BatchSubscriber
+	ctx   context.Context
+	in    <-chan *message.Message
+	out   chan *message.Message
+	slots int           // writes free: batches that may still be handed out
+	freed chan struct{} // a handed-out batch was acked or nacked
+	// pending is a chunk taken while a sealed batch waited, that does not fit the open one: it
+	// opens the batch after the open one.
+	pending *message.Message
+}
+
+// gathered is a batch being gathered, then handed out.
+type gathered struct {
+	chunks []*message.Message
+	events []*event.Event
+	bad    []*event.LineError
+	bytes  int64
+	// deadline is when the batch is sealed unless it fills first.
+	deadline time.Time
+	msg      *message.Message // built once sealed
+	// attempts counts the handler's calls for this batch message (Writer: retries).
+	attempts int
+}
+
+type contentsKey struct{}
+
+// Contents returns the events of a batch message and the lines of it that are not events. For a
+// message from a BatchSubscriber it reads what the subscriber gathered; for any other message it
+// decodes the payload (taking the events from the context when the publisher put them there,
+// event.NewContext).
+func Contents(msg *message.Message) ([]*event.Event, []*event.LineError) {
+	if g, ok := msg.Context().Value(contentsKey{}).(*gathered); ok {
+		return g.events, g.bad
+	}
+	return chunkContents(msg)
+}
+
+// chunkContents returns the events of one chunk message.
+func chunkContents(msg *message.Message) ([]*event.Event, []*event.LineError) {
+	if err := event.CheckFormat(msg.Metadata.Get(event.MetadataFormat)); err != nil {
+		return nil, []*event.LineError{{Line: 0, Raw: msg.Payload, Err: err}}
+	}
+	if events, ok := event.FromContext(msg.Context()); ok {
+		return events, nil
+	}
+	return event.Decode(msg.Payload)
+}
+
+func (g *gatherer) run() {
+	defer g.s.wg.Done()
+	defer close(g.out)
+	var (
+		cur   *gathered // open
+		ready *gathered // sealed, waiting for a free write
+		timer = time.NewTimer(time.Hour)
+		armed bool // timer is set for cur's deadline
+		drain = g.s.drain
+		eager bool
+		p     = &g.s.policy
+	)
+	timer.Stop()
+	defer timer.Stop()
+	defer func() { // the subscription ended: what was not handed out goes back to the bus
+		for _, b := range []*gathered{cur, ready} {
+			if b != nil {
+				for _, m := range b.chunks {
+					m.Nack()
+				}
+			}
+		}
+	}()
+	full := func(b *gathered) bool { return len(b.events) >= p.MaxEvents || b.bytes >= p.MaxBytes }
+	seal := func() { // at most one sealed batch waits
+		ready, cur = cur, nil
+		timer.Stop() // Go 1.23 timers: no stale tick is received after Stop or Reset
+		armed = false
+	}
+	for {
+		if ready == nil && cur != nil && (full(cur) || !time.Now().Before(cur.deadline)) {
+			seal()
+		}
+		if ready != nil && ready.msg == nil {
+			ready.msg = ready.message(g.s.ctx)
+		}
+		if cur != nil && ready == nil && !armed {
+			timer.Reset(time.Until(cur.deadline))
+			armed = true
+		}
+		var (
+			in   <-chan *message.Message
+			out  chan *message.Message
+			msg  *message.Message
+			tick <-chan time.Time
+		)
+		if g.pending == nil && (cur == nil || !full(cur)) {
+			in = g.in // room in the open batch (or none open yet)
+		}
+		if ready != nil && g.slots > 0 {
+			out, msg = g.out, ready.msg
+		}
+		if armed {
+			tick = timer.C
+		}
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return
+			}
+			events, bad := chunkContents(m)
+			if cur != nil && len(cur.chunks) > 0 && (len(cur.events)+len(events) > p.MaxEvents ||
+				cur.bytes+int64(len(m.Payload)) > p.MaxBytes) {
+				if ready != nil {
+					// No room for it in cur, and cur cannot be sealed while another waits: it
+					// opens the batch after cur, so keep it aside until cur is sealed.
+					g.pending = m
+				} else {
+					seal()
+				}
+			}
+			if g.pending == nil {
+				cur = g.add(cur, m, events, bad, eager)
+			}
+		case out <- msg:
+			g.slots--
+			g.s.wg.Add(1)
+			go g.watch(msg, ready)
+			ready = nil
+			if g.pending != nil && cur != nil { // cur can be sealed now: the kept-aside chunk opens the next
+				seal()
+				events, bad := chunkContents(g.pending)
+				cur = g.add(nil, g.pending, events, bad, eager)
+				g.pending = nil
+			}
+		case <-g.freed:
+			g.slots++
+		case <-tick:
+			armed = false
+		case <-drain:
+			eager, drain = true, nil
+			if cur != nil {
+				cur.deadline = time.Now()
+				timer.Stop()
+				armed = false
+			}
+		case <-g.ctx.Done():
+			if g.pending != nil {
+				g.pending.Nack()
+			}
+			return
+		}
+	}
+}
+
+// add adds a chunk to b (a new batch when b is nil) and returns b.
+func (g *gatherer) add(b *gathered, m *message.Message, events []*event.Event, bad []*event.LineError, eager bool) *gathered {
+	if b == nil {
+		wait := g.s.policy.MaxWait
+		if eager {
+			wait = min(wait, drainWait)
+		}
+		b = &gathered{deadline: time.Now().Add(wait)}
+	}
+	b.chunks = append(b.chunks, m)
+	b.events = append(b.events, events...)
+	b.bad = append(b.bad, bad...)
+	b.bytes += int64(len(m.Payload))
+	return b
+}
+
+// message builds the batch message of b.
+func (b *gathered) message(parent context.Context) *message.Message {
+	payload := make([]byte, 0, b.bytes)
+	for _, m := range b.chunks {
+		payload = append(payload, m.Payload...)
+	}
+	id := event.NewID()
+	if len(b.events) > 0 {
+		id = event.BatchID(b.events)
+	}
+	msg := message.NewMessage(id.String(), payload)
+	msg.Metadata.Set(event.MetadataEvents, strconv.Itoa(len(b.events)))
+	msg.Metadata.Set(event.MetadataFormat, event.ChunkFormat)
+	msg.SetContext(context.WithValue(parent, contentsKey{}, b))
+	return msg
+}
+
+// watch passes the batch message's ack or nack on to its chunks, then frees its write slot.
+func (g *gatherer) watch(msg *message.Message, b *gathered) {
+	select {
+	case <-msg.Acked():
+		for _, m := range b.chunks {
+			m.Ack()
+		}
+	case <-msg.Nacked():
+		for _, m := range b.chunks {
+			m.Nack()
+		}
+	case <-g.ctx.Done():
+		for _, m := range b.chunks {
+			m.Nack()
+		}
+	}
+	g.freed <- struct{}{} // buffered: never blocks
+	g.s.wg.Done()
+}
