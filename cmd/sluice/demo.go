@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -53,7 +54,16 @@ func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *
 		_ = p.Close(ctx)
 		return err
 	}
-	e.Use(demoLogging(loggingMode, logging)...)
+	requestLogging, closeRequestLog, err := demoLogging(loggingMode, logging)
+	if err != nil {
+		_ = p.Close(ctx)
+		return err
+	}
+	if closeRequestLog == nil {
+		closeRequestLog = func() error { return nil }
+	}
+	defer func() { _ = closeRequestLog() }() // when the server did not get as far as its flush
+	e.Use(requestLogging...)
 	handlers.Demo(e, appLog)
 	ops := handlers.Ops{Metrics: p.MetricsHandler(), Ready: func(context.Context) (bool, any) {
 		r := p.Readiness()
@@ -67,9 +77,11 @@ func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *
 		ops.Register(e)
 	}
 
+	// Once the server has finished its requests: the request log file (its last lines), then sluice.
+	flush := func(ctx context.Context) error { return errors.Join(closeRequestLog(), p.Close(ctx)) }
 	srv := &app.Server{
 		Addr: cfg.HTTPAddr, Echo: e, AdminAddr: cfg.AdminAddr, Admin: admin,
-		ShutdownTimeout: cfg.ShutdownTimeout, Flush: p.Close, Log: log,
+		ShutdownTimeout: cfg.ShutdownTimeout, Flush: flush, Log: log,
 		OnListen: func(addr net.Addr) { printWhere(stdout, cfg, addr) },
 	}
 	if err := srv.Run(ctx); err != nil {

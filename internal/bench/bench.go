@@ -25,7 +25,7 @@ import (
 const (
 	ScenarioPostgres = "postgres" // the PostgreSQL sink against raw CopyFrom, per-event INSERT and Watermill's SQL publisher
 	ScenarioBlob     = "blob"     // the Blob sink against one blob per event and one large upload
-	ScenarioHTTP     = "http"     // the demo service at fixed rates: sluice, logging off, Echo's request logger
+	ScenarioHTTP     = "http"     // the demo service at fixed rates: sluice, logging off, Echo's request logger (discarded, and to a file)
 	ScenarioOverload = "overload" // the demo at its highest sustainable rate with PostgreSQL and Azurite down
 )
 

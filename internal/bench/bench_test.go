@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +54,9 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 		positive["blob."+name+".events_per_second"] = b.EventsPerSecond
 		positive["blob."+name+".blobs_per_1000_events"] = b.BlobsPer1000Events
 	}
+	var keys []string
 	for _, m := range r.HTTP.modes() {
+		keys = append(keys, m.key)
 		positive["http."+m.name+".max_sustained_rps"] = float64(m.mode.MaxSustainedRPS)
 		positive["http."+m.name+".cpu_seconds"] = m.mode.CPUSeconds
 		positive["http."+m.name+".peak_rss_bytes"] = float64(m.mode.PeakRSSBytes)
@@ -79,8 +82,11 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 			t.Errorf("%s = %v, want a positive number", name, v)
 		}
 	}
-	if len(r.Ratios) != 9 {
-		t.Errorf("%d ratios, want 9", len(r.Ratios))
+	if want := []string{"off", "echo", "echo_file", "sluice"}; !slices.Equal(keys, want) {
+		t.Errorf("the HTTP modes are %v, want %v", keys, want)
+	}
+	if len(r.Ratios) != 10 {
+		t.Errorf("%d ratios, want 10", len(r.Ratios))
 	}
 
 	dir := t.TempDir()
@@ -101,13 +107,21 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 			t.Errorf("the JSON has no %s", key)
 		}
 	}
+	for _, m := range r.HTTP.modes() { // every mode, under the key the table and the plot know it by
+		for _, field := range []string{"steps.latency.p99_ms", "max_sustained_rps", "cpu_seconds", "peak_rss_bytes"} {
+			if _, ok := lookup(doc, "http."+m.key+"."+field); !ok {
+				t.Errorf("the JSON has no http.%s.%s (%s)", m.key, field, m.name)
+			}
+		}
+	}
 	if _, err := ReadJSON(jsonPath); err != nil {
 		t.Error(err)
 	}
 
 	var table bytes.Buffer
 	r.WriteTable(&table)
-	for _, want := range []string{"PostgreSQL sink", "Blob sink", "HTTP end to end", "Overload", "Ratios"} {
+	for _, want := range []string{"PostgreSQL sink", "Blob sink", "HTTP end to end", "Overload", "Ratios",
+		"| Echo request logger to a file |", "CPU/request vs off"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("the table has no %q section", want)
 		}
@@ -146,6 +160,7 @@ var stableKeys = []string{
 	"http.off.steps.rate", "http.off.steps.latency.p50_ms", "http.off.steps.latency.p99_ms", "http.off.steps.latency.p99_9_ms",
 	"http.off.steps.latency.quantiles.q", "http.off.steps.server_cpu_seconds", "http.off.max_sustained_rps",
 	"http.echo.max_sustained_rps", "http.sluice.max_sustained_rps", "http.sluice.cpu_seconds", "http.sluice.peak_rss_bytes",
+	"http.echo_file.max_sustained_rps", "http.echo_file.cpu_seconds", "http.echo_file.peak_rss_bytes",
 	"overload.rate", "overload.baseline.latency.p99_ms", "overload.overload.latency.p99_ms", "overload.peak_rss_bytes",
 	"overload.max_goroutines", "overload.events_dropped", "overload.samples.rss_bytes", "overload.samples.heap_inuse_bytes",
 	"overload.samples.stack_inuse_bytes", "overload.samples.goroutines",

@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -16,7 +19,7 @@ func runHTTP(ctx context.Context, cfg Config, pl plan, pr *progress) (*HTTPResul
 	modes := []struct {
 		name string
 		out  *HTTPMode
-	}{{LoggingOff, &res.Off}, {LoggingEcho, &res.Echo}, {LoggingSluice, &res.Sluice}}
+	}{{LoggingOff, &res.Off}, {LoggingEcho, &res.Echo}, {LoggingEchoFile, &res.EchoFile}, {LoggingSluice, &res.Sluice}}
 	demos := make([]*demo, len(modes))
 	defer func() {
 		for _, d := range demos {
@@ -65,7 +68,7 @@ func runHTTP(ctx context.Context, cfg Config, pl plan, pr *progress) (*HTTPResul
 		for i, m := range modes {
 			s := outs[i].step()
 			m.out.Steps = append(m.out.Steps, s)
-			pr.say("http: logging %-6s at %d/s: %s", m.name, rate, stepLine(s))
+			pr.say("http: logging %-9s at %d/s: %s", m.name, rate, stepLine(s))
 		}
 	}
 	for i, m := range modes {
@@ -84,7 +87,7 @@ func runHTTP(ctx context.Context, cfg Config, pl plan, pr *progress) (*HTTPResul
 				return LoadStep{}, err
 			}
 			s := o.step()
-			pr.say("http: logging %-6s at %d/s: %s", m.name, rate, stepLine(s))
+			pr.say("http: logging %-9s at %d/s: %s", m.name, rate, stepLine(s))
 			return s, nil
 		})
 		m.out.MaxSustainedRPS, m.out.Search = best, search
@@ -95,8 +98,17 @@ func runHTTP(ctx context.Context, cfg Config, pl plan, pr *progress) (*HTTPResul
 			m.name, best, m.out.CPUSeconds, float64(m.out.PeakRSSBytes)/(1<<20))
 	}
 	// Each demo writes everything accepted before it exits 0: a failure here means sluice lost events.
+	// The request log file must then have a line for every request answered.
 	for i, d := range demos {
 		err := d.srv.stop(time.Minute)
+		if err == nil && modes[i].name == LoggingEchoFile {
+			var lines, size int64
+			lines, size, err = checkRequestLog(filepath.Join(d.st.dir, RequestLogFile), d.target.answered.Load())
+			if err == nil {
+				pr.say("http: logging %s: %s JSON lines, %.0f B each, in %s", modes[i].name, count(float64(lines)),
+					div(float64(size), float64(lines)), RequestLogFile)
+			}
+		}
 		d.close()
 		demos[i] = nil
 		if err != nil {
@@ -104,6 +116,33 @@ func runHTTP(ctx context.Context, cfg Config, pl plan, pr *progress) (*HTTPResul
 		}
 	}
 	return res, nil
+}
+
+// checkRequestLog checks that the request log file at path is JSON lines, at least one for each of the
+// answered requests (a request whose client gave up may have been logged too), and returns how many
+// lines and bytes it holds.
+func checkRequestLog(path string, answered int64) (lines, size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines++
+		size += int64(len(sc.Bytes())) + 1
+		if !json.Valid(sc.Bytes()) {
+			return lines, size, fmt.Errorf("%s: line %d is not JSON: %.200q", path, lines, sc.Bytes())
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return lines, size, fmt.Errorf("%s: %w", path, err)
+	}
+	if lines < answered {
+		return lines, size, fmt.Errorf("%s: %d lines for %d requests answered", path, lines, answered)
+	}
+	return lines, size, nil
 }
 
 func stepLine(s LoadStep) string {

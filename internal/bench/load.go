@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -34,6 +35,8 @@ var sustainedRule = fmt.Sprintf("errors (transport, timeout, 5xx) at most %.1f%%
 type loadTarget struct {
 	client  *http.Client
 	targets []vegeta.Target
+	// answered counts the responses of every attack on the target (whatever their status).
+	answered atomic.Int64
 }
 
 // newLoadTarget is the request mix against the demo at base ("http://127.0.0.1:PORT").
@@ -72,6 +75,7 @@ func attack(ctx context.Context, t *loadTarget, rate int, d time.Duration, each 
 	stopOnCancel := context.AfterFunc(ctx, func() { a.Stop() })
 	defer stopOnCancel()
 	o := &outcome{rate: rate, seconds: d.Seconds(), latencies: make([]time.Duration, 0, int(float64(rate)*d.Seconds())+16)}
+	var answered int64
 	for r := range a.Attack(vegeta.NewStaticTargeter(t.targets...), vegeta.ConstantPacer{Freq: rate, Per: time.Second}, d, "") {
 		if each != nil {
 			each(r)
@@ -80,7 +84,11 @@ func attack(ctx context.Context, t *loadTarget, rate int, d time.Duration, each 
 		if r.Code == 0 || r.Code >= 500 {
 			o.errors++
 		}
+		if r.Code != 0 {
+			answered++
+		}
 	}
+	t.answered.Add(answered)
 	return o
 }
 

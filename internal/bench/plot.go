@@ -18,9 +18,10 @@ var (
 	colorSluice = color.RGBA{R: 230, G: 120, B: 20, A: 255}
 	colorOther  = color.RGBA{R: 90, G: 110, B: 150, A: 255}
 	modeColors  = map[string]color.Color{
-		"off":                 color.RGBA{R: 120, G: 120, B: 120, A: 255},
-		"Echo request logger": color.RGBA{R: 40, G: 90, B: 200, A: 255},
-		"sluice":              colorSluice,
+		"off":                           color.RGBA{R: 120, G: 120, B: 120, A: 255},
+		"Echo request logger":           color.RGBA{R: 40, G: 90, B: 200, A: 255},
+		"Echo request logger to a file": color.RGBA{R: 30, G: 150, B: 110, A: 255},
+		"sluice":                        colorSluice,
 	}
 )
 

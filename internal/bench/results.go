@@ -112,9 +112,12 @@ type HTTPResults struct {
 	Targets string `json:"targets"`
 	// SustainedRule says when a step counts as sustained.
 	SustainedRule string   `json:"sustained_rule"`
-	Off           HTTPMode `json:"off"`    // no logging middleware
-	Echo          HTTPMode `json:"echo"`   // Echo's RequestLogger, JSON through slog to io.Discard
-	Sluice        HTTPMode `json:"sluice"` // sluice, to PostgreSQL and Azurite
+	Off           HTTPMode `json:"off"`  // no logging middleware
+	Echo          HTTPMode `json:"echo"` // Echo's RequestLogger, JSON through slog to io.Discard
+	// EchoFile is Echo's RequestLogger writing a JSON line per request to a file in the demo's data
+	// directory through a buffered writer flushed every second, for a sidecar to ship (no sidecar runs).
+	EchoFile HTTPMode `json:"echo_file"`
+	Sluice   HTTPMode `json:"sluice"` // sluice, to PostgreSQL and Azurite
 }
 
 // HTTPMode is one server's figures.
@@ -220,6 +223,7 @@ const (
 	RatioBlobOverOneUpload  = "blob_sluice_over_one_upload"
 	RatioHTTPP99SluiceOff   = "http_p99_sluice_over_off"
 	RatioHTTPP99EchoOff     = "http_p99_echo_over_off"
+	RatioHTTPP99EchoFileOff = "http_p99_echo_file_over_off"
 	RatioOverloadPeakRSSMB  = "overload_peak_rss_mb"
 	RatioOverloadP99Change  = "overload_p99_down_over_up"
 	ratioGoalHTTPRate       = 5000
@@ -247,10 +251,13 @@ func ratios(r *Results) []Ratio {
 		add(RatioBlobOverOneUpload, "Blob: sluice / one large upload (ceiling)", div(s, b.OneUpload.EventsPerSecond), ratioNoGoal, betterHigher, "x", "")
 	}
 	if h := r.HTTP; h != nil {
-		rate, off, sl, ec := p99AtRate(h, ratioGoalHTTPRate)
+		rate, p99 := p99AtRate(h, ratioGoalHTTPRate)
+		off := p99(h.Off)
 		note := fmt.Sprintf("at %d requests/s", rate)
-		add(RatioHTTPP99SluiceOff, "HTTP p99: sluice / logging off", div(sl, off), 1.1, betterLow, "x", note)
-		add(RatioHTTPP99EchoOff, "HTTP p99: Echo request logger / logging off", div(ec, off), ratioNoGoal, betterLow, "x", note)
+		add(RatioHTTPP99SluiceOff, "HTTP p99: sluice / logging off", div(p99(h.Sluice), off), 1.1, betterLow, "x", note)
+		add(RatioHTTPP99EchoOff, "HTTP p99: Echo request logger / logging off", div(p99(h.Echo), off), ratioNoGoal, betterLow, "x", note)
+		add(RatioHTTPP99EchoFileOff, "HTTP p99: Echo request logger to a file / logging off", div(p99(h.EchoFile), off),
+			ratioNoGoal, betterLow, "x", note)
 	}
 	if o := r.Overload; o != nil {
 		add(RatioOverloadPeakRSSMB, "Overload: peak RSS of the server", float64(o.PeakRSSBytes)/(1<<20), 150, betterLow, "MiB",
@@ -260,16 +267,16 @@ func ratios(r *Results) []Ratio {
 	return out
 }
 
-// p99AtRate returns the p99 of each mode at rate, or at the highest fixed rate below it that every mode
-// ran when none ran at rate (a quick run).
-func p99AtRate(h *HTTPResults, rate int) (at int, off, sluice, echo float64) {
+// p99AtRate returns the fixed rate the modes are compared at: rate, or the highest fixed rate below it
+// when none ran at rate (a quick run); and what returns a mode's p99 at that rate (0 if it did not run).
+func p99AtRate(h *HTTPResults, rate int) (at int, p99 func(HTTPMode) float64) {
 	at = 0
 	for _, s := range h.Off.Steps {
 		if s.Rate <= rate && s.Rate > at {
 			at = s.Rate
 		}
 	}
-	find := func(m HTTPMode) float64 {
+	return at, func(m HTTPMode) float64 {
 		for _, s := range m.Steps {
 			if s.Rate == at {
 				return s.Latency.P99
@@ -277,7 +284,6 @@ func p99AtRate(h *HTTPResults, rate int) (at int, off, sluice, echo float64) {
 		}
 		return 0
 	}
-	return at, find(h.Off), find(h.Sluice), find(h.Echo)
 }
 
 func div(a, b float64) float64 {

@@ -20,7 +20,14 @@ const (
 	LoggingSluice = "sluice"
 	LoggingOff    = "off"
 	LoggingEcho   = "echo"
+	// LoggingEchoFile is Echo's RequestLogger writing a JSON line per request to RequestLogFile through
+	// a buffered writer, for a sidecar (Vector, Fluent Bit) to tail and ship.
+	LoggingEchoFile = "echo-file"
 )
+
+// RequestLogFile is where the demo with -logging echo-file writes its request log: in its data
+// directory (where its blobs go by default), relative to its working directory.
+var RequestLogFile = filepath.Join("sluice-data", "requests.ndjson")
 
 // server is a `sluice demo` process.
 type server struct {

@@ -52,7 +52,7 @@ func (r *Results) WriteTable(w io.Writer) {
 	if h := r.HTTP; h != nil {
 		t.title("HTTP end to end: the demo at fixed rates (%s)", h.Targets)
 		t.header("logging", "rate/s", "answered/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "server CPU s")
-		for _, m := range h.modes() {
+		for _, m := range h.ranModes() {
 			for _, s := range m.mode.Steps {
 				t.row(m.name, count(float64(s.Rate)), count(s.AchievedRPS), fixed(s.Latency.P50, 2),
 					fixed(s.Latency.P99, 2), fixed(s.Latency.P999, 2), fixed(s.Latency.Max, 1),
@@ -60,11 +60,14 @@ func (r *Results) WriteTable(w io.Writer) {
 			}
 		}
 		t.title("HTTP: highest sustained rate (%s) and the server's resources over the fixed rates", h.SustainedRule)
-		t.header("logging", "highest sustained rate/s", "rates tried in the search", "server CPU s", "CPU µs/request", "peak RSS MiB")
-		for _, m := range h.modes() {
-			var requests int
-			for _, s := range m.mode.Steps {
-				requests += s.Requests
+		t.header("logging", "highest sustained rate/s", "rates tried in the search", "server CPU s", "CPU µs/request",
+			"CPU/request vs off", "peak RSS MiB")
+		offCPU := h.Off.cpuPerRequest()
+		for _, m := range h.ranModes() {
+			cpu := m.mode.cpuPerRequest()
+			vsOff := "n/a"
+			if offCPU > 0 {
+				vsOff = fixed(cpu/offCPU, 2) + "x"
 			}
 			var tried []string
 			for _, s := range m.mode.Search {
@@ -75,7 +78,7 @@ func (r *Results) WriteTable(w io.Writer) {
 				tried = append(tried, strconv.Itoa(s.Rate)+mark)
 			}
 			t.row(m.name, count(float64(m.mode.MaxSustainedRPS)), strings.Join(tried, " "), fixed(m.mode.CPUSeconds, 1),
-				count(div(m.mode.CPUSeconds*1e6, float64(requests))), mib(m.mode.PeakRSSBytes))
+				count(cpu), vsOff, mib(m.mode.PeakRSSBytes))
 		}
 	}
 	if o := r.Overload; o != nil {
@@ -120,13 +123,43 @@ func (r *Results) WriteTable(w io.Writer) {
 	}
 }
 
+// namedMode is a request logging mode's figures, with its name in the tables and the plot, and its key
+// in the JSON (under "http").
 type namedMode struct {
+	key  string
 	name string
 	mode HTTPMode
 }
 
+// modes lists every request logging mode of the HTTP scenario, in the order of the tables.
 func (h *HTTPResults) modes() []namedMode {
-	return []namedMode{{"off", h.Off}, {"Echo request logger", h.Echo}, {"sluice", h.Sluice}}
+	return []namedMode{
+		{"off", "off", h.Off},
+		{"echo", "Echo request logger", h.Echo},
+		{"echo_file", "Echo request logger to a file", h.EchoFile},
+		{"sluice", "sluice", h.Sluice},
+	}
+}
+
+// ranModes is modes without those that have no steps: that did not run (results of a run before the mode
+// existed, or of a run that failed).
+func (h *HTTPResults) ranModes() []namedMode {
+	var ran []namedMode
+	for _, m := range h.modes() {
+		if len(m.mode.Steps) > 0 {
+			ran = append(ran, m)
+		}
+	}
+	return ran
+}
+
+// cpuPerRequest is the server's CPU time over the fixed-rate steps per request sent, in µs.
+func (m HTTPMode) cpuPerRequest() float64 {
+	var requests int
+	for _, s := range m.Steps {
+		requests += s.Requests
+	}
+	return div(m.CPUSeconds*1e6, float64(requests))
 }
 
 // tables writes Markdown tables.
