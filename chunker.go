@@ -22,6 +22,9 @@ import (
 // processor (P) its own shard most of the time, so the shard's lock is uncontended and its memory
 // stays in that core's cache; any goroutine may still use any shard (the lock keeps that correct).
 //
+// An event's JSON line is copied once, into the open chunk's payload, which becomes the message's
+// payload as it is; the event's Raw is that line (no other copy of the encoding is kept).
+//
 // Every appended event first reserves its room on the bus (bus.Reserve): open chunks count toward the
 // route's bound, an event that finds no room is refused at once (the request path never waits), and
 // a sealed chunk is published under its reservation, so it is never refused for lack of room.
@@ -40,21 +43,33 @@ type chunker struct {
 
 // shard is an open chunk; its fields are guarded by mu.
 type shard struct {
-	c      *chunker
-	mu     sync.Mutex
-	events []*event.Event
-	bytes  int64     // reserved bytes: the payload's length once sealed
-	opened time.Time // when the first event was appended
-	timer  *time.Timer
+	c       *chunker
+	mu      sync.Mutex
+	events  []*event.Event
+	payload []byte    // the events' lines; its length is the bytes reserved
+	opened  time.Time // when the first event was appended
+	timer   *time.Timer
+	last    int  // the payload length of the last chunk sealed: sizes the next one's buffer
+	grow    bool // the last chunk was sealed because its buffer was full: the next one's is twice as large
 	// foreign says an event of the chunk came encoded from elsewhere (Raw set by the caller): the
 	// chunk then travels as bytes only, and the route decodes and validates it.
 	foreign bool
 	_       [64]byte // keep shards off each other's cache lines
 }
 
+// sealed is a chunk taken from a shard, to be published.
+type sealed struct {
+	events  []*event.Event
+	payload []byte
+	foreign bool
+}
+
+// minChunkBuffer is the smallest payload buffer a chunk starts with.
+const minChunkBuffer = 4 << 10
+
 func newChunker(route, topic string, b *bus.Bus, p config.ChunkPolicy, lost func(string, int)) *chunker {
 	c := &chunker{route: route, topic: topic, bus: b, policy: p, lost: lost}
-	n := 2 * runtime.GOMAXPROCS(0)
+	n := runtime.GOMAXPROCS(0)
 	c.shards = make([]*shard, n)
 	for i := range c.shards {
 		s := &shard{c: c}
@@ -66,41 +81,60 @@ func newChunker(route, topic string, b *bus.Bus, p config.ChunkPolicy, lost func
 	return c
 }
 
-// add appends e (whose Raw is its encoding) to an open chunk. It returns the bus's refusal when the
-// route has no room for it (a *bus.FullError or bus.ErrClosed); then nothing was appended.
-func (c *chunker) add(e *event.Event, foreign bool) error {
-	w := int64(len(e.Raw) + 1)
-	if err := c.bus.Reserve(c.topic, 1, w); err != nil {
+// add appends e, whose JSON encoding is line, to an open chunk. When e.Raw is empty it becomes the
+// copy of line in the chunk (set before any other goroutine can see e). It returns the bus's refusal
+// when the route has no room for it (a *bus.FullError or bus.ErrClosed); then nothing was appended.
+func (c *chunker) add(e *event.Event, line []byte, foreign bool) error {
+	w := len(line) + 1
+	if err := c.bus.Reserve(c.topic, 1, int64(w)); err != nil {
 		return err
 	}
 	s := c.pick.Get().(*shard)
 	s.mu.Lock()
-	s.events = append(s.events, e)
-	s.bytes += w
-	s.foreign = s.foreign || foreign
-	var sealed []*event.Event
-	var bytes int64
-	var f bool
-	if len(s.events) >= c.policy.MaxEvents || s.bytes >= c.policy.MaxBytes {
-		sealed, bytes, f = s.take()
-	} else if len(s.events) == 1 {
+	var out [2]sealed
+	n := 0
+	if len(s.events) > 0 && (len(s.payload)+w > cap(s.payload) || len(s.payload)+w > int(c.policy.MaxBytes)) {
+		// It does not fit: the open chunk goes first (a chunk passes MaxBytes only when it is
+		// one event, and its buffer never moves, so that the lines its events point to stay its
+		// payload's).
+		s.grow = len(s.payload)+w > cap(s.payload)
+		out[n], n = s.take(), n+1
+	}
+	if len(s.events) == 0 {
+		size := s.last + s.last/4 // as large as the last chunk, and some
+		if s.grow {
+			size = 2 * s.last
+		}
+		s.payload = make([]byte, 0, max(w, min(int(c.policy.MaxBytes), max(size, minChunkBuffer))))
 		s.opened = time.Now()
 		s.timer.Reset(c.policy.Linger)
 	}
+	start := len(s.payload)
+	s.payload = append(append(s.payload, line...), '\n')
+	if len(e.Raw) == 0 {
+		e.Raw = s.payload[start : len(s.payload)-1 : len(s.payload)-1]
+	}
+	s.events = append(s.events, e)
+	s.foreign = s.foreign || foreign
+	if len(s.events) >= c.policy.MaxEvents || len(s.payload) >= int(c.policy.MaxBytes) {
+		s.grow = false
+		out[n], n = s.take(), n+1
+	}
 	s.mu.Unlock()
 	c.pick.Put(s)
-	if sealed != nil {
-		c.publish(sealed, bytes, f)
+	for _, ch := range out[:n] {
+		c.publish(ch)
 	}
 	return nil
 }
 
 // take empties the shard and returns what it held; called with mu held.
-func (s *shard) take() ([]*event.Event, int64, bool) {
-	events, bytes, foreign := s.events, s.bytes, s.foreign
-	s.events, s.bytes, s.foreign = make([]*event.Event, 0, cap(events)), 0, false
+func (s *shard) take() sealed {
+	ch := sealed{events: s.events, payload: s.payload, foreign: s.foreign}
+	s.last = len(s.payload)
+	s.events, s.payload, s.foreign = make([]*event.Event, 0, cap(s.events)), nil, false
 	s.timer.Stop()
-	return events, bytes, foreign
+	return ch
 }
 
 // lingered seals the shard's chunk once it is Linger old (a timer armed for an earlier chunk finds a
@@ -116,42 +150,37 @@ func (s *shard) lingered() {
 		s.mu.Unlock()
 		return
 	}
-	events, bytes, foreign := s.take()
+	s.grow = false
+	ch := s.take()
 	s.mu.Unlock()
-	s.c.publish(events, bytes, foreign)
+	s.c.publish(ch)
 }
 
 // flush seals and publishes every open chunk now (shutdown).
 func (c *chunker) flush() {
 	for _, s := range c.shards {
 		s.mu.Lock()
-		var events []*event.Event
-		var bytes int64
-		var foreign bool
+		var ch sealed
 		if len(s.events) > 0 {
-			events, bytes, foreign = s.take()
+			ch = s.take()
 		}
 		s.mu.Unlock()
-		if events != nil {
-			c.publish(events, bytes, foreign)
+		if ch.events != nil {
+			c.publish(ch)
 		}
 	}
 }
 
 // publish publishes a sealed chunk under its reservation.
-func (c *chunker) publish(events []*event.Event, bytes int64, foreign bool) {
-	payload := make([]byte, 0, bytes)
-	for _, e := range events {
-		payload = append(append(payload, e.Raw...), '\n')
-	}
-	msg := message.NewMessage(event.NewID().String(), payload)
-	msg.Metadata.Set(event.MetadataEvents, strconv.Itoa(len(events)))
+func (c *chunker) publish(ch sealed) {
+	msg := message.NewMessage(event.NewID().String(), ch.payload)
+	msg.Metadata.Set(event.MetadataEvents, strconv.Itoa(len(ch.events)))
 	msg.Metadata.Set(event.MetadataFormat, event.ChunkFormat)
-	if !foreign {
-		msg.SetContext(event.NewContext(context.Background(), events))
+	if !ch.foreign {
+		msg.SetContext(event.NewContext(context.Background(), ch.events))
 	}
-	if err := c.bus.PublishReserved(c.topic, int64(len(events)), bytes, msg); err != nil {
-		c.lost(dropReason(err), len(events))
+	if err := c.bus.PublishReserved(c.topic, int64(len(ch.events)), int64(len(ch.payload)), msg); err != nil {
+		c.lost(dropReason(err), len(ch.events))
 	}
 }
 

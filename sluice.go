@@ -280,7 +280,7 @@ func (p *Pipeline) openBlob(ctx context.Context, r Route) (subscribers.Sink, err
 		}
 		store = s
 	}
-	sink, err := blobsink.New(store, blobsink.Config{Prefix: r.Prefix, WriteTimeout: p.cfg.Blob.WriteTimeout})
+	sink, err := blobsink.New(store, blobsink.Config{Prefix: r.Prefix, WriteTimeout: p.cfg.Blob.WriteTimeout, GzipLevel: p.cfg.Blob.GzipLevel})
 	if err != nil {
 		return nil, err
 	}
@@ -310,29 +310,38 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 		return &DropError{Why: bus.ReasonClosed, Err: ErrClosed}
 	}
 	foreign := len(e.Raw) > 0
+	line := e.Raw
 	matched, accepted := 0, 0
 	var lastErr error
 	lastReason := ""
+	var scratch *[]byte
 	for _, r := range p.routes {
 		if !r.match(e) {
 			continue
 		}
 		matched++
-		if !foreign && e.Raw == nil {
-			raw, err := e.AppendJSON(make([]byte, 0, 512))
+		if line == nil {
+			// Encoded once, into a buffer of this processor's; each route copies the line into
+			// its chunk, and e.Raw becomes the first route's copy.
+			scratch = encodeBuffers.Get().(*[]byte)
+			raw, err := e.AppendJSON((*scratch)[:0])
 			if err != nil {
+				encodeBuffers.Put(scratch)
 				p.metrics.drop(publishers.ReasonPublishError, "", 1)
 				return &DropError{Why: publishers.ReasonPublishError, Err: err}
 			}
-			e.Raw = raw
+			*scratch, line = raw, raw
 		}
-		if err := r.chunks.add(e, foreign); err != nil {
+		if err := r.chunks.add(e, line, foreign); err != nil {
 			reason := dropReason(err)
 			p.metrics.drop(reason, r.cfg.Name, 1)
 			lastErr, lastReason = err, reason
 			continue
 		}
 		accepted++
+	}
+	if scratch != nil && cap(*scratch) <= maxEncodeBuffer {
+		encodeBuffers.Put(scratch)
 	}
 	switch {
 	case matched == 0:
@@ -343,6 +352,13 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 	}
 	return nil
 }
+
+// encodeBuffers hold the encoding of an event while Publish copies it into the routes' chunks.
+var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// maxEncodeBuffer bounds the buffers that go back to encodeBuffers, so that one huge event does not
+// pin its memory.
+const maxEncodeBuffer = 64 << 10
 
 // DropError says why an event was not accepted; publishers count it by Reason.
 type DropError struct {
