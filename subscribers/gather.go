@@ -47,9 +47,10 @@ const drainWait = 20 * time.Millisecond
 // the router handler that writes a batch, and its middleware (retry, throttle, circuit breaker), run
 // once per batch, not once per chunk or per event.
 //
-// A batch message carries the chunks' payloads one after the other (NDJSON), the number of events in
-// event.MetadataEvents, and, in its context, the decoded events and the lines that could not be
-// decoded (Contents reads them). Its UUID is the batch id (event.BatchID of its events). When it is
+// A batch message carries the number of events in event.MetadataEvents and, in its context, the
+// decoded events and the lines that could not be decoded (Contents reads them). Its payload is the
+// chunks' payloads one after the other (NDJSON), or empty when every chunk came with its events
+// decoded in its context (in process): read a batch with Contents, not from its payload. Its UUID is the batch id (event.BatchID of its events). When it is
 // acked every chunk message of it is acked; when it is nacked (or its subscription ends first) every
 // chunk message is nacked, and the bus offers them again. So a chunk is acknowledged only once every
 // event of it is written.
@@ -159,6 +160,8 @@ type gathered struct {
 	events []*event.Event
 	bad    []*event.LineError
 	bytes  int64
+	// inProcess says every chunk's events came decoded in its context.
+	inProcess bool
 	// deadline is when the batch is sealed unless it fills first.
 	deadline time.Time
 	msg      *message.Message // built once sealed
@@ -302,7 +305,10 @@ func (g *gatherer) add(b *gathered, m *message.Message, events []*event.Event, b
 		if eager {
 			wait = min(wait, drainWait)
 		}
-		b = &gathered{deadline: time.Now().Add(wait)}
+		b = &gathered{deadline: time.Now().Add(wait), inProcess: true}
+	}
+	if _, ok := event.FromContext(m.Context()); !ok {
+		b.inProcess = false
 	}
 	b.chunks = append(b.chunks, m)
 	b.events = append(b.events, events...)
@@ -311,11 +317,16 @@ func (g *gatherer) add(b *gathered, m *message.Message, events []*event.Event, b
 	return b
 }
 
-// message builds the batch message of b.
+// message builds the batch message of b. Its payload is the chunks' payloads one after the other,
+// except when every chunk's events came decoded in its context (in process): then nothing reads the
+// bytes, and the payload is left empty rather than copied.
 func (b *gathered) message(parent context.Context) *message.Message {
-	payload := make([]byte, 0, b.bytes)
-	for _, m := range b.chunks {
-		payload = append(payload, m.Payload...)
+	var payload []byte
+	if !b.inProcess {
+		payload = make([]byte, 0, b.bytes)
+		for _, m := range b.chunks {
+			payload = append(payload, m.Payload...)
+		}
 	}
 	id := event.NewID()
 	if len(b.events) > 0 {
