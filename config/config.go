@@ -60,6 +60,8 @@ type Blob struct {
 	Container        string        `yaml:"container"`
 	Dir              string        `yaml:"dir"`
 	WriteTimeout     time.Duration `yaml:"write_timeout"`
+	// GzipLevel is the archive's gzip level, 1 (fastest) to 9 (smallest).
+	GzipLevel int `yaml:"gzip_level"`
 }
 
 // Bus configures the in-process bounded bus.
@@ -187,6 +189,7 @@ func Default() Config {
 			Container:    "logs",
 			Dir:          "./sluice-data/blobs",
 			WriteTimeout: 30 * time.Second,
+			GzipLevel:    2,
 		},
 		Bus: Bus{
 			Driver:             "memory",
@@ -352,6 +355,9 @@ func (c Config) Validate() error {
 	}
 	if c.Blob.WriteTimeout <= 0 {
 		bad("blob.write_timeout", c.Blob.WriteTimeout, "must be positive")
+	}
+	if c.Blob.GzipLevel < 1 || c.Blob.GzipLevel > 9 {
+		bad("blob.gzip_level", c.Blob.GzipLevel, "must be 1 (fastest) to 9 (smallest)")
 	}
 	if c.Bus.Driver != "memory" {
 		bad("bus.driver", c.Bus.Driver, `unknown bus driver (want "memory")`)

@@ -85,6 +85,8 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{name: "duplicate route", yaml: "routes:\n  - {name: x, sink: blob}\n  - {name: x, sink: blob}\n",
 			want: []string{"routes[1](x).name", "already used by routes[0]"}},
 		{name: "bad container", env: []string{"SLUICE_BLOB_CONTAINER=Logs_1"}, want: []string{"blob.container (SLUICE_BLOB_CONTAINER)"}},
+		{name: "bad gzip level", env: []string{"SLUICE_BLOB_GZIP_LEVEL=12"},
+			want: []string{"blob.gzip_level (SLUICE_BLOB_GZIP_LEVEL) = 12: must be 1 (fastest) to 9 (smallest)"}},
 		{name: "bad chunk policy", yaml: "routes:\n  - {name: x, sink: blob, chunk: {max_events: -1, linger: -5ms}}\n",
 			want: []string{"routes[0](x).chunk.max_events = -1", "routes[0](x).chunk.linger = -5ms"}},
 		{name: "bad path pattern", yaml: "routes:\n  - {name: x, sink: blob, paths: [\"api/[\"]}\n", want: []string{"routes[0](x).paths"}},

@@ -51,12 +51,17 @@ type Config struct {
 	// Concurrency is how many blobs of one batch (a batch spanning several hours makes one blob per
 	// hour) are stored at once. Default 4.
 	Concurrency int
+	// GzipLevel is the gzip compression level, 1 (fastest) to 9 (smallest). Default 2: on realistic
+	// events (BenchmarkGzip) it compresses 1.7 times as fast as the default level 6 for 88% of its
+	// ratio (7.0 against 8.0), and the CPU it saves is the request path's on a shared machine.
+	GzipLevel int
 }
 
 // Defaults of Config.
 const (
 	DefaultWriteTimeout = 30 * time.Second
 	DefaultConcurrency  = 4
+	DefaultGzipLevel    = 2
 )
 
 // DefaultConfig returns the configuration that the zero Config stands for, with its defaults filled in.
@@ -73,6 +78,9 @@ func (c *Config) setDefaults() {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
+	if c.GzipLevel == 0 {
+		c.GzipLevel = DefaultGzipLevel
+	}
 }
 
 // A blob's name is at most 1024 characters in Azure, and a file name at most 255 bytes on common file
@@ -84,6 +92,9 @@ const (
 
 // Validate reports the first invalid value, naming its key. Zero values stand for the defaults.
 func (c Config) Validate() error {
+	if c.GzipLevel < 0 || c.GzipLevel > 9 {
+		return fmt.Errorf("`gzip_level` (%d) must be 1 (fastest) to 9 (smallest)", c.GzipLevel)
+	}
 	if c.Prefix != "" {
 		for _, seg := range strings.Split(c.Prefix, "/") {
 			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "\\\x00") {
@@ -124,6 +135,9 @@ type Sink struct {
 	store  Store
 	cfg    Config
 	closed atomic.Bool
+	// encoders keeps a few encoders (gzip state and buffers) from one write to the next; unlike a
+	// sync.Pool it is not emptied by every garbage collection, which made each batch build them again.
+	encoders chan *encoder
 }
 
 var _ subscribers.Sink = (*Sink)(nil)
@@ -137,7 +151,7 @@ func New(store Store, cfg Config) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("blobsink: invalid config: %w", err)
 	}
-	return &Sink{store: store, cfg: cfg}, nil
+	return &Sink{store: store, cfg: cfg, encoders: make(chan *encoder, 2*cfg.Concurrency)}, nil
 }
 
 // Name implements subscribers.Sink.
@@ -177,12 +191,12 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	defer func() {
 		for _, o := range objs {
 			if o.enc != nil {
-				putEncoder(o.enc)
+				s.putEncoder(o.enc)
 			}
 		}
 	}()
 	for i, p := range parts {
-		enc := getEncoder()
+		enc := s.getEncoder()
 		objs[i].enc = enc
 		data, err := enc.encode(p)
 		if err != nil {
@@ -325,20 +339,27 @@ type encoder struct {
 // maxPooledBytes bounds the buffers that go back to the pool, so one huge batch does not pin its memory.
 const maxPooledBytes = 8 << 20
 
-// encoders hold klauspost's gzip at its default level: BenchmarkGzip measured it 2.5 times as fast as
-// compress/gzip's default for nearly the same ratio.
-var encoders = sync.Pool{New: func() any {
-	zw, _ := gzip.NewWriterLevel(nil, gzip.DefaultCompression)
+func (s *Sink) getEncoder() *encoder {
+	select {
+	case e := <-s.encoders:
+		return e
+	default:
+	}
+	zw, err := gzip.NewWriterLevel(nil, s.cfg.GzipLevel)
+	if err != nil { // Validate has checked the level
+		panic(err)
+	}
 	return &encoder{zw: zw, seen: map[uuid.UUID]struct{}{}}
-}}
+}
 
-func getEncoder() *encoder { return encoders.Get().(*encoder) }
-
-func putEncoder(e *encoder) {
+func (s *Sink) putEncoder(e *encoder) {
 	if cap(e.ndjson) > maxPooledBytes || e.gz.Cap() > maxPooledBytes || len(e.seen) > maxPooledEvents {
 		return
 	}
-	encoders.Put(e)
+	select {
+	case s.encoders <- e:
+	default:
+	}
 }
 
 // maxPooledEvents bounds the id set that goes back to the pool.
@@ -348,7 +369,14 @@ const maxPooledEvents = 1 << 14
 // deliver an event twice into one batch); the bytes are valid until the encoder is reused.
 func (enc *encoder) encode(events []*event.Event) ([]byte, error) {
 	clear(enc.seen)
+	need := 0
+	for _, e := range events {
+		need += len(e.Raw) + 1 // events decoded or encoded in process carry their encoding
+	}
 	buf := enc.ndjson[:0]
+	if cap(buf) < need {
+		buf = make([]byte, 0, need)
+	}
 	for _, e := range events {
 		if _, dup := enc.seen[e.ID]; dup {
 			continue

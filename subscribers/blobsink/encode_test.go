@@ -33,6 +33,9 @@ func BenchmarkGzip(b *testing.B) {
 		{"stdlib/speed", stdGzip, gzip.BestSpeed},
 		{"klauspost/default", kGzip, kgzip.DefaultCompression},
 		{"klauspost/speed", kGzip, kgzip.BestSpeed},
+		{"klauspost/2", kGzip, 2},
+		{"klauspost/3", kGzip, 3},
+		{"klauspost/4", kGzip, 4},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			zw := c.new(c.lvl)
