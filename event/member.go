@@ -1,0 +1,117 @@
+package event
+
+import "bytes"
+
+// RawMember returns the value of the member key of the JSON object raw (top level only), as it stands
+// in raw (no copy), and whether raw has it. Keys are compared as they are written, unescaped: the
+// keys of an event's encoding never need escapes. Malformed JSON yields false.
+//
+// Publishers keep an event's nested parts (Request, Response, Attrs) only as JSON in its Raw once it is
+// encoded (see Lean); a sink that stores them separately reads them back with RawMember.
+func RawMember(raw []byte, key string) ([]byte, bool) {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return nil, false
+	}
+	i++
+	for {
+		i = skipSpace(raw, i)
+		if i >= len(raw) || raw[i] != '"' {
+			return nil, false // '}' of an object without the key, or malformed
+		}
+		end := skipString(raw, i)
+		if end < 0 {
+			return nil, false
+		}
+		k := raw[i+1 : end-1]
+		i = skipSpace(raw, end)
+		if i >= len(raw) || raw[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(raw, i+1)
+		vend := skipValue(raw, i)
+		if vend < 0 {
+			return nil, false
+		}
+		if string(k) == key {
+			return raw[i:vend], true
+		}
+		i = skipSpace(raw, vend)
+		if i >= len(raw) || raw[i] != ',' {
+			return nil, false
+		}
+		i++
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string that starts at b[i] ('"'), or -1.
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); {
+		k := bytes.IndexAny(b[j:], "\"\\")
+		if k < 0 {
+			return -1
+		}
+		j += k
+		if b[j] == '"' {
+			return j + 1
+		}
+		j += 2 // a backslash and the character it escapes
+	}
+	return -1
+}
+
+// skipValue returns the index after the JSON value that starts at b[i], or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				end := skipString(b, j)
+				if end < 0 {
+					return -1
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i // a number, true, false or null
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
+}
+
+// Lean drops the event's nested parts (Request, Response, Attrs) once Raw holds its encoding: they
+// stay in Raw (RawMember reads them) and the event holds far less memory, and fewer pointers for the
+// garbage collector, while it waits in the bus. It does nothing when Raw is empty.
+func (e *Event) Lean() {
+	if len(e.Raw) == 0 {
+		return
+	}
+	e.Request, e.Response, e.Attrs = nil, nil, nil
+}
