@@ -23,7 +23,8 @@ import (
 // stays in that core's cache; any goroutine may still use any shard (the lock keeps that correct).
 //
 // An event's JSON line is copied once, into the open chunk's payload, which becomes the message's
-// payload as it is; the event's Raw is that line (no other copy of the encoding is kept).
+// payload as it is; the event's Raw is that line (no other copy of the encoding is kept), and the
+// event is made lean (event.Lean): its request, response and attributes stay in Raw only.
 //
 // Every appended event first reserves its room on the bus (bus.Reserve): open chunks count toward the
 // route's bound, an event that finds no room is refused at once (the request path never waits), and
@@ -113,6 +114,7 @@ func (c *chunker) add(e *event.Event, line []byte, foreign bool) error {
 	s.payload = append(append(s.payload, line...), '\n')
 	if len(e.Raw) == 0 {
 		e.Raw = s.payload[start : len(s.payload)-1 : len(s.payload)-1]
+		e.Lean() // its nested parts live on in Raw only: far less memory held while it waits
 	}
 	s.events = append(s.events, e)
 	s.foreign = s.foreign || foreign

@@ -301,7 +301,8 @@ func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
 // count toward that share: a route that has no room refuses the event at once, and it is counted as
 // dropped for that route, by reason (a stuck sink fills only its own share). Publish returns a
 // *DropError only when no route took the event; an event that no route wants is counted as unrouted
-// and is not an error. Publish keeps e (and sets its Raw): the caller must not change it afterwards.
+// and is not an error. Publish keeps e (and sets its Raw, then drops its Request, Response and Attrs,
+// which stay in Raw: see event.Lean): the caller must not use it afterwards.
 // An event whose Raw is already set (bytes received from elsewhere) is forwarded as those bytes, which
 // the routes decode and validate.
 func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {

@@ -69,6 +69,17 @@ func eventRow(e *event.Event) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("event %s: attrs: %w", e.ID, err)
 	}
+	if len(e.Raw) > 0 { // a lean event (event.Lean): its nested parts are in its encoding only
+		if e.Request == nil {
+			req = rawJSON(e.Raw, "request")
+		}
+		if e.Response == nil {
+			resp = rawJSON(e.Raw, "response")
+		}
+		if e.Attrs == nil {
+			attrs = rawJSON(e.Raw, "attrs")
+		}
+	}
 	return []any{
 		e.ID, e.TS, string(e.Level), string(e.Kind), cleanText(e.Message),
 		optText(e.Service), optText(e.RequestID), optText(e.TraceID), optText(e.SpanID),
@@ -106,6 +117,16 @@ func optJSON(doc []byte) any {
 
 // jsonMessage encodes a captured request or response as a jsonb document (nil, NULL, when m is nil). A
 // body whose JSON is not valid JSON is kept as text rather than refused.
+// rawJSON is the member key of an event's encoding, made safe for PostgreSQL, or nil when it is absent
+// or null.
+func rawJSON(raw []byte, key string) []byte {
+	v, ok := event.RawMember(raw, key)
+	if !ok || string(v) == "null" {
+		return nil
+	}
+	return cleanJSON(v)
+}
+
 func jsonMessage(m *event.Message) ([]byte, error) {
 	if m == nil {
 		return nil, nil
