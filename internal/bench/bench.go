@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -159,6 +161,18 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("bench: invalid config: %w", err)
+	}
+	if cfg.ServerProfileDir != "" {
+		// The demos run in directories of their own: they get the profile directory absolute, and
+		// existing (they only create their files).
+		dir, err := filepath.Abs(cfg.ServerProfileDir)
+		if err == nil {
+			err = os.MkdirAll(dir, 0o755)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bench: server profiles: %w", err)
+		}
+		cfg.ServerProfileDir = dir
 	}
 	start := time.Now()
 	pr := &progress{w: cfg.Progress, start: start}

@@ -5,11 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"image/png"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,6 +76,14 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 	positive["overload.overload.latency.p99_ms"] = o.Overload.Latency.P99
 	positive["overload.peak_rss_bytes"] = float64(o.PeakRSSBytes)
 	positive["overload.max_goroutines"] = float64(o.MaxGoroutines)
+	if o.MaxGoroutinesBesidesConnections == nil {
+		t.Error("overload.max_goroutines_besides_connections is null")
+	} else {
+		positive["overload.max_goroutines_besides_connections"] = float64(*o.MaxGoroutinesBesidesConnections)
+	}
+	for _, s := range o.Samples {
+		positive["overload.samples.http_connections"] = max(positive["overload.samples.http_connections"], float64(s.HTTPConnections))
+	}
 	positive["overload.events_published"] = o.EventsPublished
 	positive["overload.samples"] = float64(len(o.Samples))
 	for _, q := range r.Ratios {
@@ -85,8 +97,8 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 	if want := []string{"off", "echo", "echo_file", "sluice"}; !slices.Equal(keys, want) {
 		t.Errorf("the HTTP modes are %v, want %v", keys, want)
 	}
-	if len(r.Ratios) != 10 {
-		t.Errorf("%d ratios, want 10", len(r.Ratios))
+	if len(r.Ratios) != 11 {
+		t.Errorf("%d ratios, want 11", len(r.Ratios))
 	}
 
 	dir := t.TempDir()
@@ -121,7 +133,8 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 	var table bytes.Buffer
 	r.WriteTable(&table)
 	for _, want := range []string{"PostgreSQL sink", "Blob sink", "HTTP end to end", "Overload", "Ratios",
-		"| Echo request logger to a file |", "CPU/request vs off"} {
+		"| Echo request logger to a file |", "CPU/request vs off", "most goroutines besides HTTP connections",
+		"Overload: sluice's goroutines besides HTTP connections"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("the table has no %q section", want)
 		}
@@ -162,8 +175,9 @@ var stableKeys = []string{
 	"http.echo.max_sustained_rps", "http.sluice.max_sustained_rps", "http.sluice.cpu_seconds", "http.sluice.peak_rss_bytes",
 	"http.echo_file.max_sustained_rps", "http.echo_file.cpu_seconds", "http.echo_file.peak_rss_bytes",
 	"overload.rate", "overload.baseline.latency.p99_ms", "overload.overload.latency.p99_ms", "overload.peak_rss_bytes",
-	"overload.max_goroutines", "overload.events_dropped", "overload.samples.rss_bytes", "overload.samples.heap_inuse_bytes",
-	"overload.samples.stack_inuse_bytes", "overload.samples.goroutines",
+	"overload.max_goroutines", "overload.max_goroutines_besides_connections", "overload.events_dropped",
+	"overload.samples.rss_bytes", "overload.samples.heap_inuse_bytes", "overload.samples.stack_inuse_bytes",
+	"overload.samples.goroutines", "overload.samples.http_connections",
 	"ratios.key", "ratios.value", "ratios.goal", "ratios.met",
 }
 
@@ -269,5 +283,73 @@ go_goroutines 42
 	}
 	if r := m.byLabel("sluice_events_dropped_total", "reason"); r["queue_full"] != 8 || r["closed"] != 2 {
 		t.Errorf("by reason: %v", r)
+	}
+}
+
+// TestTableOfOlderResults renders results written before the goroutines besides the HTTP connections
+// were measured: the column shows —, and the figures that are there still show.
+func TestTableOfOlderResults(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.json")
+	old := `{"schema": 1, "overload": {"rate": 5000, "max_goroutines": 1050, "samples": [{"second": 1, "goroutines": 1050}]},
+		"ratios": [{"key": "overload_peak_rss_mb", "name": "Overload: peak RSS of the server", "value": 40, "goal": 150,
+		"better": "lower", "met": true, "unit": "MiB"}]}`
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ReadJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Overload.MaxGoroutinesBesidesConnections != nil {
+		t.Errorf("max_goroutines_besides_connections = %d, want nil", *r.Overload.MaxGoroutinesBesidesConnections)
+	}
+	var table bytes.Buffer
+	r.WriteTable(&table)
+	if want := "| 1,050 | — |"; !strings.Contains(table.String(), want) {
+		t.Errorf("the table has no %q:\n%s", want, table.String())
+	}
+	if err := r.WritePlot(filepath.Join(t.TempDir(), "old.png")); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestOpenConns checks that the load target counts its connections while they are open, once each.
+func TestOpenConns(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	target := newLoadTarget(srv.URL)
+	conns := make([]net.Conn, 3)
+	for i := range conns {
+		c, err := target.client.Transport.(*http.Transport).DialContext(context.Background(), "tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	if n := target.openConns(); n != 3 {
+		t.Errorf("%d open after 3 dials, want 3", n)
+	}
+	var wg sync.WaitGroup
+	for range 4 { // closed concurrently, and more than once
+		for _, c := range conns[:2] {
+			wg.Go(func() { _ = c.Close() })
+		}
+	}
+	wg.Wait()
+	if n := target.openConns(); n != 1 {
+		t.Errorf("%d open after closing 2 of 3, want 1", n)
+	}
+	_ = conns[2].Close()
+
+	o := attack(context.Background(), target, 200, 200*time.Millisecond, nil)
+	if o.errors > 0 || len(o.latencies) == 0 {
+		t.Fatalf("attack: %d errors of %d requests", o.errors, len(o.latencies))
+	}
+	if n := target.openConns(); n < 1 || n > maxInFlight {
+		t.Errorf("%d open after an attack (keep-alive), want 1 to %d", n, maxInFlight)
+	}
+	target.close()
+	if n := target.openConns(); n != 0 {
+		t.Errorf("%d open after closing the idle connections, want 0", n)
 	}
 }

@@ -37,6 +37,8 @@ type loadTarget struct {
 	targets []vegeta.Target
 	// answered counts the responses of every attack on the target (whatever their status).
 	answered atomic.Int64
+	// conns counts the client's connections to the target that are open: dialled and not yet closed.
+	conns atomic.Int64
 }
 
 // newLoadTarget is the request mix against the demo at base ("http://127.0.0.1:PORT").
@@ -45,11 +47,20 @@ func newLoadTarget(base string) *loadTarget {
 	header := http.Header{"User-Agent": {"sluice-bench/1"}}
 	jsonHeader := http.Header{"User-Agent": {"sluice-bench/1"}, "Content-Type": {"application/json"}}
 	hello := vegeta.Target{Method: http.MethodGet, URL: base + "/hello", Header: header}
-	t := &loadTarget{client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+	t := &loadTarget{}
+	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
+	t.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			t.conns.Add(1)
+			return &countedConn{Conn: c, open: &t.conns}, nil
+		},
 		MaxIdleConnsPerHost: maxInFlight, MaxConnsPerHost: maxInFlight, IdleConnTimeout: 30 * time.Second,
 		DisableCompression: true,
-	}}}
+	}}
 	for range 8 {
 		t.targets = append(t.targets, hello)
 	}
@@ -61,6 +72,24 @@ func newLoadTarget(base string) *loadTarget {
 
 // close closes the target's idle connections.
 func (t *loadTarget) close() { t.client.CloseIdleConnections() }
+
+// openConns is how many connections the client has open to the target: dialled, idle or busy, not yet
+// closed. The demo's HTTP server runs a goroutine for each.
+func (t *loadTarget) openConns() int64 { return t.conns.Load() }
+
+// countedConn is a connection counted in open until its first Close.
+type countedConn struct {
+	net.Conn
+	open   *atomic.Int64
+	closed atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.open.Add(-1)
+	}
+	return c.Conn.Close()
+}
 
 // maxInFlight bounds the requests in flight, and so the connections, of one attack: far more than any
 // sustained step needs (rate x latency: 30,000/s x 1 ms is 30), few enough that a stalled server does

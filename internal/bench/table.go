@@ -91,8 +91,13 @@ func (r *Results) WriteTable(w io.Writer) {
 			t.row(s.name, fixed(s.s.Seconds, 0), count(s.s.AchievedRPS), fixed(s.s.Latency.P50, 2), fixed(s.s.Latency.P99, 2),
 				fixed(s.s.Latency.P999, 2), count(float64(s.s.Errors)))
 		}
-		t.header("peak RSS MiB", "highest RSS sampled MiB", "most goroutines sampled", "events published", "events dropped")
-		t.row(mib(o.PeakRSSBytes), mib(o.MaxRSSBytes), count(float64(o.MaxGoroutines)), count(o.EventsPublished),
+		besides := "—" // not measured by the run that wrote the results
+		if g := o.MaxGoroutinesBesidesConnections; g != nil {
+			besides = count(float64(*g))
+		}
+		t.header("peak RSS MiB", "highest RSS sampled MiB", "most goroutines sampled",
+			"most goroutines besides HTTP connections", "events published", "events dropped")
+		t.row(mib(o.PeakRSSBytes), mib(o.MaxRSSBytes), count(float64(o.MaxGoroutines)), besides, count(o.EventsPublished),
 			count(o.EventsDropped)+dropReasons(o.DroppedByReason))
 	}
 	if len(r.Ratios) > 0 {
