@@ -21,7 +21,7 @@ func (r *Results) WriteTable(w io.Writer) {
 			name string
 			t    PGThroughput
 		}{
-			{"sluice: bus, batcher, COPY (a stage + ON CONFLICT only on a replay)", pg.Sluice},
+			{"sluice: chunks on the bus, batch subscriber, COPY (a stage + ON CONFLICT only on a replay)", pg.Sluice},
 			{"raw pgx CopyFrom, 1,000 rows per COPY (ceiling)", pg.RawCopyFrom},
 			{"one goroutine + one INSERT per event, 4 connections (the design replaced)", pg.PerEventInsert},
 			{"the same through 1 connection", pg.PerEventInsertOneConn},
@@ -40,7 +40,7 @@ func (r *Results) WriteTable(w io.Writer) {
 			name string
 			t    BlobThroughput
 		}{
-			{"sluice: bus, batcher, gzip NDJSON per batch", b.Sluice},
+			{"sluice: chunks on the bus, batch subscriber, gzip NDJSON per batch", b.Sluice},
 			{"one JSON blob per event, 8 uploads at a time (the design replaced)", b.PerEventBlob},
 			{"one gzip NDJSON upload of every event (ceiling)", b.OneUpload},
 		} {
