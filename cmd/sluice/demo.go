@@ -129,8 +129,9 @@ func configAttrs(cfg sluice.Config) []any {
 		attrs = append(attrs, kv.Key, kv.Value)
 	}
 	for _, r := range cfg.EffectiveRoutes() {
-		attrs = append(attrs, "route."+r.Name, fmt.Sprintf("%s levels=%v kinds=%v paths=%v batch=%d/%dB/%v",
-			r.Sink, r.Levels, r.Kinds, r.Paths, r.Batch.MaxEvents, r.Batch.MaxBytes, r.Batch.MaxWait))
+		attrs = append(attrs, "route."+r.Name, fmt.Sprintf("%s levels=%v kinds=%v paths=%v chunk=%d/%dB/%v batch=%d/%dB/%v",
+			r.Sink, r.Levels, r.Kinds, r.Paths, r.Chunk.MaxEvents, r.Chunk.MaxBytes, r.Chunk.Linger,
+			r.Batch.MaxEvents, r.Batch.MaxBytes, r.Batch.MaxWait))
 	}
 	return attrs
 }
