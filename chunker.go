@@ -30,7 +30,6 @@ import (
 // route's bound, an event that finds no room is refused at once (the request path never waits), and
 // a sealed chunk is published under its reservation, so it is never refused for lack of room.
 type chunker struct {
-	route  string
 	topic  string
 	bus    *bus.Bus
 	policy config.ChunkPolicy
@@ -68,8 +67,8 @@ type sealed struct {
 // minChunkBuffer is the smallest payload buffer a chunk starts with.
 const minChunkBuffer = 4 << 10
 
-func newChunker(route, topic string, b *bus.Bus, p config.ChunkPolicy, lost func(string, int)) *chunker {
-	c := &chunker{route: route, topic: topic, bus: b, policy: p, lost: lost}
+func newChunker(topic string, b *bus.Bus, p config.ChunkPolicy, lost func(string, int)) *chunker {
+	c := &chunker{topic: topic, bus: b, policy: p, lost: lost}
 	n := runtime.GOMAXPROCS(0)
 	c.shards = make([]*shard, n)
 	for i := range c.shards {

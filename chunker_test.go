@@ -326,7 +326,7 @@ func BenchmarkChunkerAdd(b *testing.B) {
 		}
 	}()
 	var refused atomic.Int64
-	c := newChunker("r", "t", bs, config.DefaultChunkPolicy(), func(string, int) { refused.Add(1) })
+	c := newChunker("t", bs, config.DefaultChunkPolicy(), func(string, int) { refused.Add(1) })
 	raw := []byte(`{"id":"0190b4f4-0000-7000-8000-000000000000","ts":"2026-12-02T00:00:00Z","level":"INFO","kind":"app","message":"benchmark"}`)
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/publishers"
@@ -76,7 +77,7 @@ func newMetrics(b *bus.Bus) *metrics {
 	m.publishedApp = m.published.WithLabelValues(publishers.SourceApp)
 	m.reg.MustRegister(m.published, m.sampledOut, m.written, m.writeErrors, m.batchSize, m.writeSeconds, m.breaker,
 		m.dropped, m.deadLetters, m.retries, m.unrouted, m,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -112,7 +112,7 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 		return err
 	}
 	topic := p.cfg.Bus.Topic + "." + r.Name
-	h := p.router.AddNoPublisherHandler("sluice."+r.Name, topic, batches, writer.Handle)
+	h := p.router.AddConsumerHandler("sluice."+r.Name, topic, batches, writer.Handle)
 	if r.Throttle.EventsPerSecond > 0 {
 		h.AddMiddleware(NewThrottle(r.Throttle.EventsPerSecond).Middleware)
 	}
@@ -130,7 +130,7 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 		}.Middleware)
 	}
 	h.AddMiddleware(br.Middleware)
-	chunks := newChunker(r.Name, topic, p.bus, r.Chunk, func(reason string, n int) { p.metrics.drop(reason, r.Name, n) })
+	chunks := newChunker(topic, p.bus, r.Chunk, func(reason string, n int) { p.metrics.drop(reason, r.Name, n) })
 	p.routes = append(p.routes, &route{cfg: r, topic: topic, match: match, sink: sink, breaker: br, chunks: chunks, batches: batches})
 	return nil
 }

@@ -34,7 +34,7 @@ func ExampleBatchSubscriber() {
 	writer, _ := subscribers.NewWriter(subscribers.WriterConfig{Route: "archive", Sink: printSink{}})
 
 	router, _ := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
-	router.AddNoPublisherHandler("archive", "logs.archive", batches, writer.Handle)
+	router.AddConsumerHandler("archive", "logs.archive", batches, writer.Handle)
 	go func() { _ = router.Run(context.Background()) }()
 	<-router.Running()
 

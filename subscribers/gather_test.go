@@ -1010,7 +1010,7 @@ func TestBatchSubscriberWithRouterRetriesAndAcks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := router.AddNoPublisherHandler("test", "logs", s, w.Handle)
+	h := router.AddConsumerHandler("test", "logs", s, w.Handle)
 	h.AddMiddleware(middleware.Retry{MaxRetries: 5, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond,
 		Multiplier: 1, MaxElapsedTime: time.Minute}.Middleware)
 	ctx, cancel := context.WithCancel(context.Background())
