@@ -72,6 +72,7 @@ type Breaker struct {
 	openedAt time.Time
 	trial    bool          // a half-open trial write is under way
 	settled  chan struct{} // closed (and replaced) whenever a write's outcome is recorded
+	hurry    bool          // Hurry was called: an open breaker does not wait for its cooldown
 }
 
 // NewBreaker returns a closed breaker.
@@ -114,6 +115,18 @@ func (b *Breaker) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
+// Hurry makes an open breaker let a trial write through at once instead of at the end of its
+// cooldown, and again after each failed trial: used at shutdown, so that storage that came back
+// during the cooldown gets the backlog before the deadline instead of nothing. Writes still go one
+// trial at a time until one succeeds; writes waiting for the cooldown are woken.
+func (b *Breaker) Hurry() {
+	b.mu.Lock()
+	b.hurry = true
+	close(b.settled)
+	b.settled = make(chan struct{})
+	b.mu.Unlock()
+}
+
 // allow returns when a write may go: at once while closed; after the cooldown while open (as the one
 // trial); after the trial's outcome while half-open. It returns an error wrapping ErrBreakerOpen and
 // the context's error when ctx ends first.
@@ -127,7 +140,7 @@ func (b *Breaker) allow(ctx context.Context) error {
 			b.mu.Unlock()
 			return nil
 		case BreakerOpen:
-			if wait = b.cfg.Cooldown - b.cfg.Now().Sub(b.openedAt); wait <= 0 {
+			if wait = b.cfg.Cooldown - b.cfg.Now().Sub(b.openedAt); wait <= 0 || b.hurry {
 				b.state, b.trial = BreakerHalfOpen, true
 				b.mu.Unlock()
 				b.changed(from, BreakerHalfOpen)

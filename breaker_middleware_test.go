@@ -181,3 +181,52 @@ func TestBreakerLetsOneTrialAtATime(t *testing.T) {
 		t.Fatalf("a write waiting for the trial must go once it succeeded: %v", err)
 	}
 }
+
+// At shutdown the pipeline hurries its breakers: a write waiting out an hour's cooldown goes through
+// at once as the trial, and a failed trial is followed by another at once (storage that is back gets
+// the backlog before the deadline).
+func TestBreakerHurryLetsAWaitingWriteTryAtOnce(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(0, 0)}
+	b := NewBreaker(BreakerConfig{Failures: 1, Cooldown: time.Hour, Now: clock.Now})
+	var calls atomic.Int32
+	var down atomic.Bool
+	down.Store(true)
+	write := wrap(b, func(context.Context, subscribers.Batch) error {
+		calls.Add(1)
+		if down.Load() {
+			return errors.New("down")
+		}
+		return nil
+	})
+	_ = write(context.Background(), subscribers.Batch{})
+	if b.State() != BreakerOpen {
+		t.Fatalf("state %v, want open", b.State())
+	}
+	done := make(chan error, 1)
+	go func() { done <- write(context.Background(), subscribers.Batch{}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("a write went through an open breaker before Hurry: %v", err)
+	case <-time.After(20 * time.Millisecond): // it waits (the clock never moves)
+	}
+	down.Store(false)
+	b.Hurry()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the hurried trial: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Hurry did not wake the write waiting for the cooldown")
+	}
+	if calls.Load() != 2 || b.State() != BreakerClosed {
+		t.Fatalf("%d attempts, state %v: want 2 and closed", calls.Load(), b.State())
+	}
+	// Hurried, a failed trial opens the breaker and the next write tries at once all the same.
+	down.Store(true)
+	_ = write(context.Background(), subscribers.Batch{})
+	down.Store(false)
+	if err := write(context.Background(), subscribers.Batch{}); err != nil || calls.Load() != 4 {
+		t.Fatalf("write after a failed hurried trial: %v, %d attempts", err, calls.Load())
+	}
+}

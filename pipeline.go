@@ -143,6 +143,7 @@ func (p *Pipeline) close(ctx context.Context) error {
 	for _, r := range p.routes {
 		r.chunks.flush() // a Publish that raced closing lands in a chunk sealed at its linger: Drain waits for it
 		r.batches.Drain()
+		r.breaker.Hurry() // an open breaker tries now: storage that is back gets the backlog
 	}
 	drainErr := p.bus.Drain(ctx)
 	if drainErr != nil {
