@@ -151,7 +151,7 @@ type gatherer struct {
 	freed chan struct{} // a handed-out batch was acked or nacked
 	// pending is a chunk taken while a sealed batch waited, that does not fit the open one: it
 	// opens the batch after the open one.
-	pending *message.Message
+	pending *chunk
 }
 
 // gathered is a batch being gathered, then handed out.
@@ -179,18 +179,30 @@ func Contents(msg *message.Message) ([]*event.Event, []*event.LineError) {
 	if g, ok := msg.Context().Value(contentsKey{}).(*gathered); ok {
 		return g.events, g.bad
 	}
-	return chunkContents(msg)
+	c := readChunk(msg)
+	return c.events, c.bad
 }
 
-// chunkContents returns the events of one chunk message.
-func chunkContents(msg *message.Message) ([]*event.Event, []*event.LineError) {
+// chunk is one chunk message and its contents, read once.
+type chunk struct {
+	msg       *message.Message
+	events    []*event.Event
+	bad       []*event.LineError
+	inProcess bool // the events came decoded in the message's context
+}
+
+// readChunk reads the events of one chunk message: from its context when the publisher put them
+// there, else by decoding its payload.
+func readChunk(msg *message.Message) chunk {
+	c := chunk{msg: msg}
 	if err := event.CheckFormat(msg.Metadata.Get(event.MetadataFormat)); err != nil {
-		return nil, []*event.LineError{{Line: 0, Raw: msg.Payload, Err: err}}
+		c.bad = []*event.LineError{{Line: 0, Raw: msg.Payload, Err: err}}
+		return c
 	}
-	if events, ok := event.FromContext(msg.Context()); ok {
-		return events, nil
+	if c.events, c.inProcess = event.FromContext(msg.Context()); !c.inProcess {
+		c.events, c.bad = event.Decode(msg.Payload)
 	}
-	return event.Decode(msg.Payload)
+	return c
 }
 
 func (g *gatherer) run() {
@@ -253,19 +265,19 @@ func (g *gatherer) run() {
 			if !ok {
 				return
 			}
-			events, bad := chunkContents(m)
-			if cur != nil && len(cur.chunks) > 0 && (len(cur.events)+len(events) > p.MaxEvents ||
+			c := readChunk(m)
+			if cur != nil && len(cur.chunks) > 0 && (len(cur.events)+len(c.events) > p.MaxEvents ||
 				cur.bytes+int64(len(m.Payload)) > p.MaxBytes) {
 				if ready != nil {
 					// No room for it in cur, and cur cannot be sealed while another waits: it
 					// opens the batch after cur, so keep it aside until cur is sealed.
-					g.pending = m
+					g.pending = &c
 				} else {
 					seal()
 				}
 			}
 			if g.pending == nil {
-				cur = g.add(cur, m, events, bad, eager)
+				cur = g.add(cur, c, eager)
 			}
 		case out <- msg:
 			g.slots--
@@ -274,8 +286,7 @@ func (g *gatherer) run() {
 			ready = nil
 			if g.pending != nil && cur != nil { // cur can be sealed now: the kept-aside chunk opens the next
 				seal()
-				events, bad := chunkContents(g.pending)
-				cur = g.add(nil, g.pending, events, bad, eager)
+				cur = g.add(nil, *g.pending, eager)
 				g.pending = nil
 			}
 		case <-g.freed:
@@ -291,7 +302,7 @@ func (g *gatherer) run() {
 			}
 		case <-g.ctx.Done():
 			if g.pending != nil {
-				g.pending.Nack()
+				g.pending.msg.Nack()
 			}
 			return
 		}
@@ -299,7 +310,7 @@ func (g *gatherer) run() {
 }
 
 // add adds a chunk to b (a new batch when b is nil) and returns b.
-func (g *gatherer) add(b *gathered, m *message.Message, events []*event.Event, bad []*event.LineError, eager bool) *gathered {
+func (g *gatherer) add(b *gathered, c chunk, eager bool) *gathered {
 	if b == nil {
 		wait := g.s.policy.MaxWait
 		if eager {
@@ -307,13 +318,11 @@ func (g *gatherer) add(b *gathered, m *message.Message, events []*event.Event, b
 		}
 		b = &gathered{deadline: time.Now().Add(wait), inProcess: true}
 	}
-	if _, ok := event.FromContext(m.Context()); !ok {
-		b.inProcess = false
-	}
-	b.chunks = append(b.chunks, m)
-	b.events = append(b.events, events...)
-	b.bad = append(b.bad, bad...)
-	b.bytes += int64(len(m.Payload))
+	b.inProcess = b.inProcess && c.inProcess
+	b.chunks = append(b.chunks, c.msg)
+	b.events = append(b.events, c.events...)
+	b.bad = append(b.bad, c.bad...)
+	b.bytes += int64(len(c.msg.Payload))
 	return b
 }
 
