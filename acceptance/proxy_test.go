@@ -4,8 +4,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/url"
 	"sync"
 	"testing"
+
+	"github.com/sluicelog/sluice/internal/testenv"
 )
 
 // tcpProxy is a loopback TCP proxy that a test puts between sluice and a store, so that it can make
@@ -146,4 +149,22 @@ func (p *tcpProxy) serve(client net.Conn) {
 	go pipe(client, server)
 	<-done
 	<-done
+}
+
+// postgresThroughProxy returns the test database's DSN, a proxy to its server, and the same DSN
+// through the proxy (with a 2 s connect timeout), for a demo whose PostgreSQL the test cuts off.
+func postgresThroughProxy(t *testing.T) (dsn string, proxy *tcpProxy, via string) {
+	t.Helper()
+	dsn = testenv.Postgres(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy = newProxy(t, u.Host)
+	v := *u
+	v.Host = proxy.Addr()
+	q := v.Query()
+	q.Set("connect_timeout", "2")
+	v.RawQuery = q.Encode()
+	return dsn, proxy, v.String()
 }

@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -83,20 +82,8 @@ func outageEnv(sink string) []string {
 
 // PostgreSQL becomes unreachable under load and comes back.
 func TestPostgresOutage(t *testing.T) {
-	// The demo's own database is created by startDemo; sluice reaches this one through the proxy.
-	dsn := testenv.Postgres(t)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newProxy(t, u.Host)
-	via := *u
-	via.Host = proxy.Addr()
-	q := via.Query()
-	q.Set("connect_timeout", "2")
-	via.RawQuery = q.Encode()
-
-	d := startDemo(t, outageRoutes, append(outageEnv("postgres"), "SLUICE_POSTGRES_DSN="+via.String())...)
+	dsn, proxy, via := postgresThroughProxy(t)
+	d := startDemo(t, outageRoutes, append(outageEnv("postgres"), "SLUICE_POSTGRES_DSN="+via)...)
 	d.dsn = dsn // read back directly, not through the proxy
 	runOutage(t, d, proxy, "postgres", 2)
 }

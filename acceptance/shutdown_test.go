@@ -2,11 +2,8 @@ package acceptance_test
 
 import (
 	"net/http"
-	"net/url"
 	"testing"
 	"time"
-
-	"github.com/sluicelog/sluice/internal/testenv"
 )
 
 // PostgreSQL goes away long enough for the route's breaker to open (cooldown: an hour), comes back,
@@ -14,19 +11,9 @@ import (
 // cooldown, so the backlog is written and the demo exits 0 (issue 14: "an open breaker throws away
 // what it could write").
 func TestShutdownWithOpenBreakerWritesTheBacklog(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newProxy(t, u.Host)
-	via := *u
-	via.Host = proxy.Addr()
-	q := via.Query()
-	q.Set("connect_timeout", "2")
-	via.RawQuery = q.Encode()
+	dsn, proxy, via := postgresThroughProxy(t)
 	d := startDemo(t, "routes:\n  - {name: postgres, sink: postgres, levels: [WARN, ERROR], batch: {max_wait: 200ms}}\n  - {name: blob, sink: blob, batch: {max_wait: 200ms}}\n",
-		"SLUICE_POSTGRES_DSN="+via.String(), "SLUICE_POSTGRES_WRITE_TIMEOUT=2s",
+		"SLUICE_POSTGRES_DSN="+via, "SLUICE_POSTGRES_WRITE_TIMEOUT=2s",
 		"SLUICE_BREAKER_FAILURES=1", "SLUICE_BREAKER_COOLDOWN=1h",
 		"SLUICE_BUS_REDELIVERY_DELAY=100ms", "SLUICE_BUS_MAX_REDELIVERY_DELAY=500ms",
 		"SLUICE_SHUTDOWN_TIMEOUT=20s")
