@@ -26,6 +26,8 @@ func (p *Pipeline) MiddlewareConfig() publishers.Config {
 	c.ResponseBodyLimit = p.cfg.Capture.ResponseBodyLimit
 	c.RequestBodyTimeout = p.cfg.Capture.RequestBodyTimeout
 	c.ResponseBodyTimeout = p.cfg.Capture.ResponseBodyTimeout
+	c.Redaction = p.cfg.Redaction
+	c.Limits = p.cfg.Capture.Limits
 	if !p.cfg.Capture.Bodies {
 		c.CaptureBodies = publishers.CaptureNone
 	}
@@ -42,8 +44,9 @@ func (p *Pipeline) Middleware() echo.MiddlewareFunc {
 func (p *Pipeline) Handler(level slog.Leveler, next slog.Handler) slog.Handler {
 	h, err := publishers.NewHandler(publishers.HandlerOptions{
 		Publisher: p, Level: level, Service: p.cfg.Service, Next: next, AddSource: true, Counters: p.metrics,
+		Redaction: p.cfg.Redaction, Limits: p.cfg.Capture.Limits,
 	})
-	if err != nil { // only a missing Publisher, which p is not
+	if err != nil { // a missing Publisher, which p is not, or what New validated already
 		panic(err)
 	}
 	return h

@@ -36,6 +36,7 @@ import (
 	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/publishers"
+	"github.com/sluicelog/sluice/redact"
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
@@ -99,6 +100,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	red, _ := cfg.Redaction.Compile()                               // validated above
+	o.logger = slog.New(redact.NewHandler(o.logger.Handler(), red)) // sluice's own lines quote errors and input
 	p := &Pipeline{cfg: cfg, log: o.logger.With("component", "sluice")}
 	p.wmLogger = watermill.NewSlogLoggerWithLevelMapping(o.logger.With("component", "sluice.watermill"),
 		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
@@ -330,6 +333,16 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 				encodeBuffers.Put(scratch)
 				p.metrics.drop(publishers.ReasonPublishError, "", 1)
 				return &DropError{Why: publishers.ReasonPublishError, Err: err}
+			}
+			if len(raw) > p.cfg.Capture.MaxEventBytes {
+				fitted, ok := fitEvent(e, raw, p.cfg.Capture.MaxEventBytes)
+				if !ok {
+					*scratch = raw[:0]
+					encodeBuffers.Put(scratch)
+					p.metrics.drop(bus.ReasonTooLarge, "", 1)
+					return &DropError{Why: bus.ReasonTooLarge, Err: fmt.Errorf("event over capture.max_event_bytes (%d) even without its bodies, headers and attributes", p.cfg.Capture.MaxEventBytes)}
+				}
+				raw = fitted
 			}
 			*scratch, line = raw, raw
 		}

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/publishers"
+	"github.com/sluicelog/sluice/redact"
 )
 
 // Config is the whole of sluice's configuration. The zero value is not usable: start from Default().
@@ -33,7 +35,10 @@ type Config struct {
 	Blob     Blob     `yaml:"blob"`
 	Bus      Bus      `yaml:"bus"`
 	Capture  Capture  `yaml:"capture"`
-	Breaker  Breaker  `yaml:"breaker"`
+	// Redaction is the one redaction policy of every channel: headers, queries, bodies, errors,
+	// application log records and sluice's own logs.
+	Redaction redact.Policy `yaml:"redaction"`
+	Breaker   Breaker       `yaml:"breaker"`
 
 	// Routes say which events go to which sink with which policies. Empty means DefaultRoutes().
 	// Routes come from the YAML file or from Go; there is no environment variable for them.
@@ -89,6 +94,13 @@ type Capture struct {
 	ResponseBodyLimit   int           `yaml:"response_body_limit"`
 	RequestBodyTimeout  time.Duration `yaml:"request_body_timeout"`
 	ResponseBodyTimeout time.Duration `yaml:"response_body_timeout"`
+	// MaxEventBytes bounds an event's encoding: a larger event loses its bodies' content, then its
+	// headers, then its attributes (each marked), and is dropped (reason too_large) only if that is
+	// not enough.
+	MaxEventBytes int `yaml:"max_event_bytes"`
+	// Limits bounds every other captured field (headers, query, path, user agent, error, stack, log
+	// message and attributes): see publishers.Limits for the keys.
+	Limits publishers.Limits `yaml:",inline"`
 }
 
 // Breaker is the default circuit breaker of every route.
@@ -206,6 +218,8 @@ func Default() Config {
 			ResponseBodyLimit:   64 << 10,
 			RequestBodyTimeout:  2 * time.Second,
 			ResponseBodyTimeout: 3 * time.Second,
+			MaxEventBytes:       256 << 10,
+			Limits:              publishers.DefaultLimits(),
 		},
 		Breaker: Breaker{Failures: 5, Cooldown: 60 * time.Second},
 	}
@@ -391,6 +405,15 @@ func (c Config) Validate() error {
 	}
 	if c.Capture.ResponseBodyTimeout <= 0 {
 		bad("capture.response_body_timeout", c.Capture.ResponseBodyTimeout, "must be positive")
+	}
+	if c.Capture.MaxEventBytes < 4096 {
+		bad("capture.max_event_bytes", c.Capture.MaxEventBytes, "must be at least 4096")
+	}
+	if err := c.Capture.Limits.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("config: capture.%w", err))
+	}
+	if err := c.Redaction.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	if c.Breaker.Failures <= 0 {
 		bad("breaker.failures", c.Breaker.Failures, "must be positive")

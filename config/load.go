@@ -84,7 +84,11 @@ func walk(v reflect.Value, prefix string, fn func(key string, f reflect.Value)) 
 		if sf.Tag.Get("env") == "-" {
 			continue
 		}
-		name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		name, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			walk(v.Field(i), prefix, fn)
+			continue
+		}
 		if name == "" || name == "-" {
 			continue
 		}
@@ -133,6 +137,17 @@ func setValue(f reflect.Value, s string) error {
 			return errors.New("not a number")
 		}
 		f.SetFloat(n)
+	case reflect.Slice:
+		if f.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("cannot be set from the environment (%s)", f.Type())
+		}
+		var list []string
+		for _, item := range strings.Split(s, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				list = append(list, item)
+			}
+		}
+		f.Set(reflect.ValueOf(list).Convert(f.Type()))
 	default:
 		return fmt.Errorf("cannot be set from the environment (%s)", f.Kind())
 	}

@@ -132,6 +132,12 @@ func (m *Message) appendJSONFast(b []byte) ([]byte, bool) {
 		}
 		b = appendHeaders(append(b, `"headers":`...), m.Headers)
 	}
+	if m.HeadersDropped != 0 {
+		if len(b) > open+1 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(append(b, `"headers_dropped":`...), int64(m.HeadersDropped), 10)
+	}
 	if m.Body != nil {
 		if len(b) > open+1 {
 			b = append(b, ',')
@@ -156,6 +162,7 @@ func (body *Body) appendJSONFast(b []byte) ([]byte, bool) {
 	if body.TimedOut {
 		b = append(b, `,"timed_out":true`...)
 	}
+	b = appendOptString(b, `,"omitted":`, body.Omitted)
 	if len(body.JSON) > 0 {
 		var ok bool
 		if b, ok = appendRawJSON(append(b, `,"json":`...), body.JSON); !ok {

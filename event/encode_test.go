@@ -177,10 +177,16 @@ func genMessage(r *rand.Rand) *Message {
 	if r.IntN(2) == 0 {
 		m.Query = genString(r)
 	}
+	if r.IntN(4) == 0 {
+		m.HeadersDropped = r.IntN(1000)
+	}
 	if r.IntN(4) > 0 {
 		b := &Body{Size: r.Int64N(1 << 20), Truncated: r.IntN(2) == 0, TimedOut: r.IntN(3) == 0}
 		if r.IntN(2) == 0 {
 			b.ContentType = genString(r)
+		}
+		if r.IntN(4) == 0 {
+			b.Omitted = genString(r)
 		}
 		switch r.IntN(4) {
 		case 0, 1:

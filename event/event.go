@@ -107,19 +107,25 @@ type Event struct {
 type Message struct {
 	Query   string              `json:"query,omitempty"`
 	Headers map[string][]string `json:"headers,omitempty"`
-	Body    *Body               `json:"body,omitempty"`
+	// HeadersDropped counts the header lines left out for the capture limits (headers are kept in
+	// name order until the count or bytes limit is reached).
+	HeadersDropped int   `json:"headers_dropped,omitempty"`
+	Body           *Body `json:"body,omitempty"`
 }
 
 // Body is a captured (and possibly truncated) HTTP body. Exactly one of JSON, Text and Base64 is set
 // when any content was kept.
 type Body struct {
-	ContentType string          `json:"content_type,omitempty"`
-	Size        int64           `json:"size"`                // bytes seen (the original size when known)
-	Truncated   bool            `json:"truncated,omitempty"` // the kept content is a prefix
-	TimedOut    bool            `json:"timed_out,omitempty"` // capture gave up after its timeout
-	JSON        json.RawMessage `json:"json,omitempty"`
-	Text        string          `json:"text,omitempty"`
-	Base64      string          `json:"base64,omitempty"`
+	ContentType string `json:"content_type,omitempty"`
+	Size        int64  `json:"size"`                // bytes seen (the original size when known)
+	Truncated   bool   `json:"truncated,omitempty"` // the kept content is a prefix
+	TimedOut    bool   `json:"timed_out,omitempty"` // capture gave up after its timeout
+	// Omitted says why the content was left out: "unparsed" (the redaction policy leaves out the
+	// bodies it cannot parse) or "event_size" (the event was over the maximum event size).
+	Omitted string          `json:"omitted,omitempty"`
+	JSON    json.RawMessage `json:"json,omitempty"`
+	Text    string          `json:"text,omitempty"`
+	Base64  string          `json:"base64,omitempty"`
 }
 
 // New returns an event with a fresh UUIDv7 id, the time now in UTC, and the given level, kind and message.

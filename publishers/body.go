@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/redact"
 )
 
 // requestBody stands in for a request's body: the handler reads the whole, unchanged stream through it
@@ -206,12 +207,15 @@ func classify(contentType, contentEncoding string) bodyKind {
 
 // bodyOptions is what buildBody needs of the middleware's configuration.
 type bodyOptions struct {
-	redact *redactor
+	redact *redact.Redactor
 	base64 bool
 }
 
 // buildBody makes an event body of captured content in b, and returns b, or nil when there is no body.
-// size is the original size as far as known.
+// size is the original size as far as known. Valid JSON keeps its structure with the values of secret
+// keys replaced; forms have the values of secret fields replaced; everything else (JSON that is
+// malformed or cut at the capture limit, NDJSON, XML, text) is redacted by the key/value shapes and
+// value detectors of the policy, or left out when the policy says so: it is never stored raw.
 func buildBody(b *event.Body, content []byte, size int64, truncated, timedOut bool, contentType, contentEncoding string, o *bodyOptions) *event.Body {
 	if size == 0 && !timedOut {
 		return nil
@@ -221,7 +225,7 @@ func buildBody(b *event.Body, content []byte, size int64, truncated, timedOut bo
 		return b
 	}
 	kind := classify(contentType, contentEncoding)
-	if kind == bodySniff {
+	if kind == bodySniff || (kind == bodyForm && looksLikeJSON(content)) { // curl -d '{...}' sends a form
 		switch {
 		case looksLikeJSON(content):
 			kind = bodyJSON
@@ -234,22 +238,31 @@ func buildBody(b *event.Body, content []byte, size int64, truncated, timedOut bo
 	switch kind {
 	case bodyJSON:
 		if !truncated {
-			if out, ok := rewriteJSON(content, &o.redact.body, o.redact.replJSON); ok {
+			if out, ok := rewriteJSON(content, o.redact); ok {
 				b.JSON = out
 				return b
 			}
 		}
-		b.Text = safeBytes(redactLenient(content, &o.redact.body, o.redact.replJSON), truncated)
+		unparsed(b, content, truncated, o.redact)
 	case bodyForm:
-		b.Text = redactQuery(safeBytes(content, truncated), &o.redact.body, o.redact.repl)
+		b.Text = o.redact.Form(safeBytes(content, truncated))
 	case bodyText:
-		b.Text = safeBytes(content, truncated)
+		unparsed(b, content, truncated, o.redact)
 	default:
 		if o.base64 {
 			b.Base64 = base64.StdEncoding.EncodeToString(content)
 		}
 	}
 	return b
+}
+
+// unparsed keeps a body that could not be parsed as redacted text, or leaves it out.
+func unparsed(b *event.Body, content []byte, truncated bool, r *redact.Redactor) {
+	if r.OmitsUnparsed() {
+		b.Omitted = "unparsed"
+		return
+	}
+	b.Text = r.Text(safeBytes(content, truncated))
 }
 
 func looksLikeJSON(p []byte) bool {

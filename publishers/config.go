@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/redact"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -17,7 +18,6 @@ const (
 	DefaultBodyLimit           = 64 << 10
 	DefaultRequestBodyTimeout  = 2 * time.Second
 	DefaultResponseBodyTimeout = 3 * time.Second
-	DefaultStackSize           = 8 << 10
 	// MaxBodyLimit bounds RequestBodyLimit and ResponseBodyLimit: bodies are held in memory per request.
 	MaxBodyLimit = 16 << 20
 )
@@ -70,8 +70,14 @@ type Config struct {
 	// content type only).
 	Base64Bodies bool
 
-	// Redaction says which header, query and body values are replaced. Default: see Redaction.
-	Redaction Redaction
+	// Redaction says which header, query, body, error and path values are replaced: one policy for
+	// every channel. Default: the zero redact.Policy (redact.DefaultKeys, redact.DefaultWords and the
+	// value detectors).
+	Redaction redact.Policy
+
+	// Limits bounds every other captured field: headers, query, path, user agent, error, stack.
+	// Default: DefaultLimits.
+	Limits Limits
 
 	// Sampling keeps a share of the successful requests of chosen routes. Default: keep all.
 	Sampling Sampling
@@ -84,9 +90,6 @@ type Config struct {
 	// RequestIDGenerator makes a request id for a request that comes without a valid one. Default: the
 	// event's id (a UUIDv7).
 	RequestIDGenerator func() string
-
-	// StackSize bounds the bytes of a panic's stack kept in the event. Default: DefaultStackSize.
-	StackSize int
 }
 
 // DefaultConfig returns the configuration with every default filled in; set Publisher before use.
@@ -129,9 +132,7 @@ func (cfg *Config) setDefaults() {
 	if cfg.RequestIDHeader == "" {
 		cfg.RequestIDHeader = echo.HeaderXRequestID
 	}
-	if cfg.StackSize == 0 {
-		cfg.StackSize = DefaultStackSize
-	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 }
 
 // ErrNoPublisher is the error of a Config without a Publisher.
@@ -160,13 +161,13 @@ func (cfg Config) Validate() error {
 	if cfg.ResponseBodyTimeout < 0 {
 		return fmt.Errorf("`ResponseBodyTimeout` (%v) must not be negative", cfg.ResponseBodyTimeout)
 	}
-	if cfg.StackSize < 0 {
-		return fmt.Errorf("`StackSize` (%d) must not be negative", cfg.StackSize)
+	if err := cfg.Limits.Validate(); err != nil {
+		return fmt.Errorf("`Limits`: %w", err)
 	}
 	if cfg.RequestIDHeader != "" && !httpguts.ValidHeaderFieldName(cfg.RequestIDHeader) {
 		return fmt.Errorf("`RequestIDHeader` (%q) is not a valid header name", cfg.RequestIDHeader)
 	}
-	if _, err := cfg.Redaction.compile(); err != nil {
+	if err := cfg.Redaction.Validate(); err != nil {
 		return err
 	}
 	if _, err := cfg.Sampling.compile(); err != nil {
@@ -192,7 +193,7 @@ func (cfg Config) ToMiddleware() (echo.MiddlewareFunc, error) {
 		return nil, fmt.Errorf("sluice middleware: invalid config: %w", err)
 	}
 	cfg.Service = safeString(cfg.Service)
-	r, _ := cfg.Redaction.compile()
+	r, _ := cfg.Redaction.Compile()
 	s, _ := cfg.Sampling.compile()
 	m := &httpLogger{
 		cfg:       cfg,

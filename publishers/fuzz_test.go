@@ -3,6 +3,7 @@ package publishers
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/sluicelog/sluice/redact"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -111,7 +112,7 @@ func FuzzHeaderCapture(f *testing.F) {
 		}
 		for _, h := range []map[string][]string{ev.Request.Headers, ev.Response.Headers} {
 			for k, vs := range h {
-				if matchKey(k, DefaultRedactedHeaders()) && (len(vs) != 1 || vs[0] != DefaultReplacement) {
+				if redact.Default.Header(k) && (len(vs) != 1 || vs[0] != redact.DefaultReplacement) {
 					t.Fatalf("header %q not redacted: %q", k, vs)
 				}
 			}
@@ -127,7 +128,7 @@ func FuzzRewriteJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		out, ok := rewriteJSON(in, ptr(newKeySet(DefaultRedactedKeys())), `"[REDACTED]"`)
+		out, ok := rewriteJSON(in, redact.Default)
 		deep := bytes.Count(in, []byte("["))+bytes.Count(in, []byte("{")) > maxJSONDepth
 		if !deep && ok != json.Valid(in) {
 			t.Fatalf("rewriteJSON ok=%v, json.Valid=%v for %q", ok, json.Valid(in), in)
@@ -157,7 +158,7 @@ func checkRedactedJSON(t *testing.T, doc []byte) {
 		switch x := v.(type) {
 		case map[string]any:
 			for k, val := range x {
-				if matchKey(k, DefaultRedactedKeys()) && val != DefaultReplacement {
+				if redact.Default.Key(k) && val != redact.DefaultReplacement {
 					t.Fatalf("key %q kept its value %v in %s", k, val, doc)
 				}
 				walk(val)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/redact"
 )
 
 // HandlerOptions configures a Handler.
@@ -30,6 +31,13 @@ type HandlerOptions struct {
 	AddSource bool
 	// Counters, when set, counts published and dropped events (source "app").
 	Counters Counters
+	// Redaction is applied to the message, to every attribute (a secret key's value or group is
+	// replaced at any depth; strings and errors are redacted as text) and to what Next receives.
+	// Default: the zero redact.Policy.
+	Redaction redact.Policy
+	// Limits bounds the message and the attributes (MaxMessageBytes, MaxAttrs, MaxAttrValueBytes,
+	// MaxAttrsBytes). Default: DefaultLimits.
+	Limits Limits
 }
 
 // Handler is a slog.Handler that turns records into sluice events of kind "app": attributes and groups
@@ -39,6 +47,7 @@ type HandlerOptions struct {
 // event needs one. Handle never blocks: an event the Publisher refuses is counted as dropped.
 type Handler struct {
 	opts HandlerOptions
+	red  *redact.Redactor
 	next slog.Handler
 	goas []groupOrAttrs // WithGroup and WithAttrs calls, oldest first; never modified once shared
 }
@@ -58,7 +67,19 @@ func NewHandler(opts HandlerOptions) (*Handler, error) {
 		opts.Level = slog.LevelInfo
 	}
 	opts.Service = safeString(opts.Service)
-	return &Handler{opts: opts, next: opts.Next}, nil
+	opts.Limits = opts.Limits.WithDefaults()
+	if err := opts.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("sluice handler: invalid options: Limits: %w", err)
+	}
+	red, err := opts.Redaction.Compile()
+	if err != nil {
+		return nil, fmt.Errorf("sluice handler: invalid options: %w", err)
+	}
+	h := &Handler{opts: opts, red: red}
+	if opts.Next != nil {
+		h.next = redact.NewHandler(opts.Next, red)
+	}
+	return h, nil
 }
 
 // Enabled reports whether the handler publishes records of level, or Next takes them.
@@ -109,7 +130,7 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level < h.opts.Level.Level() {
 		return err
 	}
-	ev := event.New(appLevel(r.Level), event.KindApp, safeString(r.Message))
+	ev := event.New(appLevel(r.Level), event.KindApp, cut(h.red.Text(safeString(r.Message)), h.opts.Limits.MaxMessageBytes))
 	if !r.Time.IsZero() {
 		ev.TS = r.Time.UTC()
 	}
@@ -140,7 +161,8 @@ func appLevel(l slog.Level) event.Level {
 }
 
 // attrs builds the event's attributes: the WithAttrs attributes in their groups, then the record's in the
-// innermost group. Groups that end up empty are left out. It returns nil when there is nothing.
+// innermost group, redacted and within the limits. Groups that end up empty are left out. It returns nil
+// when there is nothing.
 func (h *Handler) attrs(r slog.Record) map[string]any {
 	goas := h.goas
 	if r.NumAttrs() == 0 {
@@ -151,53 +173,99 @@ func (h *Handler) attrs(r slog.Record) map[string]any {
 	if len(goas) == 0 && r.NumAttrs() == 0 {
 		return nil
 	}
+	b := attrBuilder{red: h.red, lim: &h.opts.Limits}
 	root := make(map[string]any, r.NumAttrs()+len(goas))
 	cur := root
 	for _, g := range goas {
 		if g.group != "" {
 			child := map[string]any{}
-			cur[safeString(g.group)] = child
+			key := safeString(g.group)
+			if h.red.Key(key) {
+				b.secretGroup = true // every attribute below a secret group is redacted
+			}
+			cur[key] = child
 			cur = child
 			continue
 		}
 		for _, a := range g.attrs {
-			addAttr(cur, a)
+			b.add(cur, a)
 		}
 	}
 	r.Attrs(func(a slog.Attr) bool {
-		addAttr(cur, a)
+		b.add(cur, a)
 		return true
 	})
 	pruneEmpty(root)
+	if b.dropped > 0 {
+		root["sluice_attrs_dropped"] = b.dropped
+	}
 	if len(root) == 0 {
 		return nil
 	}
 	return root
 }
 
-func addAttr(m map[string]any, a slog.Attr) {
+// attrBuilder adds a record's attributes within the limits.
+type attrBuilder struct {
+	red         *redact.Redactor
+	lim         *Limits
+	n, bytes    int
+	dropped     int
+	secretGroup bool
+}
+
+func (b *attrBuilder) add(m map[string]any, a slog.Attr) {
 	v := a.Value.Resolve()
 	if a.Key == "" && v.Kind() != slog.KindGroup && v.Equal(slog.Value{}) {
 		return // an empty Attr
 	}
+	key := safeString(a.Key)
 	if v.Kind() == slog.KindGroup {
 		attrs := v.Group()
 		if len(attrs) == 0 {
 			return
 		}
+		if key != "" && (b.secretGroup || b.red.Key(key)) {
+			b.put(m, key, b.red.Replacement())
+			return
+		}
 		sub := m
-		if a.Key != "" {
+		if key != "" {
 			sub = make(map[string]any, len(attrs))
 		}
 		for _, ga := range attrs {
-			addAttr(sub, ga)
+			b.add(sub, ga)
 		}
-		if a.Key != "" && len(sub) > 0 {
-			m[safeString(a.Key)] = sub
+		if key != "" && len(sub) > 0 {
+			m[key] = sub
 		}
 		return
 	}
-	m[safeString(a.Key)] = attrValue(v)
+	if b.secretGroup || b.red.Key(key) {
+		b.put(m, key, b.red.Replacement())
+		return
+	}
+	b.put(m, key, attrValue(v, b.red, b.lim.MaxAttrValueBytes))
+}
+
+// put adds one attribute, or counts it as dropped when it would pass MaxAttrs or MaxAttrsBytes.
+func (b *attrBuilder) put(m map[string]any, key string, value any) {
+	size := len(key)
+	switch x := value.(type) {
+	case string:
+		size += len(x)
+	case json.RawMessage:
+		size += len(x)
+	default:
+		size += 8
+	}
+	if b.n+1 > b.lim.MaxAttrs || b.bytes+size > b.lim.MaxAttrsBytes {
+		b.dropped++
+		return
+	}
+	b.n++
+	b.bytes += size
+	m[key] = value
 }
 
 // pruneEmpty removes the groups (nested maps) that hold nothing, reporting whether m is empty.
@@ -211,11 +279,12 @@ func pruneEmpty(m map[string]any) bool {
 }
 
 // attrValue converts a resolved, non-group slog value to something that always encodes as JSON that
-// PostgreSQL accepts: safe strings, finite numbers, and valid JSON for arbitrary values.
-func attrValue(v slog.Value) (out any) {
+// PostgreSQL accepts (safe strings, finite numbers, valid JSON for arbitrary values), redacted, and
+// within limit bytes (a larger JSON value becomes its cut text).
+func attrValue(v slog.Value, red *redact.Redactor, limit int) (out any) {
 	switch v.Kind() {
 	case slog.KindString:
-		return safeString(v.String())
+		return cut(red.Text(safeString(v.String())), limit)
 	case slog.KindInt64:
 		return v.Int64()
 	case slog.KindUint64:
@@ -236,7 +305,7 @@ func attrValue(v slog.Value) (out any) {
 	x := v.Any()
 	defer func() { // a String or MarshalJSON method that panics (nil receiver) must not lose the record
 		if r := recover(); r != nil {
-			out = safeString(fmt.Sprintf("!PANIC: %v", r))
+			out = cut(red.Text(safeString(fmt.Sprintf("!PANIC: %v", r))), limit)
 		}
 	}()
 	switch t := x.(type) {
@@ -244,14 +313,17 @@ func attrValue(v slog.Value) (out any) {
 		return nil
 	case json.Marshaler:
 	case error:
-		return safeString(t.Error())
+		return cut(red.Text(safeString(t.Error())), limit)
 	}
 	b, err := json.Marshal(x)
 	if err != nil {
-		return safeString(fmt.Sprintf("%+v", x))
+		return cut(red.Text(safeString(fmt.Sprintf("%+v", x))), limit)
 	}
-	if out, ok := rewriteJSON(b, nil, ""); ok {
+	if out, ok := rewriteJSON(b, red); ok {
+		if len(out) > limit {
+			return cut(string(out), limit)
+		}
 		return json.RawMessage(out)
 	}
-	return safeString(string(b))
+	return cut(red.Text(safeString(string(b))), limit)
 }

@@ -6,8 +6,9 @@ import (
 	"errors"
 	"math/bits"
 	"strconv"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/sluicelog/sluice/redact"
 )
 
 // maxJSONDepth bounds the nesting that rewriteJSON accepts; deeper documents are treated as invalid.
@@ -18,13 +19,18 @@ var errBadJSON = errors.New("invalid JSON")
 // escapedReplacement is U+FFFD as a JSON escape: what invalid UTF-8, \u0000 and lone surrogates become.
 const escapedReplacement = `\ufffd`
 
-// rewriteJSON validates a JSON document in one pass and, in the same pass, replaces the value of every
-// object member whose key is in keys (case-insensitive, at any depth) with repl (a JSON value), and makes
-// the document storable in PostgreSQL jsonb: invalid UTF-8, \u0000 and lone surrogate escapes become
-// \ufffd. It returns the input itself when nothing had to change (no allocation), and ok=false when the
-// input is not one complete JSON value.
-func rewriteJSON(in []byte, keys *keySet, repl string) (out []byte, ok bool) {
-	r := jsonRewriter{in: in, keys: keys, repl: repl}
+// rewriteJSON validates a JSON document in one pass and, in the same pass, redacts it with red (when
+// not nil): the value of every object member whose key red.BodyKey says is secret (at any depth) is
+// replaced as a whole with the replacement as a JSON string, and every other string value is redacted
+// as red.JSONString says (a URL with a token, a card number in a note). It also makes the document
+// storable in PostgreSQL jsonb: invalid UTF-8, \u0000 and lone surrogate escapes become \ufffd. It
+// returns the input itself when nothing had to change (no allocation), and ok=false when the input is
+// not one complete JSON value.
+func rewriteJSON(in []byte, red *redact.Redactor) (out []byte, ok bool) {
+	r := jsonRewriter{in: in, red: red}
+	if red != nil {
+		r.repl = red.ReplacementJSON()
+	}
 	r.skipWS()
 	if err := r.value(); err != nil {
 		return nil, false
@@ -44,7 +50,7 @@ type jsonRewriter struct {
 	pos      int
 	out      []byte // nil until the first change
 	done     int    // in[:done] is accounted for in out
-	keys     *keySet
+	red      *redact.Redactor
 	repl     string
 	suppress int // >0 while scanning a value that is replaced as a whole
 	depth    int
@@ -83,8 +89,7 @@ func (r *jsonRewriter) value() error {
 	case c == '[':
 		return r.array()
 	case c == '"':
-		_, _, err := r.str()
-		return err
+		return r.stringValue()
 	case c == '-' || (c >= '0' && c <= '9'):
 		return r.number()
 	case c == 't':
@@ -109,7 +114,7 @@ func (r *jsonRewriter) object() error {
 	if empty, err := r.open('}'); empty || err != nil {
 		return err
 	}
-	checkKeys := r.suppress == 0 && r.keys != nil && !r.keys.empty() // once per object, not per member
+	checkKeys := r.suppress == 0 && r.red != nil // once per object, not per member
 	for {
 		r.skipWS()
 		if r.pos >= len(r.in) || r.in[r.pos] != '"' {
@@ -367,80 +372,40 @@ func (r *jsonRewriter) number() error {
 	return nil
 }
 
-// isKey reports whether a raw object key (without quotes) is one of the keys to redact.
+// isKey reports whether a raw object key (without quotes) is one whose value is replaced.
 func (r *jsonRewriter) isKey(raw []byte, escaped bool) bool {
 	if !escaped {
-		return has(r.keys, raw)
+		return r.red.BodyKey(raw)
 	}
 	var s string
 	if json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &s) != nil {
-		return false
+		return true // a key that cannot be read is not known to be harmless
 	}
-	return has(r.keys, s)
+	return r.red.BodyKey([]byte(s))
 }
 
-// redactLenient redacts `"key": value` pairs in text that is meant to be JSON but is not valid (cut off
-// or malformed), so that a truncated body never leaks a secret that a complete one would have hidden.
-// A string value is replaced up to its closing quote (or the end), any other value up to the next
-// , } ] or line break. It returns p itself when nothing matched.
-func redactLenient(p []byte, keys *keySet, repl string) []byte {
-	if keys.empty() {
-		return p
+// stringValue scans a string value and redacts its content (see rewriteJSON).
+func (r *jsonRewriter) stringValue() error {
+	outBefore, doneBefore := len(r.out), r.done
+	start, _, err := r.str()
+	if err != nil || r.red == nil || r.suppress > 0 {
+		return err
 	}
-	var out []byte
-	done := 0
-	i := 0
-	for i < len(p) {
-		if p[i] != '"' {
-			i++
-			continue
+	from, to := start+1, r.pos-1
+	if r.done <= from { // nothing replaced inside the string: redact it in place
+		if red, changed := r.red.JSONString(r.in[from:to]); changed {
+			r.replace(from, to, string(red))
 		}
-		end := closingQuote(p, i+1) // index after the closing quote, or len(p)
-		key := p[i+1 : max(i+1, end-1)]
-		i = end
-		if !has(keys, key) {
-			continue
-		}
-		j := skipSpace(p, end)
-		if j >= len(p) || p[j] != ':' {
-			continue
-		}
-		v := skipSpace(p, j+1)
-		var vend int
-		if v < len(p) && p[v] == '"' {
-			vend = closingQuote(p, v+1)
-		} else {
-			vend = v
-			for vend < len(p) && !strings.ContainsRune(",}]\r\n", rune(p[vend])) {
-				vend++
-			}
-		}
-		if out == nil {
-			out = make([]byte, 0, len(p))
-		}
-		out = append(out, p[done:v]...)
-		out = append(out, repl...)
-		done = vend
-		i = vend
+		return nil
 	}
-	if out == nil {
-		return p
+	// The string was made storable already: redact what it became, and write that instead.
+	head := outBefore + (from - doneBefore)
+	content := append(append([]byte(nil), r.out[head:]...), r.in[r.done:to]...)
+	if red, changed := r.red.JSONString(content); changed {
+		r.out = append(r.out[:head], red...)
+		r.done = to
 	}
-	return append(out, p[done:]...)
-}
-
-func closingQuote(p []byte, i int) int {
-	for i < len(p) {
-		switch p[i] {
-		case '\\':
-			i += 2
-		case '"':
-			return i + 1
-		default:
-			i++
-		}
-	}
-	return len(p)
+	return nil
 }
 
 func skipSpace(p []byte, i int) int {

@@ -2,6 +2,7 @@ package publishers
 
 import (
 	"encoding/json"
+	"github.com/sluicelog/sluice/redact"
 	"strings"
 	"testing"
 )
@@ -10,7 +11,6 @@ import (
 // NUL escape and invalid UTF-8 at every offset of strings longer than a word, where the scanner jumps
 // eight bytes at a time: each must be found where it is.
 func TestRewriteJSONFindsEverySpecialByteOfAString(t *testing.T) {
-	keys := newKeySet(DefaultRedactedKeys())
 	for n := 0; n < 24; n++ {
 		pad := strings.Repeat("a", n)
 		for _, tt := range []struct{ in, want string }{
@@ -19,10 +19,10 @@ func TestRewriteJSONFindsEverySpecialByteOfAString(t *testing.T) {
 			{`["` + pad + `\u0000` + pad + `"]`, `["` + pad + `\ufffd` + pad + `"]`},
 			{`["` + pad + "\xff" + pad + `"]`, `["` + pad + `\ufffd` + pad + `"]`},
 			{`["` + pad + "é\n" + `"]`, "invalid"},
-			{`{"` + pad + `_password":1,"password":"` + pad + `"}`, `{"` + pad + `_password":1,"password":"[REDACTED]"}`},
+			{`{"` + pad + `_password":1,"password":"` + pad + `"}`, `{"` + pad + `_password":"[REDACTED]","password":"[REDACTED]"}`},
 			{`["` + pad, "invalid"},
 		} {
-			out, ok := rewriteJSON([]byte(tt.in), &keys, `"[REDACTED]"`)
+			out, ok := rewriteJSON([]byte(tt.in), redact.Default)
 			switch {
 			case tt.want == "invalid":
 				if ok {

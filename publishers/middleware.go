@@ -11,12 +11,13 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/redact"
 )
 
 // httpLogger is a validated Config, compiled for the request path.
 type httpLogger struct {
 	cfg             Config
-	redact          *redactor
+	redact          *redact.Redactor
 	sample          *sampler
 	body            bodyOptions
 	reqLimit        int // 0: request bodies are not captured
@@ -90,8 +91,8 @@ func (m *httpLogger) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			if !errors.Is(o.err, http.ErrAbortHandler) {
 				o.stack = debug.Stack()
-				if len(o.stack) > m.cfg.StackSize {
-					o.stack = o.stack[:m.cfg.StackSize]
+				if len(o.stack) > m.cfg.Limits.MaxStackBytes {
+					o.stack = o.stack[:m.cfg.Limits.MaxStackBytes]
 				}
 			}
 			m.finish(c, start, ev, ctx, reqBody, rw, o)
@@ -139,21 +140,23 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ct
 		return
 	}
 
+	r, lim := m.redact, &m.cfg.Limits
 	ev.Level = level
 	ev.Service = m.cfg.Service
 	ev.RequestID, ev.TraceID, ev.SpanID = safeString(corr.RequestID), corr.TraceID, corr.SpanID
-	ev.Method = safeString(req.Method)
+	ev.Method = cut(safeString(req.Method), maxMethodBytes)
 	ev.Route = safeString(route)
-	ev.Path = safeString(req.URL.Path)
+	ev.Path = cut(safeString(r.Path(req.URL.Path)), lim.MaxPathBytes)
 	ev.Status = status
-	ev.ClientIP = safeString(c.RealIP())
-	ev.UserAgent = safeString(headerValue(req.Header, "User-Agent"))
+	ev.ClientIP = cut(safeString(c.RealIP()), maxClientIPBytes)
+	ev.UserAgent = cut(r.Text(safeString(headerValue(req.Header, "User-Agent"))), lim.MaxUserAgentBytes)
 	ev.BytesOut = res.Size
 	if o.err != nil {
-		ev.Error = safeString(o.err.Error())
+		msg := o.err.Error()
 		if o.panicked {
-			ev.Error = "panic: " + ev.Error
+			msg = "panic: " + msg
 		}
+		ev.Error = cut(r.Text(safeString(msg)), lim.MaxErrorBytes)
 	}
 	shown := ev.Route
 	if shown == "" {
@@ -164,8 +167,8 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ct
 
 	parts := new(httpParts)
 	ev.Request = &parts.req
-	ev.Request.Query = safeString(redactQuery(req.URL.RawQuery, &m.redact.query, m.redact.repl))
-	ev.Request.Headers = m.redact.copyHeaders(req.Header)
+	ev.Request.Query = cut(safeString(r.Query(req.URL.RawQuery)), lim.MaxQueryBytes)
+	copyHeaders(ev.Request, req.Header, r, lim)
 	ev.BytesIn = max(req.ContentLength, 0)
 	if reqBody != nil {
 		if !rw.hijacked {
@@ -177,7 +180,7 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ct
 			headerValue(req.Header, echo.HeaderContentType), headerValue(req.Header, echo.HeaderContentEncoding), &m.body)
 	}
 	ev.Response = &parts.res
-	ev.Response.Headers = m.redact.copyHeaders(res.Header())
+	copyHeaders(ev.Response, res.Header(), r, lim)
 	if m.respLimit > 0 && !rw.hijacked {
 		h := res.Header()
 		ev.Response.Body = buildBody(&parts.resBody, rw.buf, res.Size, res.Size > int64(len(rw.buf)), rw.timedOut,
@@ -189,7 +192,7 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ct
 			ev.Attrs["panic"] = true
 		}
 		if len(o.stack) > 0 {
-			ev.Attrs["stack"] = safeBytes(o.stack, true)
+			ev.Attrs["stack"] = r.Text(safeBytes(o.stack, true))
 		}
 		if rw.hijacked {
 			ev.Attrs["hijacked"] = true
@@ -198,6 +201,13 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ct
 	ev.DurationMS = float64(duration.Nanoseconds()) / 1e6
 	publish(&ctx.detached, m.cfg.Publisher, m.cfg.Counters, SourceHTTP, ev)
 }
+
+// Bounds of the fields that Limits does not name: a method is a short token, and a client address is
+// an IP address (but X-Forwarded-For and X-Real-IP are whatever the client sends).
+const (
+	maxMethodBytes   = 64
+	maxClientIPBytes = 256
+)
 
 // httpParts holds the request and response parts of an HTTP event and room for their bodies: one
 // allocation where separate ones take up to four.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluicelog/sluice/redact"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -384,7 +385,7 @@ func TestConfig(t *testing.T) {
 		{"bad header", Config{Publisher: p, RequestIDHeader: "X Id"}, "`RequestIDHeader`"},
 		{"bad rate", Config{Publisher: p, Sampling: Sampling{Rules: []SampleRule{{Route: "/a", Rate: 1.5}}}}, "`Sampling.Rules[0].Rate` (1.5)"},
 		{"bad pattern", Config{Publisher: p, Sampling: Sampling{Rules: []SampleRule{{Route: "/a["}}}}, "`Sampling.Rules[0].Route`"},
-		{"empty header name", Config{Publisher: p, Redaction: Redaction{Headers: []string{""}}}, "empty name"},
+		{"empty header name", Config{Publisher: p, Redaction: redact.Policy{Headers: []string{""}}}, "empty name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
