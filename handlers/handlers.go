@@ -5,8 +5,10 @@ package handlers
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -18,6 +20,9 @@ import (
 //	GET  /hello       200 {"message":"hello"}
 //	POST /echo        200, the JSON body sent back (400 when it is not JSON)
 //	GET  /fail        500, after logging an application error
+//	POST /login       401, after logging the failed attempt with what the client sent (JSON or form),
+//	                  credentials included, and echoing its token in response headers, as careless
+//	                  applications do: what sluice stores shows them redacted
 //	GET  /panic       the handler panics
 //	GET  /slow?ms=N   200 after N milliseconds (at most 60 s)
 //
@@ -32,6 +37,20 @@ func Demo(e *echo.Echo, log *slog.Logger) {
 			return echo.NewHTTPError(http.StatusBadRequest, "the body must be JSON").SetInternal(err)
 		}
 		return c.JSON(http.StatusOK, body)
+	})
+	e.POST("/login", func(c echo.Context) error {
+		form := map[string]any{}
+		if err := c.Bind(&form); err != nil {
+			form["unreadable"] = err.Error()
+		}
+		token := fmt.Sprint(form["token"])
+		c.Response().Header().Set("X-Refresh-Token", token)
+		c.Response().Header().Set("Location", "/login?retry=1&session_token="+url.QueryEscape(token))
+		log.WarnContext(c.Request().Context(), fmt.Sprintf("login failed for %v with password=%v", form["user"], form["password"]),
+			"user", form["user"], "password", form["password"], slog.Any("form", form),
+			slog.Group("auth", "token", token), "error", fmt.Errorf("auth backend refused token=%s", token))
+		return echo.NewHTTPError(http.StatusUnauthorized, "invalid credentials").
+			SetInternal(fmt.Errorf("credential check failed for password=%v", form["password"]))
 	})
 	e.GET("/fail", func(c echo.Context) error {
 		log.ErrorContext(c.Request().Context(), "the demo failed on purpose", "route", "/fail")

@@ -125,6 +125,11 @@ func (r *jsonRewriter) object() error {
 			return err
 		}
 		redact := checkKeys && r.isKey(r.in[start+1:r.pos-1], escaped)
+		if checkKeys && r.done <= start+1 { // a key can hold a secret too (a form field named by a JSON text)
+			if red, changed := r.red.JSONString(r.in[start+1 : r.pos-1]); changed {
+				r.replace(start+1, r.pos-1, string(red))
+			}
+		}
 		r.skipWS()
 		if r.pos >= len(r.in) || r.in[r.pos] != ':' {
 			return errBadJSON

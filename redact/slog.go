@@ -2,6 +2,8 @@ package redact
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 )
 
@@ -43,8 +45,25 @@ func (h *handler) WithGroup(name string) slog.Handler {
 	return &handler{next: h.next.WithGroup(name), r: h.r}
 }
 
+// anyText is the text of a value of any type: an error's message, else its JSON (maps, slices and
+// structs keep their keys, which Text needs), else its %+v.
+func anyText(x any) (s string) {
+	defer func() { // a String, Error or MarshalJSON method that panics must not lose the line
+		if p := recover(); p != nil {
+			s = fmt.Sprintf("!PANIC: %v", p)
+		}
+	}()
+	if err, ok := x.(error); ok {
+		return err.Error()
+	}
+	if b, err := json.Marshal(x); err == nil {
+		return string(b)
+	}
+	return fmt.Sprintf("%+v", x)
+}
+
 // Attr returns a redacted with its value replaced when its key is secret, its string value (or its
-// error's text) redacted as Text does, and a group's attributes redacted at every depth.
+// error's text, or any other value's JSON) redacted as Text does, and a group's attributes redacted at every depth.
 func (r *Redactor) Attr(a slog.Attr) slog.Attr {
 	if r.Key(a.Key) {
 		return slog.String(a.Key, r.repl)
@@ -63,9 +82,7 @@ func (r *Redactor) Attr(a slog.Attr) slog.Attr {
 		}
 		return slog.Attr{Key: a.Key, Value: slog.GroupValue(red...)}
 	case slog.KindAny:
-		if err, ok := v.Any().(error); ok {
-			return slog.String(a.Key, r.Text(err.Error()))
-		}
+		return slog.String(a.Key, r.Text(anyText(v.Any())))
 	}
 	return slog.Attr{Key: a.Key, Value: v}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicelog/sluice/app"
 	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/handlers"
+	"github.com/sluicelog/sluice/redact"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
@@ -36,6 +37,11 @@ func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *
 	if err != nil {
 		return err
 	}
+	red, err := cfg.Redaction.Compile()
+	if err != nil {
+		return &configError{err}
+	}
+	log = slog.New(redact.NewHandler(log.Handler(), red)) // the demo's own lines as sluice's: redacted
 	log.Info("starting sluice demo", configAttrs(cfg)...)
 	p, err := sluice.New(ctx, cfg, sluice.WithLogger(log))
 	if err != nil {
@@ -93,7 +99,7 @@ func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *
 
 // printWhere tells the user where the service listens and where the logs go.
 func printWhere(w io.Writer, cfg sluice.Config, addr net.Addr) {
-	fmt.Fprintf(w, "sluice demo listening on http://%s  (try /hello, /fail, /panic, /slow?ms=200, POST /echo; /metrics, /readyz)\n", addr)
+	fmt.Fprintf(w, "sluice demo listening on http://%s  (try /hello, /fail, /panic, /slow?ms=200, POST /echo, POST /login; /metrics, /readyz)\n", addr)
 	for _, r := range cfg.EffectiveRoutes() {
 		levels := "every level"
 		if len(r.Levels) > 0 {
