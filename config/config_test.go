@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,14 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{name: "bad chunk policy", yaml: "routes:\n  - {name: x, sink: blob, chunk: {max_events: -1, linger: -5ms}}\n",
 			want: []string{"routes[0](x).chunk.max_events = -1", "routes[0](x).chunk.linger = -5ms"}},
 		{name: "bad path pattern", yaml: "routes:\n  - {name: x, sink: blob, paths: [\"api/[\"]}\n", want: []string{"routes[0](x).paths"}},
+		{name: "negative capture limit", env: []string{"SLUICE_CAPTURE_MAX_HEADERS=-2"},
+			want: []string{"capture.max_headers (-2) must not be negative"}},
+		{name: "tiny event limit", yaml: "capture:\n  max_event_bytes: 100\n",
+			want: []string{"capture.max_event_bytes (SLUICE_CAPTURE_MAX_EVENT_BYTES) = 100: must be at least 4096"}},
+		{name: "bad redaction key", env: []string{"SLUICE_REDACTION_EXTRA_KEYS=member_no, x"},
+			want: []string{"redaction.keys", `"x" is shorter than 2 letters`}},
+		{name: "bad unparsed bodies mode", yaml: "redaction:\n  unparsed_bodies: drop\n",
+			want: []string{"redaction.unparsed_bodies (\"drop\")"}},
 		{name: "postgres route while disabled", env: []string{"SLUICE_POSTGRES_ENABLED=false"},
 			want: []string{"routes[0](postgres).sink", "postgres.enabled is false"}},
 	}
@@ -110,6 +119,20 @@ func TestBadValuesNameTheKey(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestRedactionAndLimitsFromEnvAndFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, file, "redaction:\n  keep: [author]\n  unparsed_bodies: omit\ncapture:\n  max_headers: 10\n")
+	c, err := Load(file, []string{"SLUICE_REDACTION_EXTRA_KEYS=member_no, tenant_key", "SLUICE_CAPTURE_MAX_QUERY_BYTES=100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Redaction.ExtraKeys, []string{"member_no", "tenant_key"}) || !slices.Equal(c.Redaction.Keep, []string{"author"}) ||
+		c.Redaction.UnparsedBodies != "omit" || c.Capture.Limits.MaxHeaders != 10 || c.Capture.Limits.MaxQueryBytes != 100 ||
+		c.Capture.Limits.MaxPathBytes != 2048 {
+		t.Errorf("redaction %+v, limits %+v", c.Redaction, c.Capture.Limits)
 	}
 }
 
