@@ -190,3 +190,19 @@ func TestHandlerRedactsOwnLogs(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// BenchmarkTextHostile scans 256 KiB texts that repeat a shape starting a look ahead, against plain
+// text of the same size ("plain"): a scan that is not linear shows as thousands of times slower.
+func BenchmarkTextHostile(b *testing.B) {
+	const size = 256 << 10
+	for _, unit := range []string{"plain ", "://", `password="`, "password={", "<password ", "<password>", "a=", `"k":`,
+		"Bearer ", "eyJ", "4111 ", "-----BEGIN PRIVATE KEY-----"} {
+		s := strings.Repeat(unit, size/len(unit))
+		b.Run(strings.TrimSpace(unit), func(b *testing.B) {
+			b.SetBytes(int64(len(s)))
+			for b.Loop() {
+				_ = Default.Text(s)
+			}
+		})
+	}
+}

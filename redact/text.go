@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -88,9 +89,17 @@ var textSpecial = func() (t [256]bool) {
 	return t
 }()
 
+// spansOf finds what Text replaces. It runs in time linear in len(p): every look back or ahead from a
+// separator is bounded by a constant, except the value of a secret key, after which the scan goes on
+// from the value's end.
 func spansOf[T string | []byte](r *Redactor, p T, spans []span) []span {
+	nextGT := -1 // the first '>' at or after i, len(p) when there is none
 	for i := 0; i < len(p); i++ {
 		if !textSpecial[p[i]] {
+			continue
+		}
+		if n := len(spans); n > 0 && spans[n-1].to > i+1 {
+			i = spans[n-1].to - 1 // the value just replaced holds nothing more to find
 			continue
 		}
 		switch p[i] {
@@ -106,7 +115,14 @@ func spansOf[T string | []byte](r *Redactor, p T, spans []span) []span {
 			}
 			spans = keyValue(r, p, i, spans)
 		case '<':
-			spans = xmlElement(r, p, i, spans)
+			if nextGT < i {
+				if k := index(p[i:], '>'); k >= 0 {
+					nextGT = i + k
+				} else {
+					nextGT = len(p)
+				}
+			}
+			spans = xmlElement(r, p, i, nextGT, spans)
 		}
 	}
 	if r.detect {
@@ -120,8 +136,13 @@ func isKeyByte(c byte) bool {
 		c == '_' || c == '-' || c == '.' || c == '[' || c == ']' || c == '$' || c == '@' || c >= 0x80
 }
 
-// maxKey bounds how far back from a separator a key is looked for.
-const maxKey = 256
+// Bounds of the scans around a separator: how far back a key is looked for, how far an XML tag's
+// attributes and a URL's user information may reach.
+const (
+	maxKey      = 256
+	maxTag      = 1024
+	maxUserinfo = 512
+)
 
 // keyValue adds the value after the separator at sep when the key before it is secret.
 func keyValue[T string | []byte](r *Redactor, p T, sep int, spans []span) []span {
@@ -244,13 +265,14 @@ func closingBracket[T string | []byte](p T, i int) int {
 	return len(p)
 }
 
-// xmlElement adds the content of an XML element whose (local) name is secret.
-func xmlElement[T string | []byte](r *Redactor, p T, lt int, spans []span) []span {
+// xmlElement adds the content of an XML element whose (local) name is secret; gt is the first '>'
+// after lt (len(p) when there is none).
+func xmlElement[T string | []byte](r *Redactor, p T, lt, gt int, spans []span) []span {
 	i := lt + 1
-	if i >= len(p) || !('a' <= p[i]|0x20 && p[i]|0x20 <= 'z') {
+	if i >= len(p) || !('a' <= p[i]|0x20 && p[i]|0x20 <= 'z') || gt >= len(p) || gt-lt > maxTag || p[gt-1] == '/' {
 		return spans
 	}
-	for i < len(p) && (isKeyByte(p[i]) || p[i] == ':') && i-lt <= maxKey {
+	for i < gt && (isKeyByte(p[i]) || p[i] == ':') {
 		i++
 	}
 	name := p[lt+1 : i]
@@ -261,17 +283,6 @@ func xmlElement[T string | []byte](r *Redactor, p T, lt int, spans []span) []spa
 		}
 	}
 	if !matchName(r, name) {
-		return spans
-	}
-	gt := i
-	for gt < len(p) && p[gt] != '>' {
-		if p[gt] == '"' || p[gt] == '\'' {
-			gt = closingQuote(p, gt+1, p[gt])
-			continue
-		}
-		gt++
-	}
-	if gt >= len(p) || p[gt-1] == '/' {
 		return spans
 	}
 	start := gt + 1
@@ -285,11 +296,22 @@ func xmlElement[T string | []byte](r *Redactor, p T, lt int, spans []span) []spa
 	return spans
 }
 
+// index is bytes.IndexByte or strings.IndexByte.
+func index[T string | []byte](p T, c byte) int {
+	switch v := any(p).(type) {
+	case string:
+		return strings.IndexByte(v, c)
+	case []byte:
+		return bytes.IndexByte(v, c)
+	}
+	return -1
+}
+
 // userinfo adds the password of a URL's user information (scheme://user:password@host), starting
 // after the "://".
 func userinfo[T string | []byte](p T, i int, spans []span) []span {
 	colon := -1
-	for j := i; j < len(p); j++ {
+	for j := i; j < len(p) && j-i < maxUserinfo; j++ {
 		switch p[j] {
 		case ':':
 			if colon < 0 {
