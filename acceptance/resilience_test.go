@@ -192,7 +192,7 @@ func runOutage(t *testing.T, d *demo, proxy *tcpProxy, route string, maxConcurre
 	}
 	final := smp.stop()
 
-	// Latency is measured by sluice bench, never asserted here: on a busy 2-core machine the p99 of
+	// Latency is measured by sluice-bench, never asserted here: on a busy 2-core machine the p99 of
 	// one second of requests moves between 3 ms and 60 ms with no outage at all. It is logged.
 	before, during, after := lg.stats(phaseBefore), lg.stats(phaseDuring), lg.stats(phaseAfter)
 	t.Logf("latency before the outage: %v", before)

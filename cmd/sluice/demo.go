@@ -31,7 +31,7 @@ func loadConfig(file string) (sluice.Config, error) {
 }
 
 // demo runs the demo service until ctx ends, then flushes everything accepted. loggingMode is the
-// request logging middleware (see demoLogging): "sluice" unless sluice bench asks for another.
+// request logging middleware (see demoLogging): "sluice" unless sluice-bench asks for another.
 func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *slog.Logger) error {
 	cfg, err := loadConfig(file)
 	if err != nil {

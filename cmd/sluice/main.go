@@ -3,7 +3,6 @@
 //	sluice demo      an Echo service with sluice embedded (see the README)
 //	sluice migrate   apply the PostgreSQL schema migrations and print their status
 //	sluice config    print the effective configuration (secrets masked) and every key
-//	sluice bench     measure sluice against the alternatives on this machine (docs/BENCHMARKS.md)
 //
 // Configuration comes from the embedded defaults, an optional YAML file (-config, or SLUICE_CONFIG),
 // and SLUICE_* environment variables. Exit codes: 0 success; 1 the run failed or did not write
@@ -32,7 +31,9 @@ commands:
   demo      run the demo Echo service with sluice embedded (SLUICE_HTTP_ADDR, default 127.0.0.1:8080)
   migrate   apply the PostgreSQL schema migrations (SLUICE_POSTGRES_DSN) and print their status
   config    print the effective configuration, secrets masked, and the environment variable of every key
-  bench     measure sluice against the alternatives on this machine (see docs/BENCHMARKS.md; -h for flags)
+
+sluice-bench (cd bench && go run ./cmd/sluice-bench) measures sluice against the alternatives on this
+machine: docs/BENCHMARKS.md.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -45,7 +46,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", os.Getenv("SLUICE_CONFIG"), "YAML configuration file (also SLUICE_CONFIG)")
 	demoFlags := flagDemo(fs, cmd)
-	benchFlags := flagBench(fs, cmd)
 	if err := fs.Parse(rest); err != nil {
 		return 2
 	}
@@ -60,8 +60,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = migrate(ctx, *configFile, stdout)
 	case "config":
 		err = printConfig(*configFile, stdout)
-	case "bench":
-		err = runBench(ctx, benchFlags, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,4 +1,4 @@
-// Package bench owns `sluice bench`: the scenarios that measure sluice, in one run on one machine,
+// Package bench owns `sluice-bench`: the scenarios that measure sluice, in one run on one machine,
 // against the designs it replaces and against the physical ceilings of the machine (PostgreSQL sink,
 // Blob sink, HTTP end to end, overload with storage down); the Results they produce, with stable JSON
 // keys; the results table; and the plot drawn from the results.

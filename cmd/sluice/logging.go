@@ -1,5 +1,9 @@
 package main
 
+// The demo's request logging modes (its -logging flag) and profiles: what sluice-bench (the bench
+// module) runs the demo with to compare sluice with no logging and with Echo's own request logger.
+// The mode names and the request log's path are a contract with bench/server.go.
+
 import (
 	"bufio"
 	"context"
@@ -11,9 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/pprof"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,123 +23,22 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/sluicelog/sluice/handlers"
-	"github.com/sluicelog/sluice/internal/bench"
+	"github.com/sluicelog/sluice/internal/profiling"
 )
 
-// benchFlags are the flags of `sluice bench`.
-type benchFlags struct {
-	quick          bool
-	scenarios      string
-	jsonFile       string
-	plotFile       string
-	from           string
-	postgres       string
-	azurite        string
-	duration       time.Duration
-	rate           int
-	cpuProfile     string
-	serverProfiles string
-	demoEnv        map[string]string
-}
+// The request logging modes of the demo.
+const (
+	loggingSluice   = "sluice"    // sluice's middleware (the default)
+	loggingOff      = "off"       // no request logging
+	loggingEcho     = "echo"      // Echo's RequestLogger writing JSON through slog to io.Discard
+	loggingEchoFile = "echo-file" // Echo's RequestLogger writing JSON lines to requestLogFile
+)
 
-// flagBench registers the bench flags on fs when cmd is "bench".
-func flagBench(fs *flag.FlagSet, cmd string) *benchFlags {
-	f := &benchFlags{}
-	if cmd != "bench" {
-		return f
-	}
-	fs.BoolVar(&f.quick, "quick", false, "tiny sizes and short steps: every scenario in under a minute (a smoke test; the figures mean little)")
-	fs.StringVar(&f.scenarios, "scenarios", strings.Join(bench.Scenarios, ","), "the scenarios to run, comma-separated")
-	fs.StringVar(&f.jsonFile, "json", "", "write every figure to this JSON `file` (stable keys)")
-	fs.StringVar(&f.plotFile, "plot", "", "draw the PNG plot into this `file` (default: the -json file with .png, else sluice-bench.png)")
-	fs.StringVar(&f.from, "from", "", "run nothing: print the table and draw the plot of this JSON `file` from an earlier run")
-	fs.StringVar(&f.postgres, "postgres", envOr("SLUICE_TEST_POSTGRES_DSN", bench.DefaultPostgresDSN),
-		"PostgreSQL `DSN` of a user that may create databases (also SLUICE_TEST_POSTGRES_DSN)")
-	fs.StringVar(&f.azurite, "azurite", os.Getenv("SLUICE_TEST_AZURITE"),
-		"Azurite connection string (also SLUICE_TEST_AZURITE, which eval \"$(scripts/azurite.sh start)\" sets)")
-	fs.DurationVar(&f.duration, "overload-duration", 0, "how long the overload scenario keeps storage down (default 60s, 3s with -quick)")
-	fs.IntVar(&f.rate, "overload-rate", 0, "requests/s of the overload scenario (default: the highest rate the http scenario found sluice to sustain, else 5000)")
-	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the sink scenarios run in it) to `file`")
-	fs.Func("demo-env", "add `KEY=VALUE` to every demo's environment, to measure another configuration (repeatable)", func(kv string) error {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("want KEY=VALUE")
-		}
-		if f.demoEnv == nil {
-			f.demoEnv = map[string]string{}
-		}
-		f.demoEnv[k] = v
-		return nil
-	})
-	fs.StringVar(&f.serverProfiles, "server-profiles", "", "write a CPU and a heap profile of each demo process into `dir` (demo-MODE.cpu.pprof, demo-MODE.heap.pprof)")
-	return f
-}
+// requestLogFile is where the demo with -logging echo-file writes its request log, in its working
+// directory.
+var requestLogFile = filepath.Join("sluice-data", "requests.ndjson")
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-// runBench runs the benchmark (or re-renders an earlier one), prints the results table to stdout and
-// the progress to stderr, and writes the JSON and the plot.
-func runBench(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) error {
-	plotFile := f.plotFile
-	if plotFile == "" {
-		plotFile = "sluice-bench.png"
-		if json := f.jsonFile; json != "" {
-			plotFile = strings.TrimSuffix(json, ".json") + ".png"
-		}
-	}
-	var (
-		res    *bench.Results
-		runErr error
-	)
-	if f.from != "" {
-		r, err := bench.ReadJSON(f.from)
-		if err != nil {
-			return err
-		}
-		res = r
-	} else {
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		cfg := bench.Config{
-			Quick: f.quick, PostgresDSN: f.postgres, Azurite: f.azurite, ServerBinary: self,
-			ServerProfileDir: f.serverProfiles, ServerEnv: f.demoEnv, OverloadDuration: f.duration, OverloadRate: f.rate, Progress: stderr,
-		}
-		if f.scenarios != "" {
-			cfg.Scenarios = strings.Split(f.scenarios, ",")
-		}
-		err = withCPUProfile(f.cpuProfile, func() error {
-			res, runErr = bench.Run(ctx, cfg)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if res == nil {
-			return &configError{runErr}
-		}
-	}
-	res.WriteTable(stdout)
-	if f.jsonFile != "" {
-		if err := res.WriteJSON(f.jsonFile); err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "wrote %s\n", f.jsonFile)
-	}
-	if err := res.WritePlot(plotFile); err != nil {
-		return fmt.Errorf("plot: %w", err)
-	}
-	fmt.Fprintf(stderr, "wrote %s\n", plotFile)
-	return runErr
-}
-
-// demoFlags are the demo's flags for sluice bench: -logging, the request logging middleware ("sluice"
+// demoFlags are the demo's flags for sluice-bench: -logging, the request logging middleware ("sluice"
 // unless the demo is compared with none, "off", with Echo's own request logger, "echo", or with Echo's
 // request logger writing JSON lines to a file, "echo-file"), and the profiles it writes when it stops.
 type demoFlags struct {
@@ -147,16 +47,16 @@ type demoFlags struct {
 	memProfile string
 }
 
-// flagDemo registers the demo's flags for sluice bench when cmd is "demo".
+// flagDemo registers the demo's flags for sluice-bench when cmd is "demo".
 func flagDemo(fs *flag.FlagSet, cmd string) *demoFlags {
-	f := &demoFlags{logging: bench.LoggingSluice}
+	f := &demoFlags{logging: loggingSluice}
 	if cmd != "demo" {
 		return f
 	}
-	fs.Func("logging", "request logging: sluice, or for sluice bench off, echo (Echo's request logger) or echo-file "+
-		"(Echo's request logger writing JSON lines to "+bench.RequestLogFile+")", func(s string) error {
+	fs.Func("logging", "request logging: sluice, or for sluice-bench off, echo (Echo's request logger) or echo-file "+
+		"(Echo's request logger writing JSON lines to "+requestLogFile+")", func(s string) error {
 		switch s {
-		case bench.LoggingSluice, bench.LoggingOff, bench.LoggingEcho, bench.LoggingEchoFile:
+		case loggingSluice, loggingOff, loggingEcho, loggingEchoFile:
 			f.logging = s
 			return nil
 		}
@@ -174,41 +74,14 @@ func (f *demoFlags) withProfiles(ctx context.Context, run func() error) error {
 	if f.memProfile != "" {
 		go func() {
 			<-ctx.Done()
-			heap <- writeHeapProfile(f.memProfile)
+			heap <- profiling.WriteHeap(f.memProfile)
 		}()
 	}
-	err := withCPUProfile(f.cpuProfile, run)
+	err := profiling.WithCPU(f.cpuProfile, run)
 	if f.memProfile != "" && ctx.Err() != nil {
 		err = errors.Join(err, <-heap)
 	}
 	return err
-}
-
-func writeHeapProfile(file string) error {
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	runtime.GC() // the profile shows the heap as of the last collection
-	return errors.Join(pprof.WriteHeapProfile(f), f.Close())
-}
-
-// withCPUProfile runs run, profiling the CPU into file when file is not empty.
-func withCPUProfile(file string, run func() error) error {
-	if file == "" {
-		return run()
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return err
-	}
-	err = run()
-	pprof.StopCPUProfile()
-	return errors.Join(err, f.Close())
 }
 
 // demoLogging returns the demo's request logging middleware for mode: sluice's, none, Echo's
@@ -217,12 +90,12 @@ func withCPUProfile(file string, run func() error) error {
 // requests (nil when there is nothing to close).
 func demoLogging(mode string, sluice echo.MiddlewareFunc) ([]echo.MiddlewareFunc, func() error, error) {
 	switch mode {
-	case bench.LoggingOff:
+	case loggingOff:
 		return nil, nil, nil
-	case bench.LoggingEcho:
+	case loggingEcho:
 		return []echo.MiddlewareFunc{echoRequestLogger()}, nil, nil
-	case bench.LoggingEchoFile:
-		l, err := openRequestLogFile(bench.RequestLogFile, requestLogFlushEvery)
+	case loggingEchoFile:
+		l, err := openRequestLogFile(requestLogFile, requestLogFlushEvery)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -254,7 +127,7 @@ func echoRequestLogger() echo.MiddlewareFunc {
 // echoFileRequestLogger is Echo's RequestLogger writing one JSON line per request to l: the fields
 // sluice stores of a request (not its headers or bodies), for a sidecar to ship. Like sluice, it leaves
 // the ops endpoints out.
-func echoFileRequestLogger(l *requestLogFile) echo.MiddlewareFunc {
+func echoFileRequestLogger(l *requestLog) echo.MiddlewareFunc {
 	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		Skipper:   handlers.IsOps,
 		LogStatus: true, LogURI: true, LogURIPath: true, LogMethod: true, LogLatency: true, LogRemoteIP: true,
@@ -278,7 +151,7 @@ const requestLogBuffer = 64 << 10
 // requestLogFile is a request log file, one JSON line per request, as a team whose logs a sidecar
 // (Vector, Fluent Bit) tails and ships would write it: each line encoded under a mutex into a buffered
 // writer, flushed every requestLogFlushEvery and when it is closed.
-type requestLogFile struct {
+type requestLog struct {
 	mu   sync.Mutex
 	f    *os.File
 	w    *bufio.Writer
@@ -313,7 +186,7 @@ type requestLine struct {
 
 // openRequestLogFile opens (appends to) the request log file at path, making its directory, and
 // flushes it every flushEvery until it is closed.
-func openRequestLogFile(path string, flushEvery time.Duration) (*requestLogFile, error) {
+func openRequestLogFile(path string, flushEvery time.Duration) (*requestLog, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
@@ -321,7 +194,7 @@ func openRequestLogFile(path string, flushEvery time.Duration) (*requestLogFile,
 	if err != nil {
 		return nil, err
 	}
-	l := &requestLogFile{f: f, w: bufio.NewWriterSize(f, requestLogBuffer), stop: make(chan struct{}), flushed: make(chan struct{})}
+	l := &requestLog{f: f, w: bufio.NewWriterSize(f, requestLogBuffer), stop: make(chan struct{}), flushed: make(chan struct{})}
 	l.enc = json.NewEncoder(l.w)
 	l.enc.SetEscapeHTML(false)
 	go l.flushEvery(flushEvery)
@@ -329,7 +202,7 @@ func openRequestLogFile(path string, flushEvery time.Duration) (*requestLogFile,
 }
 
 // log writes the line of a request: v, and the size of its body.
-func (l *requestLogFile) log(v middleware.RequestLoggerValues, bytesIn int64) {
+func (l *requestLog) log(v middleware.RequestLoggerValues, bytesIn int64) {
 	id := uuid.Must(uuid.NewV7()).String()
 	requestID := v.RequestID
 	if requestID == "" {
@@ -359,7 +232,7 @@ func (l *requestLogFile) log(v middleware.RequestLoggerValues, bytesIn int64) {
 	}
 }
 
-func (l *requestLogFile) flushEvery(period time.Duration) {
+func (l *requestLog) flushEvery(period time.Duration) {
 	defer close(l.flushed)
 	t := time.NewTicker(period)
 	defer t.Stop()
@@ -379,7 +252,7 @@ func (l *requestLogFile) flushEvery(period time.Duration) {
 
 // Close flushes what is buffered and closes the file. It returns the first error of any write; call it
 // once no request is logged any more (again: the same result).
-func (l *requestLogFile) Close() error {
+func (l *requestLog) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.stop)
 		<-l.flushed
