@@ -100,8 +100,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 		return nil, err
 	}
 	p := &Pipeline{cfg: cfg, log: o.logger.With("component", "sluice")}
-	p.wmLogger = watermill.NewSlogLoggerWithLevelMapping(o.logger.With("component", "sluice.watermill"),
-		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	p.wmLogger = newRouterLogger(o.logger.With("component", "sluice.watermill"))
 	p.pgStatus.Store("")
 	b, err := bus.New(bus.Config{
 		MaxEvents:          cfg.Bus.MaxEvents,

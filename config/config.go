@@ -132,9 +132,10 @@ type Route struct {
 	Throttle ThrottlePolicy `yaml:"throttle"`
 	Breaker  Breaker        `yaml:"breaker"`
 
-	// FailureLogInterval is the least time between two of the route's log lines about failed batch
-	// writes: a failure less than this after the route's last line is counted, not logged, and the
-	// next line reports the count. Zero takes failure_log_interval.
+	// FailureLogInterval is the least time between two of the route's log lines about a failed batch
+	// write: a failure less than this after the last one logged is counted, not logged, and the next
+	// line reports the count (or a summary line does, once the failures have stopped for as long).
+	// Zero takes failure_log_interval.
 	FailureLogInterval time.Duration `yaml:"failure_log_interval"`
 }
 
