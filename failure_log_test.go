@@ -60,9 +60,9 @@ func (c *capturedLog) records(t *testing.T) []logRecord {
 	return out
 }
 
-// failurePipeline starts a pipeline in the test's synctest bubble with one route "r" that writes
-// sink, logging into logs (debug and up).
-func failurePipeline(t *testing.T, sink subscribers.Sink, logs *capturedLog, route Route) *Pipeline {
+// syncPipeline starts a pipeline (in the synctest bubble of the test that calls it) with one route,
+// route, that writes sink, logging into logs (debug and up).
+func syncPipeline(t *testing.T, sink subscribers.Sink, logs *capturedLog, route Route) *Pipeline {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Postgres.Enabled = false
@@ -110,7 +110,7 @@ func TestFailedBatchWritesLogAtMostOneLinePerInterval(t *testing.T) {
 					return nil
 				}}
 				logs := &capturedLog{}
-				p := failurePipeline(t, sink, logs, Route{Name: "r", Sink: "blob", FailureLogInterval: interval,
+				p := syncPipeline(t, sink, logs, Route{Name: "r", Sink: "blob", FailureLogInterval: interval,
 					Chunk:    config.ChunkPolicy{MaxEvents: 10, MaxBytes: 1 << 20, Linger: 50 * time.Millisecond},
 					Batch:    config.BatchPolicy{MaxEvents: 100, MaxBytes: 1 << 20, MaxWait: 200 * time.Millisecond, MaxConcurrentWrites: 2},
 					Retry:    config.RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second},

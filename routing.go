@@ -91,7 +91,7 @@ type route struct {
 // every write attempt), then the Writer that writes the sink.
 func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duration) error {
 	br := NewBreaker(BreakerConfig{Name: r.Name, Failures: r.Breaker.Failures, Cooldown: r.Breaker.Cooldown,
-		OnStateChange: p.breakerChanged})
+		OnStateChange: p.breakerChanged, OnWait: p.metrics.breakerWaited})
 	match := matcher(r)
 	var deadLetters subscribers.DeadLetterSink
 	if dl, ok := sink.(subscribers.DeadLetterSink); ok {
@@ -117,7 +117,10 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 	topic := p.cfg.Bus.Topic + "." + r.Name
 	h := p.router.AddConsumerHandler("sluice."+r.Name, topic, batches, writer.Handle)
 	if r.Throttle.EventsPerSecond > 0 {
-		h.AddMiddleware(NewThrottle(r.Throttle.EventsPerSecond).Middleware)
+		th := NewThrottle(r.Throttle.EventsPerSecond)
+		waits := p.metrics.throttleWait.WithLabelValues(r.Name)
+		th.onWait = func(d time.Duration) { waits.Observe(d.Seconds()) }
+		h.AddMiddleware(th.Middleware)
 	}
 	var retry *middleware.Retry
 	if r.Retry.MaxAttempts > 1 {

@@ -14,7 +14,8 @@ import (
 // Observer is told what a writer does, for metrics. Implementations must be cheap and safe for
 // concurrent use.
 type Observer interface {
-	// BatchWritten reports one write attempt of a batch: its size, how long it took and its error.
+	// BatchWritten reports one write attempt of a batch: its size, how long the sink's Write call
+	// took (that call only: the waits before the Writer is called are not the sink's) and its error.
 	BatchWritten(route string, events, bytes int, took time.Duration, err error)
 	// Retried reports a write attempt of a batch after its first (the router's Retry middleware
 	// calling the handler again): one per retry of a batch, whatever its size.
