@@ -67,10 +67,10 @@ func newMetrics(b *bus.Bus) *metrics {
 			Help: "Circuit breaker state by sink route: 0 closed, 1 half-open, 2 open."}, []string{"sink"}),
 		breakerWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_breaker_wait_seconds",
 			Help:    "Time a batch write attempt waited for the route's circuit breaker (about 0 while it is closed, up to the cooldown while open), by route.",
-			Buckets: waitBuckets}, []string{"route"}),
+			Buckets: waitBuckets()}, []string{"route"}),
 		throttleWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_throttle_wait_seconds",
 			Help:    "Time a batch waited for the route's throttle (routes with throttle.events_per_second only), by route.",
-			Buckets: waitBuckets}, []string{"route"}),
+			Buckets: waitBuckets()}, []string{"route"}),
 		depthDesc: prometheus.NewDesc("sluice_queue_depth",
 			"Events accepted and not yet written (in open chunks or in the bus), summed over routes.", nil, nil),
 		bytesDesc: prometheus.NewDesc("sluice_queue_bytes",
@@ -92,7 +92,9 @@ func newMetrics(b *bus.Bus) *metrics {
 }
 
 // waitBuckets are the buckets of the waiting times: from nothing (a closed breaker) to a cooldown.
-var waitBuckets = []float64{0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+func waitBuckets() []float64 {
+	return []float64{0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+}
 
 // breakerWaited observes a write attempt's wait for its route's breaker (BreakerConfig.OnWait).
 func (m *metrics) breakerWaited(route string, waited time.Duration) {

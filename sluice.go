@@ -6,10 +6,10 @@
 // every route it matches (chunker.go) and publishes each sealed chunk as one message on a bounded
 // in-process Watermill pub/sub (package bus). A Watermill router runs one handler per declared route
 // (routing.go); it subscribes through a subscribers.BatchSubscriber, so it handles one message per
-// write batch, with batch-level middleware (throttle_middleware.go, Watermill's Retry,
-// breaker_middleware.go) around a subscribers.Writer that writes the route's sink: PostgreSQL for
-// warnings and errors (subscribers/pgsink), Azure Blob Storage or a local directory for everything
-// (subscribers/blobsink).
+// write batch, with batch-level middleware (throttle_middleware.go, Watermill's Retry reporting to
+// the route's log of failed writes, failure_log.go, breaker_middleware.go) around a
+// subscribers.Writer that writes the route's sink: PostgreSQL for warnings and errors
+// (subscribers/pgsink), Azure Blob Storage or a local directory for everything (subscribers/blobsink).
 //
 // This package owns the assembly of that pipeline (Pipeline), the producer side of the bus (chunks),
 // the router middleware and the metrics. It is the only package that knows every other; nothing
