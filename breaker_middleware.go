@@ -48,6 +48,10 @@ type BreakerConfig struct {
 	Cooldown time.Duration
 	// OnStateChange, when set, is called once per state change (outside the breaker's lock).
 	OnStateChange func(name string, from, to BreakerState)
+	// OnWait, when set, is called once per write attempt with how long it waited for the breaker
+	// before it went (or before its context ended): about nothing while the breaker is closed, up to
+	// the cooldown while it is open.
+	OnWait func(name string, waited time.Duration)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -106,7 +110,12 @@ func (b *Breaker) Open() bool { return b.State() == BreakerOpen }
 // write, and its outcome is recorded.
 func (b *Breaker) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
-		if err := b.allow(msg.Context()); err != nil {
+		start := time.Now()
+		err := b.allow(msg.Context())
+		if b.cfg.OnWait != nil {
+			b.cfg.OnWait(b.cfg.Name, time.Since(start))
+		}
+		if err != nil {
 			return nil, err
 		}
 		msgs, err := h(msg)

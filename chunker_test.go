@@ -248,8 +248,8 @@ func liveHeap() uint64 {
 	return ms.HeapAlloc
 }
 
-// The throttle passes the same events per second whether they come in messages of 1, 10 or 250 events.
-// It runs in a synctest bubble: the clock is virtual and moves only when every goroutine waits, so the
+// The throttle passes the same events per second whether they come in messages of 1, 10 or 250 events,
+// and reports each message's wait (sluice_throttle_wait_seconds). It runs in a synctest bubble: the clock is virtual and moves only when every goroutine waits, so the
 // times compared are exact and do not depend on how busy the machine is.
 func TestThrottlePassesEventsPerSecondWhateverTheBatchSizes(t *testing.T) {
 	for _, size := range []int{1, 10, 250} {
@@ -257,6 +257,8 @@ func TestThrottlePassesEventsPerSecondWhateverTheBatchSizes(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				const rate, total = 1000.0, 5000
 				th := NewThrottle(rate)
+				var waited time.Duration
+				th.onWait = func(d time.Duration) { waited += d }
 				var passed int
 				h := th.Middleware(func(msg *message.Message) ([]*message.Message, error) {
 					passed += len(msg.Payload)
@@ -276,6 +278,10 @@ func TestThrottlePassesEventsPerSecondWhateverTheBatchSizes(t *testing.T) {
 				want := time.Duration(float64(total-size) / rate * float64(time.Second))
 				if passed != total || lastStart != want {
 					t.Fatalf("%d events passed; the last message started at %v, want %v", passed, lastStart, want)
+				}
+				// The messages came one after the other: all the time went in waiting for the throttle.
+				if waited != want {
+					t.Fatalf("the throttle reports %v of waiting, want %v", waited, want)
 				}
 			})
 		})

@@ -25,6 +25,8 @@ type metrics struct {
 	batchSize                   *prometheus.HistogramVec
 	writeSeconds                *prometheus.HistogramVec
 	breaker                     *prometheus.GaugeVec
+	breakerWait                 *prometheus.HistogramVec
+	throttleWait                *prometheus.HistogramVec
 
 	dropped     *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
@@ -59,9 +61,16 @@ func newMetrics(b *bus.Bus) *metrics {
 			Help:    "Events per batch write attempt, by sink route.",
 			Buckets: []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000}}, []string{"sink"}),
 		writeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_sink_write_seconds",
-			Help: "Batch write latency, by sink route.", Buckets: prometheus.DefBuckets}, []string{"sink"}),
+			Help: "Time in the sink's Write call per batch write attempt, by sink route (waiting for the throttle, " +
+				"the breaker or a retry is not in it).", Buckets: prometheus.DefBuckets}, []string{"sink"}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_breaker_state",
 			Help: "Circuit breaker state by sink route: 0 closed, 1 half-open, 2 open."}, []string{"sink"}),
+		breakerWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_breaker_wait_seconds",
+			Help:    "Time a batch write attempt waited for the route's circuit breaker (about 0 while it is closed, up to the cooldown while open), by route.",
+			Buckets: waitBuckets()}, []string{"route"}),
+		throttleWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_throttle_wait_seconds",
+			Help:    "Time a batch waited for the route's throttle (routes with throttle.events_per_second only), by route.",
+			Buckets: waitBuckets()}, []string{"route"}),
 		depthDesc: prometheus.NewDesc("sluice_queue_depth",
 			"Events accepted and not yet written (in open chunks or in the bus), summed over routes.", nil, nil),
 		bytesDesc: prometheus.NewDesc("sluice_queue_bytes",
@@ -76,9 +85,20 @@ func newMetrics(b *bus.Bus) *metrics {
 	m.publishedHTTP = m.published.WithLabelValues(publishers.SourceHTTP)
 	m.publishedApp = m.published.WithLabelValues(publishers.SourceApp)
 	m.reg.MustRegister(m.published, m.sampledOut, m.written, m.writeErrors, m.batchSize, m.writeSeconds, m.breaker,
+		m.breakerWait, m.throttleWait,
 		m.dropped, m.deadLetters, m.retries, m.unrouted, m,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// waitBuckets are the buckets of the waiting times: from nothing (a closed breaker) to a cooldown.
+func waitBuckets() []float64 {
+	return []float64{0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+}
+
+// breakerWaited observes a write attempt's wait for its route's breaker (BreakerConfig.OnWait).
+func (m *metrics) breakerWaited(route string, waited time.Duration) {
+	m.breakerWait.WithLabelValues(route).Observe(waited.Seconds())
 }
 
 // Describe implements prometheus.Collector.

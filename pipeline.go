@@ -159,6 +159,9 @@ func (p *Pipeline) close(ctx context.Context) error {
 	if err := p.router.Close(); err != nil {
 		p.log.Warn("router close", "error", err)
 	}
+	for _, r := range p.routes {
+		r.failures.close() // the failures not logged yet: no line is due later
+	}
 	_ = p.bus.Close()
 	undelivered, events := p.bus.Undelivered(), p.bus.UndeliveredEvents()
 	p.closeSinks()

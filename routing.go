@@ -70,25 +70,28 @@ func matchPath(pattern, p string) bool {
 }
 
 // route is one running route: its bus topic and filter, the chunker that publishes its events, the
-// batch subscriber that gathers them into batches, the writer of its sink, and its breaker.
+// batch subscriber that gathers them into batches, the writer of its sink, its breaker, and the log
+// of its failed writes.
 type route struct {
-	cfg     Route
-	topic   string
-	match   func(*event.Event) bool
-	sink    subscribers.Sink
-	breaker *Breaker
-	chunks  *chunker
-	batches *subscribers.BatchSubscriber
+	cfg      Route
+	topic    string
+	match    func(*event.Event) bool
+	sink     subscribers.Sink
+	breaker  *Breaker
+	chunks   *chunker
+	batches  *subscribers.BatchSubscriber
+	failures *failureLog
 }
 
 // addRoute registers a route as a Watermill handler on the router. The handler subscribes to the
 // route's topic through a BatchSubscriber, so the router calls it once per batch (a few chunks of
 // events), and its middleware works on whole batches, outermost first: Throttle (events per second),
-// Watermill's Retry (one retry sequence per failed batch write), the circuit Breaker (counts every
-// write attempt), then the Writer that writes the sink.
+// Watermill's Retry (one retry sequence per failed batch write) with the route's failure log (one
+// line per failed write attempt, at most one per failure_log_interval), the circuit Breaker (counts
+// every write attempt), then the Writer that writes the sink.
 func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duration) error {
 	br := NewBreaker(BreakerConfig{Name: r.Name, Failures: r.Breaker.Failures, Cooldown: r.Breaker.Cooldown,
-		OnStateChange: p.breakerChanged})
+		OnStateChange: p.breakerChanged, OnWait: p.metrics.breakerWaited})
 	match := matcher(r)
 	var deadLetters subscribers.DeadLetterSink
 	if dl, ok := sink.(subscribers.DeadLetterSink); ok {
@@ -114,10 +117,14 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 	topic := p.cfg.Bus.Topic + "." + r.Name
 	h := p.router.AddConsumerHandler("sluice."+r.Name, topic, batches, writer.Handle)
 	if r.Throttle.EventsPerSecond > 0 {
-		h.AddMiddleware(NewThrottle(r.Throttle.EventsPerSecond).Middleware)
+		th := NewThrottle(r.Throttle.EventsPerSecond)
+		waits := p.metrics.throttleWait.WithLabelValues(r.Name)
+		th.onWait = func(d time.Duration) { waits.Observe(d.Seconds()) }
+		h.AddMiddleware(th.Middleware)
 	}
+	var retry *middleware.Retry
 	if r.Retry.MaxAttempts > 1 {
-		h.AddMiddleware(middleware.Retry{
+		retry = &middleware.Retry{
 			MaxRetries:          r.Retry.MaxAttempts - 1,
 			InitialInterval:     r.Retry.InitialInterval,
 			MaxInterval:         r.Retry.MaxInterval,
@@ -126,12 +133,14 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 			RandomizationFactor: 0.5,
 			// A permanent error is the data's: the Writer has dead-lettered what it could not store.
 			ShouldRetry: func(params middleware.RetryParams) bool { return !subscribers.IsPermanent(params.Err) },
-			Logger:      p.wmLogger,
-		}.Middleware)
+		}
 	}
+	failures := newFailureLog(r.Name, r.FailureLogInterval, p.log, br)
+	h.AddMiddleware(failures.Retry(retry))
 	h.AddMiddleware(br.Middleware)
 	chunks := newChunker(topic, p.bus, r.Chunk, func(reason string, n int) { p.metrics.drop(reason, r.Name, n) })
-	p.routes = append(p.routes, &route{cfg: r, topic: topic, match: match, sink: sink, breaker: br, chunks: chunks, batches: batches})
+	p.routes = append(p.routes, &route{cfg: r, topic: topic, match: match, sink: sink, breaker: br, chunks: chunks,
+		batches: batches, failures: failures})
 	return nil
 }
 

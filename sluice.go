@@ -6,10 +6,10 @@
 // every route it matches (chunker.go) and publishes each sealed chunk as one message on a bounded
 // in-process Watermill pub/sub (package bus). A Watermill router runs one handler per declared route
 // (routing.go); it subscribes through a subscribers.BatchSubscriber, so it handles one message per
-// write batch, with batch-level middleware (throttle_middleware.go, Watermill's Retry,
-// breaker_middleware.go) around a subscribers.Writer that writes the route's sink: PostgreSQL for
-// warnings and errors (subscribers/pgsink), Azure Blob Storage or a local directory for everything
-// (subscribers/blobsink).
+// write batch, with batch-level middleware (throttle_middleware.go, Watermill's Retry reporting to
+// the route's log of failed writes, failure_log.go, breaker_middleware.go) around a
+// subscribers.Writer that writes the route's sink: PostgreSQL for warnings and errors
+// (subscribers/pgsink), Azure Blob Storage or a local directory for everything (subscribers/blobsink).
 //
 // This package owns the assembly of that pipeline (Pipeline), the producer side of the bus (chunks),
 // the router middleware and the metrics. It is the only package that knows every other; nothing
@@ -103,8 +103,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 	red, _ := cfg.Redaction.Compile()                               // validated above
 	o.logger = slog.New(redact.NewHandler(o.logger.Handler(), red)) // sluice's own lines quote errors and input
 	p := &Pipeline{cfg: cfg, log: o.logger.With("component", "sluice")}
-	p.wmLogger = watermill.NewSlogLoggerWithLevelMapping(o.logger.With("component", "sluice.watermill"),
-		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	p.wmLogger = newRouterLogger(o.logger.With("component", "sluice.watermill"))
 	p.pgStatus.Store("")
 	b, err := bus.New(bus.Config{
 		MaxEvents:          cfg.Bus.MaxEvents,

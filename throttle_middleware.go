@@ -19,11 +19,20 @@ type Throttle struct {
 	perEvent time.Duration
 	mu       sync.Mutex
 	next     time.Time // when the next message may go
+	// onWait, when set, is told how long each message waited for its turn (the route's
+	// sluice_throttle_wait_seconds).
+	onWait func(waited time.Duration)
 }
 
 // NewThrottle returns a throttle of eventsPerSecond (positive).
 func NewThrottle(eventsPerSecond float64) *Throttle {
 	return &Throttle{perEvent: time.Duration(float64(time.Second) / eventsPerSecond)}
+}
+
+func (t *Throttle) waited(d time.Duration) {
+	if t.onWait != nil {
+		t.onWait(d)
+	}
 }
 
 // Middleware makes h wait for its turn; a message whose context ends while it waits fails with the
@@ -48,9 +57,11 @@ func (t *Throttle) Middleware(h message.HandlerFunc) message.HandlerFunc {
 			case <-timer.C:
 			case <-msg.Context().Done():
 				timer.Stop()
+				t.waited(time.Since(now))
 				return nil, msg.Context().Err()
 			}
 		}
+		t.waited(time.Since(now))
 		return h(msg)
 	}
 }

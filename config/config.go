@@ -30,6 +30,8 @@ type Config struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// ShutdownTimeout bounds the flush at shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// FailureLogInterval is every route's default Route.FailureLogInterval.
+	FailureLogInterval time.Duration `yaml:"failure_log_interval"`
 
 	Postgres Postgres `yaml:"postgres"`
 	Blob     Blob     `yaml:"blob"`
@@ -141,6 +143,12 @@ type Route struct {
 	Retry    RetryPolicy    `yaml:"retry"`
 	Throttle ThrottlePolicy `yaml:"throttle"`
 	Breaker  Breaker        `yaml:"breaker"`
+
+	// FailureLogInterval is the least time between two of the route's log lines about a failed batch
+	// write: a failure less than this after the last one logged is counted, not logged, and the next
+	// line reports the count (or a summary line does, once the failures have stopped for as long).
+	// Zero takes failure_log_interval.
+	FailureLogInterval time.Duration `yaml:"failure_log_interval"`
 }
 
 // ChunkPolicy says when the publishers' open chunk of a route's events is sealed and published as one
@@ -187,9 +195,10 @@ type ThrottlePolicy struct {
 // 10,000 events or 64 MiB per route, and DefaultRoutes.
 func Default() Config {
 	return Config{
-		Service:         "sluice-demo",
-		HTTPAddr:        "127.0.0.1:8080",
-		ShutdownTimeout: 30 * time.Second,
+		Service:            "sluice-demo",
+		HTTPAddr:           "127.0.0.1:8080",
+		ShutdownTimeout:    30 * time.Second,
+		FailureLogInterval: 10 * time.Second,
 		Postgres: Postgres{
 			Enabled:      true,
 			DSN:          "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
@@ -300,6 +309,9 @@ func (c Config) EffectiveRoutes() []Route {
 		if r.Breaker.Cooldown == 0 {
 			r.Breaker.Cooldown = c.Breaker.Cooldown
 		}
+		if r.FailureLogInterval == 0 {
+			r.FailureLogInterval = c.FailureLogInterval
+		}
 		if r.Sink == SinkBlob && r.Container == "" {
 			r.Container = c.Blob.Container
 		}
@@ -343,6 +355,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", c.ShutdownTimeout, "must be positive")
+	}
+	if c.FailureLogInterval <= 0 {
+		bad("failure_log_interval", c.FailureLogInterval, "must be positive")
 	}
 	if c.Postgres.Enabled {
 		if c.Postgres.DSN == "" {
@@ -512,6 +527,9 @@ func (c Config) validateRoutes() []error {
 		}
 		if r.Breaker.Cooldown <= 0 {
 			bad("breaker.cooldown", r.Breaker.Cooldown, "must be positive")
+		}
+		if r.FailureLogInterval <= 0 {
+			bad("failure_log_interval", r.FailureLogInterval, "must be positive")
 		}
 	}
 	return errs

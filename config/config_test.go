@@ -35,8 +35,9 @@ routes:
     container: api-logs
     paths: ["/api/*"]
     batch: {max_events: 300}
+    failure_log_interval: 1m
 `)
-	c, err := Load(file, []string{"SLUICE_BUS_MAX_EVENTS=700", "SLUICE_BREAKER_COOLDOWN=5s", "HOME=/root"})
+	c, err := Load(file, []string{"SLUICE_BUS_MAX_EVENTS=700", "SLUICE_BREAKER_COOLDOWN=5s", "SLUICE_FAILURE_LOG_INTERVAL=30s", "HOME=/root"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +54,9 @@ routes:
 	}
 	if pg.Breaker.Cooldown != 5*time.Second || pg.Breaker.Failures != 5 {
 		t.Errorf("pg breaker = %+v (must inherit breaker.*)", pg.Breaker)
+	}
+	if pg.FailureLogInterval != 30*time.Second || arch.FailureLogInterval != time.Minute {
+		t.Errorf("failure_log_interval: pg %v (must inherit failure_log_interval), archive %v", pg.FailureLogInterval, arch.FailureLogInterval)
 	}
 	if arch.Container != "api-logs" || arch.Batch.MaxWait != 10*time.Second || arch.Batch.MaxEvents != 300 {
 		t.Errorf("archive route = %+v", arch)
@@ -99,6 +103,10 @@ func TestBadValuesNameTheKey(t *testing.T) {
 			want: []string{"redaction.keys", `"x" is shorter than 2 letters`}},
 		{name: "bad unparsed bodies mode", yaml: "redaction:\n  unparsed_bodies: drop\n",
 			want: []string{"redaction.unparsed_bodies (\"drop\")"}},
+		{name: "bad failure log interval", env: []string{"SLUICE_FAILURE_LOG_INTERVAL=0s"},
+			want: []string{"failure_log_interval (SLUICE_FAILURE_LOG_INTERVAL) = 0s: must be positive"}},
+		{name: "bad route failure log interval", yaml: "routes:\n  - {name: x, sink: blob, failure_log_interval: -1s}\n",
+			want: []string{"routes[0](x).failure_log_interval = -1s: must be positive"}},
 		{name: "postgres route while disabled", env: []string{"SLUICE_POSTGRES_ENABLED=false"},
 			want: []string{"routes[0](postgres).sink", "postgres.enabled is false"}},
 	}

@@ -14,7 +14,8 @@ import (
 // Observer is told what a writer does, for metrics. Implementations must be cheap and safe for
 // concurrent use.
 type Observer interface {
-	// BatchWritten reports one write attempt of a batch: its size, how long it took and its error.
+	// BatchWritten reports one write attempt of a batch: its size, how long the sink's Write call
+	// took (that call only: the waits before the Writer is called are not the sink's) and its error.
 	BatchWritten(route string, events, bytes int, took time.Duration, err error)
 	// Retried reports a write attempt of a batch after its first (the router's Retry middleware
 	// calling the handler again): one per retry of a batch, whatever its size.
@@ -114,10 +115,26 @@ func (w *Writer) Handle(msg *message.Message) error {
 		err = w.isolate(ctx, p.batch.ID, p.batch.Events, err)
 	}
 	if err != nil {
-		return fmt.Errorf("route %s: write batch %s of %d events: %w", w.cfg.Route, p.batch.ID, len(p.batch.Events), err)
+		return &WriteError{Route: w.cfg.Route, Batch: p.batch.ID, Events: len(p.batch.Events), Err: err}
 	}
 	return nil
 }
+
+// WriteError is Handle's error when a batch was not written: which batch (its id is the one the sink
+// was given), how many events, and why.
+type WriteError struct {
+	Route  string
+	Batch  uuid.UUID
+	Events int
+	Err    error
+}
+
+func (e *WriteError) Error() string {
+	return fmt.Sprintf("route %s: write batch %s of %d events: %v", e.Route, e.Batch, e.Events, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *WriteError) Unwrap() error { return e.Err }
 
 func (w *Writer) prepare(msg *message.Message) (*prepared, error) {
 	events, bad := Contents(msg)

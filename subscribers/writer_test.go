@@ -501,6 +501,10 @@ func TestWriterTransientFailureWhileIsolatingFailsTheBatch(t *testing.T) {
 	if !errors.Is(err, down) || subscribers.IsPermanent(err) {
 		t.Fatalf("err = %v, want the transient error", err)
 	}
+	var we *subscribers.WriteError
+	if !errors.As(err, &we) || we.Route != "pg" || we.Batch != event.BatchID([]*event.Event{poison, good}) || we.Events != 2 {
+		t.Fatalf("err = %#v, want a WriteError naming route pg and the batch of 2 events", err)
+	}
 	if len(sink.letters) != 0 {
 		t.Fatalf("dead-lettered %d events on a transient failure", len(sink.letters))
 	}
