@@ -139,7 +139,7 @@ func TestFailedBatchWriteIsOneRetrySequence(t *testing.T) {
 	if got := testutil.ToFloat64(p.metrics.retries.WithLabelValues("r")); got != 2 {
 		t.Fatalf("sluice_retries_total = %v, want 2 (one sequence of 3 attempts)", got)
 	}
-	if got := testutil.ToFloat64(p.metrics.writeErrors.WithLabelValues("r")); got != 3 {
+	if got := testutil.ToFloat64(p.metrics.writeErrors.WithLabelValues("r", "fake")); got != 3 {
 		t.Fatalf("sluice_sink_write_errors_total = %v, want 3", got)
 	}
 	for id, k := range stored {

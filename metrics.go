@@ -34,11 +34,16 @@ type metrics struct {
 	unrouted    prometheus.Counter
 
 	depthDesc, bytesDesc, inFlightDesc, redeliveredDesc, capacityDesc *prometheus.Desc
+
+	// sinkOf is each route's sink type (the sink label): set as the routes are built, read-only once
+	// the pipeline runs.
+	sinkOf map[string]string
 }
 
 func newMetrics(b *bus.Bus) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		sinkOf: map[string]string{},
+		reg:    prometheus.NewRegistry(),
 		bus: b,
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_dropped_total",
 			Help: "Events not accepted by a route, or not decodable, by reason and route (empty route: before routing)."},
@@ -54,17 +59,17 @@ func newMetrics(b *bus.Bus) *metrics {
 		sampledOut: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_sampled_out_total",
 			Help: "Successful requests that sampling kept out, by route template."}, []string{"route"}),
 		written: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_sink_events_written_total",
-			Help: "Events durably written, by sink route."}, []string{"sink"}),
+			Help: "Events durably written, by route and sink type."}, []string{"route", "sink"}),
 		writeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_sink_write_errors_total",
-			Help: "Failed batch writes, by sink route."}, []string{"sink"}),
+			Help: "Failed batch writes, by route and sink type."}, []string{"route", "sink"}),
 		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_sink_batch_events",
-			Help:    "Events per batch write attempt, by sink route.",
-			Buckets: []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000}}, []string{"sink"}),
+			Help:    "Events per batch write attempt, by route and sink type.",
+			Buckets: []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000}}, []string{"route", "sink"}),
 		writeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_sink_write_seconds",
-			Help: "Time in the sink's Write call per batch write attempt, by sink route (waiting for the throttle, " +
-				"the breaker or a retry is not in it).", Buckets: prometheus.DefBuckets}, []string{"sink"}),
+			Help: "Time in the sink's Write call per batch write attempt, by route and sink type (waiting for the " +
+				"throttle, the breaker or a retry is not in it).", Buckets: prometheus.DefBuckets}, []string{"route", "sink"}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_breaker_state",
-			Help: "Circuit breaker state by sink route: 0 closed, 1 half-open, 2 open."}, []string{"sink"}),
+			Help: "Circuit breaker state by route and sink type: 0 closed, 1 half-open, 2 open."}, []string{"route", "sink"}),
 		breakerWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_breaker_wait_seconds",
 			Help:    "Time a batch write attempt waited for the route's circuit breaker (about 0 while it is closed, up to the cooldown while open), by route.",
 			Buckets: waitBuckets()}, []string{"route"}),
@@ -145,13 +150,14 @@ func (m *metrics) SampledOut(route string) { m.sampledOut.WithLabelValues(route)
 
 // BatchWritten implements subscribers.Observer.
 func (m *metrics) BatchWritten(route string, events, _ int, took time.Duration, err error) {
-	m.batchSize.WithLabelValues(route).Observe(float64(events))
-	m.writeSeconds.WithLabelValues(route).Observe(took.Seconds())
+	sink := m.sinkOf[route]
+	m.batchSize.WithLabelValues(route, sink).Observe(float64(events))
+	m.writeSeconds.WithLabelValues(route, sink).Observe(took.Seconds())
 	if err != nil {
-		m.writeErrors.WithLabelValues(route).Inc()
+		m.writeErrors.WithLabelValues(route, sink).Inc()
 		return
 	}
-	m.written.WithLabelValues(route).Add(float64(events))
+	m.written.WithLabelValues(route, sink).Add(float64(events))
 }
 
 // Retried implements subscribers.Observer.

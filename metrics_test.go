@@ -69,7 +69,7 @@ func TestWriteSecondsLeaveOutTheBreakerWait(t *testing.T) {
 		if err := p.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if n, s := histogram(t, p, "sluice_sink_write_seconds", "sink", "r"); n != 2 || s != writeTook.Seconds() {
+		if n, s := histogram(t, p, "sluice_sink_write_seconds", "route", "r"); n != 2 || s != writeTook.Seconds() {
 			t.Errorf("sluice_sink_write_seconds: %d observations of %vs in all, want 2 of %vs (the Write calls only)", n, s, writeTook.Seconds())
 		}
 		least := (cooldown - time.Second).Seconds()

@@ -90,6 +90,7 @@ type route struct {
 // line per failed write attempt, at most one per failure_log_interval), the circuit Breaker (counts
 // every write attempt), then the Writer that writes the sink.
 func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duration) error {
+	p.metrics.sinkOf[r.Name] = sink.Name()
 	br := NewBreaker(BreakerConfig{Name: r.Name, Failures: r.Breaker.Failures, Cooldown: r.Breaker.Cooldown,
 		OnStateChange: p.breakerChanged, OnWait: p.metrics.breakerWaited})
 	match := matcher(r)

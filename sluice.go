@@ -291,7 +291,7 @@ func (p *Pipeline) openBlob(ctx context.Context, r Route) (subscribers.Sink, err
 }
 
 func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
-	p.metrics.breaker.WithLabelValues(name).Set(float64(to))
+	p.metrics.breaker.WithLabelValues(name, p.metrics.sinkOf[name]).Set(float64(to))
 	if from != to {
 		p.log.Warn("circuit breaker "+to.String(), "route", name, "from", from.String())
 	}

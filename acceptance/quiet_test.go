@@ -98,7 +98,7 @@ func TestPostgresOutageIsAFewLogLines(t *testing.T) {
 	}
 	ranFor := time.Since(cutAt)
 
-	failed := final.get("sluice_sink_write_errors_total", "sink", "postgres")
+	failed := final.get("sluice_sink_write_errors_total", "route", "postgres")
 	lines := sluiceLines(t, d.stderr.String())
 	var failureLines, counted int
 	byMsg := map[string]int{}
@@ -126,7 +126,7 @@ func TestPostgresOutageIsAFewLogLines(t *testing.T) {
 		t.Fatal("no batch write failed: the cut was not seen")
 	}
 	if float64(counted) != failed {
-		t.Errorf("the failure lines count %d failed writes, want sluice_sink_write_errors_total{sink=postgres} = %v", counted, failed)
+		t.Errorf("the failure lines count %d failed writes, want sluice_sink_write_errors_total{route=postgres} = %v", counted, failed)
 	}
 	// At most one failure line and one summary per interval, and the summary at exit.
 	if most := 2*(int(ranFor/interval)+1) + 1; failureLines > most {

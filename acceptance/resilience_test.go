@@ -118,7 +118,7 @@ func runOutage(t *testing.T, d *demo, proxy *tcpProxy, route string, maxConcurre
 	lg.setPhase(phaseBefore)
 	waitFor(beforeOutage)
 
-	errsBefore := smp.last().get("sluice_sink_write_errors_total", "sink", route)
+	errsBefore := smp.last().get("sluice_sink_write_errors_total", "route", route)
 	cutAt := time.Now()
 	proxy.Cut()
 	lg.setPhase(phaseDuring)
@@ -127,12 +127,12 @@ func runOutage(t *testing.T, d *demo, proxy *tcpProxy, route string, maxConcurre
 	var errsAtOpen float64
 	for deadline := cutAt.Add(outageFor); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if openAt.IsZero() {
-			if s := smp.last(); s.at.After(cutAt) && s.get("sluice_breaker_state", "sink", route) == 2 {
-				openAt, errsAtOpen = s.at, s.get("sluice_sink_write_errors_total", "sink", route)
+			if s := smp.last(); s.at.After(cutAt) && s.get("sluice_breaker_state", "route", route) == 2 {
+				openAt, errsAtOpen = s.at, s.get("sluice_sink_write_errors_total", "route", route)
 			}
 		}
 	}
-	errsDuring := smp.last().get("sluice_sink_write_errors_total", "sink", route) - errsBefore
+	errsDuring := smp.last().get("sluice_sink_write_errors_total", "route", route) - errsBefore
 	restoreAt := time.Now()
 	proxy.Restore()
 	lg.setPhase(phaseAfter)
@@ -164,7 +164,7 @@ func runOutage(t *testing.T, d *demo, proxy *tcpProxy, route string, maxConcurre
 	var closedAt time.Time
 	eventually(t, closeBound+10*time.Second, "breaker closed after the restore", func() bool {
 		for _, s := range smp.since(restoreAt) {
-			if s.get("sluice_breaker_state", "sink", route) == 0 {
+			if s.get("sluice_breaker_state", "route", route) == 0 {
 				closedAt = s.at
 				return true
 			}
@@ -186,7 +186,7 @@ func runOutage(t *testing.T, d *demo, proxy *tcpProxy, route string, maxConcurre
 		}
 		if time.Now().After(drainDeadline) {
 			t.Fatalf("the backlog did not drain within 60s of the end of the load: queue depth %v, in flight %v, breakers %v",
-				s.get("sluice_queue_depth"), s.get("sluice_queue_in_flight"), s.byLabel("sluice_breaker_state", "", "", "sink"))
+				s.get("sluice_queue_depth"), s.get("sluice_queue_in_flight"), s.byLabel("sluice_breaker_state", "", "", "route"))
 		}
 		time.Sleep(sampleEvery)
 	}
@@ -862,23 +862,23 @@ func TestPoisonBatch(t *testing.T) {
 	}
 	eventually(t, 60*time.Second, "1,000 events written to postgres, 1,001 to blob, 5 dead letters", func() bool {
 		m := scrape()
-		return m.get("sluice_sink_events_written_total", "sink", "postgres") >= 1000 &&
-			m.get("sluice_sink_events_written_total", "sink", "blob") >= 1001 && m.get("sluice_dead_letters_total") >= 5
+		return m.get("sluice_sink_events_written_total", "route", "postgres") >= 1000 &&
+			m.get("sluice_sink_events_written_total", "route", "blob") >= 1001 && m.get("sluice_dead_letters_total") >= 5
 	})
 	if err := p.Close(ctx); err != nil {
 		t.Fatalf("close: %v", err)
 	}
 	m := scrape()
 	t.Logf("postgres: %v events written in %v write attempts of %v events in all (a batch, then its halves down to the bad event); blob: %v events in %v attempts",
-		m.get("sluice_sink_events_written_total", "sink", "postgres"), m.get("sluice_sink_batch_events_count", "sink", "postgres"),
+		m.get("sluice_sink_events_written_total", "route", "postgres"), m.get("sluice_sink_batch_events_count", "sink", "postgres"),
 		m.get("sluice_sink_batch_events_sum", "sink", "postgres"),
-		m.get("sluice_sink_events_written_total", "sink", "blob"), m.get("sluice_sink_batch_events_count", "sink", "blob"))
+		m.get("sluice_sink_events_written_total", "route", "blob"), m.get("sluice_sink_batch_events_count", "sink", "blob"))
 
 	// Metrics: each good event written once per route, exactly five letters, nothing dropped.
-	if got := m.get("sluice_sink_events_written_total", "sink", "postgres"); got != 1000 {
+	if got := m.get("sluice_sink_events_written_total", "route", "postgres"); got != 1000 {
 		t.Errorf("postgres: %v events written, want 1000", got)
 	}
-	if got := m.get("sluice_sink_events_written_total", "sink", "blob"); got != 1001 {
+	if got := m.get("sluice_sink_events_written_total", "route", "blob"); got != 1001 {
 		t.Errorf("blob: %v events written, want 1001 (the numeric one is fine there)", got)
 	}
 	wantLetters := map[[2]string]float64{
