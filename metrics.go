@@ -44,7 +44,7 @@ func newMetrics(b *bus.Bus) *metrics {
 	m := &metrics{
 		sinkOf: map[string]string{},
 		reg:    prometheus.NewRegistry(),
-		bus: b,
+		bus:    b,
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_dropped_total",
 			Help: "Events not accepted by a route, or not decodable, by reason and route (empty route: before routing)."},
 			[]string{"reason", "route"}),

@@ -29,7 +29,7 @@ func fill(t *testing.T, v reflect.Value, path string) []string {
 		case f.Type == reflect.TypeOf(uuid.UUID{}):
 			fv.Set(reflect.ValueOf(uuid.MustParse("0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")))
 		case f.Type == reflect.TypeOf(json.RawMessage{}):
-			fv.Set(reflect.ValueOf(json.RawMessage(`{"k":[1,"`+f.Name+`"]}`)))
+			fv.Set(reflect.ValueOf(json.RawMessage(`{"k":[1,"` + f.Name + `"]}`)))
 		case f.Type.Kind() == reflect.String:
 			fv.SetString(f.Name + " value")
 		case f.Type.Kind() == reflect.Int, f.Type.Kind() == reflect.Int64:
