@@ -52,8 +52,6 @@ type BreakerConfig struct {
 	// before it went (or before its context ended): about nothing while the breaker is closed, up to
 	// the cooldown while it is open.
 	OnWait func(name string, waited time.Duration)
-	// Now is the clock; default time.Now.
-	Now func() time.Time
 }
 
 // Breaker is a circuit breaker that counts batch writes, not events: it is Watermill handler
@@ -87,9 +85,6 @@ func NewBreaker(cfg BreakerConfig) *Breaker {
 	if cfg.Cooldown <= 0 {
 		cfg.Cooldown = 60 * time.Second
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	return &Breaker{cfg: cfg, settled: make(chan struct{})}
 }
 
@@ -97,7 +92,7 @@ func NewBreaker(cfg BreakerConfig) *Breaker {
 func (b *Breaker) State() BreakerState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.state == BreakerOpen && b.cfg.Now().Sub(b.openedAt) >= b.cfg.Cooldown {
+	if b.state == BreakerOpen && time.Now().Sub(b.openedAt) >= b.cfg.Cooldown {
 		return BreakerHalfOpen
 	}
 	return b.state
@@ -149,7 +144,7 @@ func (b *Breaker) allow(ctx context.Context) error {
 			b.mu.Unlock()
 			return nil
 		case BreakerOpen:
-			if wait = b.cfg.Cooldown - b.cfg.Now().Sub(b.openedAt); wait <= 0 || b.hurry {
+			if wait = b.cfg.Cooldown - time.Now().Sub(b.openedAt); wait <= 0 || b.hurry {
 				b.state, b.trial = BreakerHalfOpen, true
 				b.mu.Unlock()
 				b.changed(from, BreakerHalfOpen)
@@ -190,13 +185,13 @@ func (b *Breaker) record(err error) {
 	case err == nil:
 		b.state, b.failures, b.trial = BreakerClosed, 0, false
 	case b.state == BreakerHalfOpen:
-		b.state, b.openedAt, b.trial = BreakerOpen, b.cfg.Now(), false
+		b.state, b.openedAt, b.trial = BreakerOpen, time.Now(), false
 	case b.state == BreakerOpen:
 		// A write that started before the breaker opened failed late: the cooldown stands.
 	default:
 		b.failures++
 		if b.failures >= b.cfg.Failures {
-			b.state, b.openedAt = BreakerOpen, b.cfg.Now()
+			b.state, b.openedAt = BreakerOpen, time.Now()
 		}
 	}
 	to := b.state

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -27,19 +28,10 @@ func wrap(b *Breaker, write func(context.Context, subscribers.Batch) error) func
 	}
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// The breaker's tests run in a synctest bubble: its cooldowns are timers on a virtual clock, which
+// time.Sleep moves, so nothing depends on the machine's speed.
 
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// shortCtx is a context for a write that must not get through: it ends quickly.
+// shortCtx is a context for a write that must not get through: it ends quickly (on the bubble's clock).
 func shortCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	t.Cleanup(cancel)
@@ -47,10 +39,13 @@ func shortCtx(t *testing.T) context.Context {
 }
 
 func TestBreakerOpensAfterConsecutiveFailedWritesAndRecovers(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(0, 0)}
+	synctest.Test(t, testBreakerOpensAndRecovers)
+}
+
+func testBreakerOpensAndRecovers(t *testing.T) {
 	var mu sync.Mutex
 	var changes []string
-	b := NewBreaker(BreakerConfig{Name: "pg", Failures: 3, Cooldown: time.Minute, Now: clock.Now,
+	b := NewBreaker(BreakerConfig{Name: "pg", Failures: 3, Cooldown: time.Minute,
 		OnStateChange: func(name string, from, to BreakerState) {
 			mu.Lock()
 			changes = append(changes, from.String()+">"+to.String())
@@ -82,7 +77,7 @@ func TestBreakerOpensAfterConsecutiveFailedWritesAndRecovers(t *testing.T) {
 		t.Fatalf("write while open: %v, calls %d", err, calls.Load())
 	}
 	// After the cooldown: one trial; a failed trial opens again for another cooldown.
-	clock.Add(time.Minute)
+	time.Sleep(time.Minute - 20*time.Millisecond) // the short context's 20 ms passed already
 	if b.State() != BreakerHalfOpen {
 		t.Fatalf("state %v after cooldown, want half-open", b.State())
 	}
@@ -94,7 +89,7 @@ func TestBreakerOpensAfterConsecutiveFailedWritesAndRecovers(t *testing.T) {
 	}
 	// Storage is back: the next trial closes the breaker.
 	failing.Store(false)
-	clock.Add(time.Minute)
+	time.Sleep(time.Minute - 20*time.Millisecond)
 	if err := write(ctx, subscribers.Batch{}); err != nil {
 		t.Fatalf("successful trial: %v", err)
 	}
@@ -115,6 +110,10 @@ func TestBreakerOpensAfterConsecutiveFailedWritesAndRecovers(t *testing.T) {
 }
 
 func TestBreakerWaitingWriteGoesThroughAfterTheCooldown(t *testing.T) {
+	synctest.Test(t, testBreakerWaitingWrite)
+}
+
+func testBreakerWaitingWrite(t *testing.T) {
 	b := NewBreaker(BreakerConfig{Failures: 1, Cooldown: 50 * time.Millisecond})
 	var calls atomic.Int32
 	write := wrap(b, func(context.Context, subscribers.Batch) error {
@@ -128,8 +127,8 @@ func TestBreakerWaitingWriteGoesThroughAfterTheCooldown(t *testing.T) {
 	if err := write(context.Background(), subscribers.Batch{}); err != nil {
 		t.Fatalf("write after cooldown: %v", err)
 	}
-	if waited := time.Since(start); waited < 40*time.Millisecond {
-		t.Fatalf("the write went through after %v, before the cooldown", waited)
+	if waited := time.Since(start); waited != 50*time.Millisecond {
+		t.Fatalf("the write went through after %v, want the cooldown, 50ms", waited)
 	}
 	if calls.Load() != 2 {
 		t.Fatalf("%d attempts: the open breaker let a write try", calls.Load())
@@ -150,8 +149,11 @@ func TestBreakerIgnoresPermanentErrors(t *testing.T) {
 }
 
 func TestBreakerLetsOneTrialAtATime(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(0, 0)}
-	b := NewBreaker(BreakerConfig{Failures: 1, Cooldown: time.Second, Now: clock.Now})
+	synctest.Test(t, testBreakerOneTrial)
+}
+
+func testBreakerOneTrial(t *testing.T) {
+	b := NewBreaker(BreakerConfig{Failures: 1, Cooldown: time.Second})
 	gate := make(chan struct{})
 	var calls atomic.Int32
 	write := wrap(b, func(context.Context, subscribers.Batch) error {
@@ -162,11 +164,12 @@ func TestBreakerLetsOneTrialAtATime(t *testing.T) {
 		return nil
 	})
 	_ = write(context.Background(), subscribers.Batch{})
-	clock.Add(time.Second)
+	time.Sleep(time.Second)
 	done := make(chan error)
 	go func() { done <- write(context.Background(), subscribers.Batch{}) }()
-	for calls.Load() < 2 {
-		time.Sleep(time.Millisecond)
+	synctest.Wait() // the trial is under way: blocked on the gate
+	if calls.Load() != 2 {
+		t.Fatalf("%d calls, want the trial (2)", calls.Load())
 	}
 	if err := write(shortCtx(t), subscribers.Batch{}); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("second write during the trial: %v, want it to wait", err)
@@ -186,8 +189,11 @@ func TestBreakerLetsOneTrialAtATime(t *testing.T) {
 // at once as the trial, and a failed trial is followed by another at once (storage that is back gets
 // the backlog before the deadline).
 func TestBreakerHurryLetsAWaitingWriteTryAtOnce(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(0, 0)}
-	b := NewBreaker(BreakerConfig{Failures: 1, Cooldown: time.Hour, Now: clock.Now})
+	synctest.Test(t, testBreakerHurry)
+}
+
+func testBreakerHurry(t *testing.T) {
+	b := NewBreaker(BreakerConfig{Failures: 1, Cooldown: time.Hour})
 	var calls atomic.Int32
 	var down atomic.Bool
 	down.Store(true)
@@ -204,20 +210,21 @@ func TestBreakerHurryLetsAWaitingWriteTryAtOnce(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- write(context.Background(), subscribers.Batch{}) }()
+	time.Sleep(time.Minute) // a minute of the hour's cooldown
+	synctest.Wait()
 	select {
 	case err := <-done:
 		t.Fatalf("a write went through an open breaker before Hurry: %v", err)
-	case <-time.After(20 * time.Millisecond): // it waits (the clock never moves)
+	default:
 	}
 	down.Store(false)
+	start := time.Now()
 	b.Hurry()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("the hurried trial: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Hurry did not wake the write waiting for the cooldown")
+	if err := <-done; err != nil {
+		t.Fatalf("the hurried trial: %v", err)
+	}
+	if waited := time.Since(start); waited != 0 {
+		t.Fatalf("the hurried write went %v after Hurry, want at once", waited)
 	}
 	if calls.Load() != 2 || b.State() != BreakerClosed {
 		t.Fatalf("%d attempts, state %v: want 2 and closed", calls.Load(), b.State())

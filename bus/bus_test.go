@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -268,7 +269,11 @@ func TestBoundsByBytesAndEvents(t *testing.T) {
 	}
 }
 
-func TestBlockWaitsForRoom(t *testing.T) {
+// TestBlockWaitsForRoom runs in a synctest bubble: synctest.Wait proves that a publisher is blocked,
+// where a sleep would only hope so.
+func TestBlockWaitsForRoom(t *testing.T) { synctest.Test(t, testBlockWaitsForRoom) }
+
+func testBlockWaitsForRoom(t *testing.T) {
 	b := newBus(t, bus.Config{MaxEvents: 1, OnFull: bus.Block})
 	ch := subscribe(t, b, context.Background(), "logs")
 	if err := b.Publish("logs", msg("1", "x")); err != nil {
@@ -278,10 +283,11 @@ func TestBlockWaitsForRoom(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- b.Publish("logs", msg("2", "x")) }()
 	m := receive(t, ch)
+	synctest.Wait() // the publisher is blocked for good, or has returned
 	select {
 	case err := <-done:
 		t.Fatalf("publish into a full bus returned before an ack: %v", err)
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	m.Ack()
 	if err := <-done; err != nil {
@@ -310,7 +316,12 @@ func TestBlockWaitsForRoom(t *testing.T) {
 
 	// Close releases a waiting publisher with ErrClosed.
 	go func() { done <- b.Publish("logs", msg("5", "x")) }()
-	time.Sleep(20 * time.Millisecond)
+	synctest.Wait()
+	select {
+	case err := <-done:
+		t.Fatalf("publish into a full bus returned before Close: %v", err)
+	default:
+	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
