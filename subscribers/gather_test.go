@@ -1037,3 +1037,64 @@ func TestBatchSubscriberWithRouterRetriesAndAcks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The Writer acknowledges a batch's chunks itself once the sink has confirmed the write, before
+// Handle returns: nobody acks the batch message here, and the chunks are acked all the same.
+func TestWriterAcksTheChunksOfAConfirmedBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sub := newFakeSub(4)
+		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 10, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1})
+		w := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: &recordingSink{}})
+		out := subscribe(t, s, "logs")
+		chunks := []*message.Message{chunk(t, events(5, "m")...), chunk(t, events(5, "m")...)}
+		sub.put(t, chunks...)
+		if err := w.Handle(take(t, out)); err != nil {
+			t.Fatal(err)
+		}
+		if ack, nack := settled(chunks); ack != 2 || nack != 0 {
+			t.Fatalf("%d chunks acked, %d nacked when Handle returned; want both acked", ack, nack)
+		}
+	})
+}
+
+// Cut settles nothing more: a batch confirmed before it has its chunks acked; a batch whose write
+// the sink confirms after it (it stored the events although the write's context had ended) leaves
+// its chunks unacked, and the bus counts them as not handled when it closes. Cut returns the events
+// of the batches handed out and not settled: those whose writes it cut.
+func TestBatchSubscriberCutSettlesNothingMore(t *testing.T) {
+	b, _, s, out := overBus(t, subscribers.BatchPolicy{MaxEvents: 4, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 2})
+	publishChunks(t, b, 1, 4)
+	w := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: &recordingSink{}})
+	if err := w.Handle(receive(t, out)); err != nil {
+		t.Fatal(err)
+	}
+	publishChunks(t, b, 1, 3)
+	s.Drain() // the batch of 3 is handed out without waiting for more
+	cutAt := make(chan struct{})
+	late := funcSink(func(ctx context.Context, _ subscribers.Batch) error {
+		<-ctx.Done()
+		<-cutAt
+		return nil // stored all the same, and says so after the cut
+	})
+	wl := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: late})
+	batch := receive(t, out)
+	errc := make(chan error, 1)
+	go func() { errc <- wl.Handle(batch) }()
+	if inFlight := s.Cut(); inFlight != 3 {
+		t.Fatalf("Cut: %d events in flight, want the 3 of the batch being written", inFlight)
+	}
+	close(cutAt)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	batch.Ack() // what the router does with nil
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.AckedEvents("logs"); got != 4 {
+		t.Fatalf("%d events acked in the bus, want the 4 written before the cut", got)
+	}
+	if got := b.UndeliveredEvents(); got != 3 {
+		t.Fatalf("%d events undelivered, want the 3 confirmed after the cut", got)
+	}
+}
