@@ -159,7 +159,7 @@ func (e *UndeliveredError) Error() string {
 	}
 	b.WriteString(")")
 	if inFlight > 0 {
-		fmt.Fprintf(&b, "; %d of them were in writes cut at the deadline, which may have stored them", inFlight)
+		fmt.Fprintf(&b, "; %d of them were in writes under way or waiting at the deadline (a store may hold some of those)", inFlight)
 	}
 	fmt.Fprintf(&b, ": %v", e.Err)
 	return b.String()
