@@ -64,7 +64,7 @@ type BatchSubscriber struct {
 	sub    message.Subscriber
 	policy BatchPolicy
 
-	ctx   context.Context // parent of the batch messages' contexts; Abort and Cut cancel it
+	ctx   context.Context // parent of the batch messages' contexts; Cut and Close cancel it
 	abort context.CancelFunc
 	drain chan struct{}
 	eager sync.Once
@@ -125,14 +125,11 @@ var ErrSubscriberClosed = errors.New("subscribers: batch subscriber closed")
 // empties quickly, in batches that still fill when messages keep coming.
 func (s *BatchSubscriber) Drain() { s.eager.Do(func() { close(s.drain) }) }
 
-// Abort cancels the contexts of the batch messages handed out (their writes, and any wait for an open
-// circuit breaker or a retry, end with the context's error, and the messages are nacked).
-func (s *BatchSubscriber) Abort() { s.abort() }
-
-// Cut is the cut at a shutdown deadline: from now on nothing is settled, and the writes are ended
-// (Abort). The chunks of every batch not settled by now stay unacknowledged in the wrapped subscriber,
-// which counts them as not handled when it closes, even if a write of theirs is confirmed later (a
-// sink that stored a batch although its context had ended).
+// Cut is the cut at a shutdown deadline: from now on nothing is settled, and the contexts of the batch
+// messages are cancelled, so that their writes, and any wait for an open circuit breaker or a retry,
+// end with the context's error. The chunks of every batch not settled by now stay unacknowledged in
+// the wrapped subscriber, which counts them as not handled when it closes, even if a write of theirs
+// is confirmed later (a sink that stored a batch although its context had ended).
 //
 // It returns how many events the batches sealed and not settled held at the cut (those handed out,
 // and the one a subscription may hold sealed for a free write): their writes were under way or
@@ -175,8 +172,9 @@ func (s *BatchSubscriber) track(b *gathered) {
 	s.settleMu.Unlock()
 }
 
-// Close ends every subscription (the chunks held and not written are nacked; so are those of batches
-// handed out and not yet acknowledged), waits for them, and closes the wrapped subscriber.
+// Close ends every subscription (the chunks held and not written are nacked, and so are those of
+// batches handed out and not yet acknowledged, unless Cut came first), waits for them, and closes the
+// wrapped subscriber.
 func (s *BatchSubscriber) Close() error {
 	s.mu.Lock()
 	if s.closed {
