@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -251,4 +252,75 @@ func TestCloseUnderLoadCountsEveryRoute(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d runs exact; in the others a write cut at the deadline stored its events all the same", exact, runs)
+}
+
+// hangingSink never writes and never finishes closing; Close records what the log said by then.
+type hangingSink struct {
+	fakeSink
+	logs    *syncLog
+	atClose chan string
+	hangs   chan struct{}
+}
+
+func (s *hangingSink) Close() error {
+	s.atClose <- s.logs.String()
+	<-s.hangs
+	return nil
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
+// A sink whose Close never returns does not hold Close past its deadline, and the count of the events
+// not written is logged before any sink is closed.
+func TestCloseLogsTheCountBeforeClosingTheSinksAndKeepsItsDeadline(t *testing.T) {
+	logs := &syncLog{}
+	sink := &hangingSink{logs: logs, atClose: make(chan string, 1), hangs: make(chan struct{})}
+	defer close(sink.hangs)
+	sink.blocked.Store(true)
+	p := testPipeline(t, sink, nil)
+	p.log = slog.New(slog.NewTextHandler(logs, nil))
+	p.closers = append(p.closers, sink.Close) // a sink the test gives is the test's: closed here as if the pipeline owned it
+	for i := range 3 {
+		if err := p.Publish(context.Background(), appEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close(ctx) }()
+	var err error
+	select {
+	case err = <-closed:
+	case <-time.After(time.Minute):
+		t.Fatal("Close did not return while a sink's Close hangs")
+	}
+	var u *UndeliveredError
+	if !errors.As(err, &u) || u.Events != 3 {
+		t.Fatalf("Close = %v, want 3 events not written", err)
+	}
+	select {
+	case before := <-sink.atClose:
+		if !strings.Contains(before, "accepted events were not written") || !strings.Contains(before, "not_written=3") {
+			t.Fatalf("when the sink was closed the log did not have the count yet:\n%s", before)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the sink was never closed")
+	}
 }
