@@ -29,6 +29,10 @@ import (
 // Every appended event first reserves its room on the bus (bus.Reserve): open chunks count toward the
 // route's bound, an event that finds no room is refused at once (the request path never waits), and
 // a sealed chunk is published under its reservation, so it is never refused for lack of room.
+//
+// It counts the events it accepted, which close makes final: at shutdown the route's events not
+// written are those accepted and not acknowledged, wherever they were at the deadline (an open chunk,
+// a chunk sealed and not yet published, the bus, a batch).
 type chunker struct {
 	topic  string
 	bus    *bus.Bus
@@ -36,6 +40,7 @@ type chunker struct {
 	shards []*shard
 	pick   sync.Pool // *shard: per-P affinity
 	next   atomic.Uint32
+	closed atomic.Bool // close was called: add refuses every event (read under a shard's lock)
 	// lost counts the events of sealed chunks that the bus did not take (closed, or the route's
 	// subscription gone), by reason.
 	lost func(reason string, n int)
@@ -53,8 +58,9 @@ type shard struct {
 	grow    bool // the last chunk was sealed because its buffer was full: the next one's is twice as large
 	// foreign says an event of the chunk came encoded from elsewhere (Raw set by the caller): the
 	// chunk then travels as bytes only, and the route decodes and validates it.
-	foreign bool
-	_       [64]byte // keep shards off each other's cache lines
+	foreign  bool
+	accepted int64    // the events ever appended to the shard's chunks
+	_        [64]byte // keep shards off each other's cache lines
 }
 
 // sealed is a chunk taken from a shard, to be published.
@@ -83,7 +89,8 @@ func newChunker(topic string, b *bus.Bus, p config.ChunkPolicy, lost func(string
 
 // add appends e, whose JSON encoding is line, to an open chunk. When e.Raw is empty it becomes the
 // copy of line in the chunk (set before any other goroutine can see e). It returns the bus's refusal
-// when the route has no room for it (a *bus.FullError or bus.ErrClosed); then nothing was appended.
+// when the route has no room for it (a *bus.FullError or bus.ErrClosed), or bus.ErrClosed once the
+// chunker is closed; then nothing was appended.
 func (c *chunker) add(e *event.Event, line []byte, foreign bool) error {
 	w := len(line) + 1
 	if err := c.bus.Reserve(c.topic, 1, int64(w)); err != nil {
@@ -91,6 +98,12 @@ func (c *chunker) add(e *event.Event, line []byte, foreign bool) error {
 	}
 	s := c.pick.Get().(*shard)
 	s.mu.Lock()
+	if c.closed.Load() {
+		s.mu.Unlock()
+		c.pick.Put(s)
+		c.bus.Unreserve(c.topic, 1, int64(w))
+		return bus.ErrClosed
+	}
 	var out [2]sealed
 	n := 0
 	if len(s.events) > 0 && (len(s.payload)+w > cap(s.payload) || len(s.payload)+w > int(c.policy.MaxBytes)) {
@@ -116,6 +129,7 @@ func (c *chunker) add(e *event.Event, line []byte, foreign bool) error {
 		e.Lean() // its nested parts live on in Raw only: far less memory held while it waits
 	}
 	s.events = append(s.events, e)
+	s.accepted++
 	s.foreign = s.foreign || foreign
 	if len(s.events) >= c.policy.MaxEvents || len(s.payload) >= int(c.policy.MaxBytes) {
 		s.grow = false
@@ -157,7 +171,7 @@ func (s *shard) lingered() {
 	s.c.publish(ch)
 }
 
-// flush seals and publishes every open chunk now (shutdown).
+// flush seals and publishes every open chunk now.
 func (c *chunker) flush() {
 	for _, s := range c.shards {
 		s.mu.Lock()
@@ -170,6 +184,20 @@ func (c *chunker) flush() {
 			c.publish(ch)
 		}
 	}
+}
+
+// close refuses every later event (add returns bus.ErrClosed), seals and publishes every open chunk,
+// and returns how many events the route accepted in all, which is final from then on. An add under
+// way appends before close takes its shard, or is refused.
+func (c *chunker) close() (accepted int64) {
+	c.closed.Store(true)
+	c.flush()
+	for _, s := range c.shards {
+		s.mu.Lock()
+		accepted += s.accepted
+		s.mu.Unlock()
+	}
+	return accepted
 }
 
 // publish publishes a sealed chunk under its reservation.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -117,24 +118,65 @@ func (p *Pipeline) Readiness() Readiness {
 	return r
 }
 
-// UndeliveredError is Close's error when some accepted events could not be written before the
-// deadline.
+// UndeliveredError is Close's error when some accepted events were not written: the deadline came
+// first (Err wraps the context's error), or the bus refused chunks of them (Err says so).
+//
+// The count is exact, per route: the events the route accepted (Publish appended them to its chunks)
+// minus those its sink confirmed written (or kept as dead letters) before the cut at the deadline,
+// wherever the others were (an open chunk, the bus, a batch waiting or being written). At the cut the
+// writes under way are cancelled through their context; each counts as not written unless the sink
+// had returned success. A write whose confirmation is lost in the cut (the store committed it, the
+// answer came too late) may therefore be stored and still counted: InFlight bounds how many events
+// that can be.
 type UndeliveredError struct {
-	Events   int64 // accepted events not written, counted once per route that accepted them
-	Messages int   // the bus messages (chunks) that carried them
-	Err      error
+	// Events is the sum of the routes' NotWritten: an event that two routes accepted counts twice.
+	Events int64
+	// Routes has one entry per route, in the order of the configuration.
+	Routes []RouteUndelivered
+	Err    error
+}
+
+// RouteUndelivered is one route's part of an UndeliveredError.
+type RouteUndelivered struct {
+	Route string
+	Sink  string
+	// Accepted is how many events the route accepted since New.
+	Accepted int64
+	// NotWritten is how many of them its sink did not confirm written.
+	NotWritten int64
+	// InFlight is how many of NotWritten were in batches being written (or waiting for a free write,
+	// a retry or an open breaker) at the cut: a store may hold some of them.
+	InFlight int64
 }
 
 func (e *UndeliveredError) Error() string {
-	return fmt.Sprintf("sluice: %d accepted events (in %d chunks) were not written before shutdown: %v", e.Events, e.Messages, e.Err)
+	var b strings.Builder
+	fmt.Fprintf(&b, "sluice: %d accepted events were not written before shutdown (", e.Events)
+	var inFlight int64
+	for i, r := range e.Routes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "route %s: %d of %d", r.Route, r.NotWritten, r.Accepted)
+		inFlight += r.InFlight
+	}
+	b.WriteString(")")
+	if inFlight > 0 {
+		fmt.Fprintf(&b, "; %d of them were in writes under way or waiting at the deadline (a store may hold some of those)", inFlight)
+	}
+	fmt.Fprintf(&b, ": %v", e.Err)
+	return b.String()
 }
 
 func (e *UndeliveredError) Unwrap() error { return e.Err }
 
 // Close stops accepting events, writes everything accepted (the batches are flushed at once, not at
 // their max wait), and releases the sinks, within ctx. Call it after the HTTP server has stopped
-// accepting requests. It returns an *UndeliveredError when ctx ended before everything was written.
-// Closing twice returns the first result.
+// accepting requests. It returns an *UndeliveredError when some accepted event was not written by the
+// time ctx ended, and logs the same count (per route) before it closes the sinks. It returns by the
+// time ctx ends, plus the moment the cut takes: closing the router, the sinks and the PostgreSQL pool
+// is left running in the background when it would take longer (a server that does not answer holds
+// pgxpool.Close for pgx's 15 s cancel request). Closing twice returns the first result.
 func (p *Pipeline) Close(ctx context.Context) error {
 	p.closed.Do(func() { p.closeErr = p.close(ctx) })
 	return p.closeErr
@@ -143,38 +185,72 @@ func (p *Pipeline) Close(ctx context.Context) error {
 func (p *Pipeline) close(ctx context.Context) error {
 	start := time.Now()
 	p.closing.Store(true)
-	for _, r := range p.routes {
-		r.chunks.flush() // a Publish that raced closing lands in a chunk sealed at its linger: Drain waits for it
+	accepted := make([]int64, len(p.routes))
+	for i, r := range p.routes {
+		accepted[i] = r.chunks.close() // final: no event is accepted any more, the open chunks are on the bus
 		r.batches.Drain()
 		r.breaker.Hurry() // an open breaker tries now: storage that is back gets the backlog
 	}
 	drainErr := p.bus.Drain(ctx)
+	inFlight := make([]int, len(p.routes))
 	if drainErr != nil {
-		// The deadline passed: end the writes still waiting (a slow sink, an open breaker); their
-		// events stay unacknowledged and are counted below.
-		for _, r := range p.routes {
-			r.batches.Abort()
+		// The deadline passed: the cut. What the sinks confirmed by now is written; the writes
+		// still under way or waiting (a slow sink, an open breaker) are cancelled.
+		for i, r := range p.routes {
+			inFlight[i] = r.batches.Cut()
 		}
 	}
-	if err := p.router.Close(); err != nil {
-		p.log.Warn("router close", "error", err)
-	}
+	_ = p.bus.Close() // ends every route's subscription: what was acknowledged by now is final
 	for _, r := range p.routes {
 		r.failures.close() // the failures not logged yet: no line is due later
 	}
-	_ = p.bus.Close()
-	undelivered, events := p.bus.Undelivered(), p.bus.UndeliveredEvents()
-	p.closeSinks()
-	if undelivered > 0 || drainErr != nil {
-		if drainErr == nil {
-			drainErr = errors.New("router closed first")
-		}
-		return &UndeliveredError{Events: events, Messages: undelivered, Err: drainErr}
+	u := &UndeliveredError{Err: drainErr}
+	for i, r := range p.routes {
+		ru := RouteUndelivered{Route: r.cfg.Name, Sink: r.sink.Name(), Accepted: accepted[i],
+			NotWritten: accepted[i] - p.bus.AckedEvents(r.topic), InFlight: int64(inFlight[i])}
+		u.Events += ru.NotWritten
+		u.Routes = append(u.Routes, ru)
 	}
-	p.log.Info("sluice flushed and closed", "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	if u.Events == 0 {
+		p.release(ctx)
+		p.log.Info("sluice flushed and closed", "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	if u.Err == nil {
+		u.Err = errors.New("the bus refused chunks of them (see sluice_events_dropped_total)")
+	}
+	// Said before the sinks are closed: closing them may outlast the deadline, and the process with it.
+	routes := make([]any, 0, len(u.Routes))
+	for _, r := range u.Routes {
+		routes = append(routes, slog.Group(r.Route, "not_written", r.NotWritten, "accepted", r.Accepted, "in_flight", r.InFlight))
+	}
+	p.log.Error("sluice: accepted events were not written", "not_written", u.Events, slog.Group("route", routes...),
+		"cause", u.Err, "took", time.Since(start).Round(time.Millisecond))
+	p.release(ctx)
+	return u
 }
 
+// release closes the router (its handlers end: their writes are done, or were cancelled at the cut),
+// then the sinks, the stores the pipeline opened and the PostgreSQL pool. It waits for that until ctx
+// ends, and leaves the rest running in the background: the process is exiting, and pgxpool.Close
+// alone waits up to 15 s per connection for a server that does not answer.
+func (p *Pipeline) release(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.router.Close(); err != nil {
+			p.log.Warn("router close", "error", err)
+		}
+		p.closeSinks()
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.log.Warn("sluice: closing the router, the sinks and the pool did not end by the deadline; left running")
+	}
+}
+
+// closeSinks closes the sinks, the stores the pipeline opened, and the PostgreSQL pool.
 func (p *Pipeline) closeSinks() {
 	for _, s := range p.sinks {
 		if err := s.Close(); err != nil {

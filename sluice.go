@@ -280,6 +280,10 @@ func (p *Pipeline) openBlob(ctx context.Context, r Route) (subscribers.Sink, err
 		if err != nil {
 			return nil, err
 		}
+		if removed := s.Removed(); len(removed) > 0 {
+			p.log.Warn("removed the temporary files of blob writes interrupted by a crash (those writes stored nothing)",
+				"dir", s.Dir(), "count", len(removed), "files", removed)
+		}
 		store = s
 	}
 	sink, err := blobsink.New(store, blobsink.Config{Prefix: r.Prefix, WriteTimeout: p.cfg.Blob.WriteTimeout, GzipLevel: p.cfg.Blob.GzipLevel})

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sluicelog/sluice/internal/testenv"
@@ -17,6 +18,10 @@ import (
 // Cut resets every live connection and, until Restore, resets every new one as soon as it is
 // accepted: the client sees "connection reset by peer" at once, as when a server goes away, and not a
 // hang. The listener stays open so that the address stays the same.
+//
+// BlackHole is the other way a server goes away: every connection, live or new, stays open and
+// nothing it sends is answered (what it sends is read and dropped), as with a server that hangs or a
+// network that drops packets. Only Close ends it.
 type tcpProxy struct {
 	t      *testing.T
 	ln     net.Listener
@@ -26,6 +31,7 @@ type tcpProxy struct {
 	cut    bool
 	conns  map[net.Conn]struct{}
 	closed bool
+	hole   atomic.Bool
 	wg     sync.WaitGroup
 }
 
@@ -57,6 +63,10 @@ func (p *tcpProxy) Cut() {
 		resetConn(c)
 	}
 }
+
+// BlackHole stops forwarding anything, in both directions, on live connections and new ones, and keeps
+// them open: the client waits for answers that never come.
+func (p *tcpProxy) BlackHole() { p.hole.Store(true) }
 
 // Restore forwards new connections again.
 func (p *tcpProxy) Restore() {
@@ -119,6 +129,10 @@ func (p *tcpProxy) accept() {
 			continue
 		}
 		p.wg.Add(1)
+		if p.hole.Load() {
+			go p.swallow(client)
+			continue
+		}
 		go p.serve(client)
 	}
 }
@@ -139,7 +153,7 @@ func (p *tcpProxy) serve(client net.Conn) {
 	defer p.untrack(server)
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+		_, _ = io.Copy(holeWriter{dst, &p.hole}, src)
 		// One side ended: end both (a cut resets them; a normal close closes them).
 		_ = dst.Close()
 		_ = src.Close()
@@ -149,6 +163,27 @@ func (p *tcpProxy) serve(client net.Conn) {
 	go pipe(client, server)
 	<-done
 	<-done
+}
+
+// swallow reads and drops what a connection accepted in black-hole mode sends, until it is closed.
+func (p *tcpProxy) swallow(c net.Conn) {
+	defer p.wg.Done()
+	defer p.untrack(c)
+	_, _ = io.Copy(io.Discard, c)
+	_ = c.Close()
+}
+
+// holeWriter writes to w until the proxy is a black hole, then drops everything.
+type holeWriter struct {
+	w    io.Writer
+	hole *atomic.Bool
+}
+
+func (h holeWriter) Write(b []byte) (int, error) {
+	if h.hole.Load() {
+		return len(b), nil
+	}
+	return h.w.Write(b)
 }
 
 // postgresThroughProxy returns the test database's DSN, a proxy to its server, and the same DSN

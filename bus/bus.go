@@ -34,8 +34,9 @@
 //     nothing by it.
 //   - Ending: when a subscription's context ends, its channel closes and the messages it had not
 //     acked are counted as abandoned (they are not redelivered to anyone). Close stops accepting,
-//     closes every subscription and counts what was left (Undelivered, UndeliveredEvents); Drain
-//     waits until everything accepted is acked and nothing is reserved.
+//     closes every subscription and counts what was left (Undelivered, UndeliveredEvents) and, per
+//     topic, the events acked before it (AckedEvents): an ack given after Close counts nowhere.
+//     Drain waits until everything accepted is acked and nothing is reserved.
 //
 // The bus must not block a Drop publisher or a reservation, start a goroutine per message, hold
 // anything beyond its bounds, or know more about events than their count (event.MetadataEvents, or
@@ -75,6 +76,7 @@ type Bus struct {
 	subs    map[*subscription]struct{}
 	closed  atomic.Bool
 	closing chan struct{}
+	done    chan struct{}  // closed when Close has ended every subscription and counted what was left
 	wg      sync.WaitGroup // one per running subscription
 
 	published       atomic.Int64
@@ -113,6 +115,7 @@ func New(cfg Config, logger watermill.LoggerAdapter) (*Bus, error) {
 		logger:  logger,
 		subs:    make(map[*subscription]struct{}),
 		closing: make(chan struct{}),
+		done:    make(chan struct{}),
 	}, nil
 }
 
@@ -190,6 +193,9 @@ type topic struct {
 	resEvents atomic.Int64
 	resBytes  atomic.Int64
 	_         [64]byte
+
+	// ackedEvents counts the events of the topic's messages acked by its subscriptions (AckedEvents).
+	ackedEvents atomic.Int64
 }
 
 func (b *Bus) topic(name string) *topic {
@@ -646,13 +652,15 @@ func (b *Bus) Subscribe(ctx context.Context, topic string) (<-chan *message.Mess
 
 // Close stops accepting messages and reservations, ends every subscription (closing its channel and
 // cancelling the contexts of the messages it handed out), and waits for that. It logs how many
-// accepted messages were left unacked (see Undelivered) and returns nil; closing again does nothing.
-// Room still reserved stays reserved until its PublishReserved (which then returns ErrClosed) or
-// Unreserve.
+// accepted messages were left unacked (see Undelivered) and returns nil. A Close that finds another
+// one under way waits until that one has ended every subscription, so that whichever returns first,
+// the counts (Undelivered, AckedEvents) are final when it does. Room still reserved stays reserved
+// until its PublishReserved (which then returns ErrClosed) or Unreserve.
 func (b *Bus) Close() error {
 	b.mu.Lock()
 	if b.closed.Load() {
 		b.mu.Unlock()
+		<-b.done
 		return nil
 	}
 	b.closed.Store(true)
@@ -685,6 +693,7 @@ func (b *Bus) Close() error {
 	} else {
 		b.logger.Info("Bus closed", fields)
 	}
+	close(b.done)
 	return nil
 }
 
@@ -695,6 +704,13 @@ func (b *Bus) Close() error {
 func (b *Bus) Undelivered() int {
 	return int(b.abandoned.Load() + b.leftAtClose.Load() + b.evicted.Load() + b.retainedAtClose.Load())
 }
+
+// AckedEvents is how many events of topic's messages have been acked, summed over the topic's
+// subscriptions (one per subscriber copy): with a single subscription per topic, as sluice has, the
+// events of the topic that its subscriber confirmed as handled. An ack counts once its subscription
+// has seen it (in hand-out order, see the package doc), and Close counts every ack given before it
+// ended the subscription, none after: the count is final once Close has returned.
+func (b *Bus) AckedEvents(topic string) int64 { return b.topic(topic).ackedEvents.Load() }
 
 // UndeliveredEvents is Undelivered in events: the events that the same copies carry.
 func (b *Bus) UndeliveredEvents() int64 {

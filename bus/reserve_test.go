@@ -470,3 +470,49 @@ func TestOutOfOrderAcksReleasedWhenTheFrontSettles(t *testing.T) {
 		}
 	})
 }
+
+// TestAckedEventsPerTopic: each topic counts the events of the messages acked in it, whatever the
+// order of the acks; Close counts the acks given before it, and an ack after Close counts nowhere.
+func TestAckedEventsPerTopic(t *testing.T) {
+	b := newBus(t, bus.Config{})
+	logs := subscribe(t, b, context.Background(), "logs")
+	audit := subscribe(t, b, context.Background(), "audit")
+	for i, n := range []int64{3, 5, 7} {
+		if err := b.Publish("logs", chunk("l"+strconv.Itoa(i), n, "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Publish("audit", chunk("a", 11, "x")); err != nil {
+		t.Fatal(err)
+	}
+	first, second, third := receive(t, logs), receive(t, logs), receive(t, logs)
+	first.Ack()
+	waitUntil(t, "the first ack seen", func() bool { return b.AckedEvents("logs") == 3 })
+	third.Ack() // before the second: counted once the second settles, or at Close
+	receive(t, audit).Ack()
+	waitUntil(t, "the audit ack seen", func() bool { return b.AckedEvents("audit") == 11 })
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	second.Ack()
+	if got := b.AckedEvents("logs"); got != 3+7 {
+		t.Fatalf("logs: %d events acked, want 10 (the first and third chunks; the second was acked after Close)", got)
+	}
+	if got := b.AckedEvents("audit"); got != 11 {
+		t.Fatalf("audit: %d events acked, want 11", got)
+	}
+	if got := b.UndeliveredEvents(); got != 5 {
+		t.Fatalf("%d events undelivered, want the second chunk's 5", got)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, waitLimit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -175,8 +175,10 @@ func (s *subscription) offer(it *item, wait, reserved bool) (offerResult, <-chan
 	return offered, nil
 }
 
-// release takes n acked messages out of the share and wakes the publishers waiting for room.
+// release takes n acked messages out of the share, counts their events as acked in the topic, and
+// wakes the publishers waiting for room.
 func (s *subscription) release(n, events, bytes int64) {
+	s.topic.ackedEvents.Add(events)
 	s.mu.Lock()
 	s.add(-n, -events, -bytes)
 	room := s.roomFreed()

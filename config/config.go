@@ -28,7 +28,9 @@ type Config struct {
 	HTTPAddr string `yaml:"http_addr"`
 	// AdminAddr, when set, serves /metrics, /healthz and /readyz on a separate listener.
 	AdminAddr string `yaml:"admin_addr"`
-	// ShutdownTimeout bounds the flush at shutdown.
+	// ShutdownTimeout bounds the whole shutdown: finishing the requests in flight, writing what was
+	// accepted, and closing the sinks (what would take longer is left behind: the process exits on
+	// time, and the events not written by then are counted).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// FailureLogInterval is every route's default Route.FailureLogInterval.
 	FailureLogInterval time.Duration `yaml:"failure_log_interval"`

@@ -50,10 +50,12 @@ const drainWait = 20 * time.Millisecond
 // A batch message carries the number of events in event.MetadataEvents and, in its context, the
 // decoded events and the lines that could not be decoded (Contents reads them). Its payload is the
 // chunks' payloads one after the other (NDJSON), or empty when every chunk came with its events
-// decoded in its context (in process): read a batch with Contents, not from its payload. Its UUID is the batch id (event.BatchID of its events). When it is
-// acked every chunk message of it is acked; when it is nacked (or its subscription ends first) every
-// chunk message is nacked, and the bus offers them again. So a chunk is acknowledged only once every
-// event of it is written.
+// decoded in its context (in process): read a batch with Contents, not from its payload. Its UUID is
+// the batch id (event.BatchID of its events). A batch is settled once, by the first of: the Writer
+// confirming it written (every chunk message of it is acked before the Writer returns), the batch
+// message's ack (likewise) or nack, or the end of its subscription (every chunk message is nacked,
+// and the bus offers them again). So a chunk is acknowledged only once every event of it is written.
+// After Cut nothing is settled any more.
 //
 // A subscription runs one goroutine, plus one per batch handed out and not yet acknowledged (at most
 // Policy.MaxConcurrentWrites): none per chunk or per event. It holds at most one open batch, one
@@ -62,7 +64,7 @@ type BatchSubscriber struct {
 	sub    message.Subscriber
 	policy BatchPolicy
 
-	ctx   context.Context // parent of the batch messages' contexts; Abort cancels it
+	ctx   context.Context // parent of the batch messages' contexts; Cut and Close cancel it
 	abort context.CancelFunc
 	drain chan struct{}
 	eager sync.Once
@@ -71,6 +73,10 @@ type BatchSubscriber struct {
 	closed  bool
 	cancels []context.CancelFunc
 	wg      sync.WaitGroup
+
+	settleMu sync.Mutex
+	out      map[*gathered]struct{} // sealed (handed out, or waiting for a free write) and not settled
+	cut      bool                   // Cut was called: nothing is settled any more
 }
 
 var _ message.Subscriber = (*BatchSubscriber)(nil)
@@ -85,7 +91,8 @@ func NewBatchSubscriber(sub message.Subscriber, policy BatchPolicy) (*BatchSubsc
 		return nil, fmt.Errorf("subscribers: invalid config: %w", err)
 	}
 	ctx, abort := context.WithCancel(context.Background())
-	return &BatchSubscriber{sub: sub, policy: policy, ctx: ctx, abort: abort, drain: make(chan struct{})}, nil
+	return &BatchSubscriber{sub: sub, policy: policy, ctx: ctx, abort: abort, drain: make(chan struct{}),
+		out: make(map[*gathered]struct{})}, nil
 }
 
 // Subscribe subscribes to topic on the wrapped subscriber and returns its messages gathered into
@@ -118,13 +125,56 @@ var ErrSubscriberClosed = errors.New("subscribers: batch subscriber closed")
 // empties quickly, in batches that still fill when messages keep coming.
 func (s *BatchSubscriber) Drain() { s.eager.Do(func() { close(s.drain) }) }
 
-// Abort cancels the contexts of the batch messages handed out (their writes, and any wait for an open
-// circuit breaker, end with the context's error and the messages are nacked). Used when a shutdown
-// deadline has passed.
-func (s *BatchSubscriber) Abort() { s.abort() }
+// Cut is the cut at a shutdown deadline: from now on nothing is settled, and the contexts of the batch
+// messages are cancelled, so that their writes, and any wait for an open circuit breaker or a retry,
+// end with the context's error. The chunks of every batch not settled by now stay unacknowledged in
+// the wrapped subscriber, which counts them as not handled when it closes, even if a write of theirs
+// is confirmed later (a sink that stored a batch although its context had ended).
+//
+// It returns how many events the batches sealed and not settled held at the cut (those handed out,
+// and the one a subscription may hold sealed for a free write): their writes were under way or
+// waiting, so a store may hold some of them although they count as not written.
+func (s *BatchSubscriber) Cut() (inFlight int) {
+	s.settleMu.Lock()
+	s.cut = true
+	for b := range s.out {
+		inFlight += len(b.events)
+	}
+	s.settleMu.Unlock()
+	s.abort()
+	return inFlight
+}
 
-// Close ends every subscription (the chunks held and not written are nacked; so are those of batches
-// handed out and not yet acknowledged), waits for them, and closes the wrapped subscriber.
+// settle acknowledges (ack) or nacks the chunk messages of a sealed batch, unless it is settled
+// already or Cut has been called.
+func (s *BatchSubscriber) settle(b *gathered, ack bool) {
+	s.settleMu.Lock()
+	defer s.settleMu.Unlock()
+	if b.settled || s.cut {
+		return
+	}
+	b.settled = true
+	delete(s.out, b)
+	for _, m := range b.chunks {
+		if ack {
+			m.Ack()
+		} else {
+			m.Nack()
+		}
+	}
+}
+
+// track records a sealed batch as not settled, before it is offered to the handler (which may settle
+// it before the gatherer sees the send done).
+func (s *BatchSubscriber) track(b *gathered) {
+	s.settleMu.Lock()
+	s.out[b] = struct{}{}
+	s.settleMu.Unlock()
+}
+
+// Close ends every subscription (the chunks held and not written are nacked, and so are those of
+// batches handed out and not yet acknowledged, unless Cut came first), waits for them, and closes the
+// wrapped subscriber.
 func (s *BatchSubscriber) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -167,7 +217,13 @@ type gathered struct {
 	msg      *message.Message // built once sealed
 	// attempts counts the handler's calls for this batch message (Writer: retries).
 	attempts int
+	sub      *BatchSubscriber // settles it
+	settled  bool             // guarded by sub.settleMu
 }
+
+// confirm settles the batch as written: its chunk messages are acknowledged now, before the handler
+// returns (the Writer calls it once the sink confirmed every event stored or kept as a dead letter).
+func (b *gathered) confirm() { b.sub.settle(b, true) }
 
 type contentsKey struct{}
 
@@ -220,12 +276,13 @@ func (g *gatherer) run() {
 	timer.Stop()
 	defer timer.Stop()
 	defer func() { // the subscription ended: what was not handed out goes back to the bus
-		for _, b := range []*gathered{cur, ready} {
-			if b != nil {
-				for _, m := range b.chunks {
-					m.Nack()
-				}
+		if cur != nil {
+			for _, m := range cur.chunks {
+				m.Nack()
 			}
+		}
+		if ready != nil {
+			g.s.settle(ready, false)
 		}
 	}()
 	full := func(b *gathered) bool { return len(b.events) >= p.MaxEvents || b.bytes >= p.MaxBytes }
@@ -240,6 +297,7 @@ func (g *gatherer) run() {
 		}
 		if ready != nil && ready.msg == nil {
 			ready.msg = ready.message(g.s.ctx)
+			g.s.track(ready) // in flight from now on: Cut counts it
 		}
 		if cur != nil && ready == nil && !armed {
 			timer.Reset(time.Until(cur.deadline))
@@ -316,7 +374,7 @@ func (g *gatherer) add(b *gathered, c chunk, eager bool) *gathered {
 		if eager {
 			wait = min(wait, drainWait)
 		}
-		b = &gathered{deadline: time.Now().Add(wait), inProcess: true}
+		b = &gathered{deadline: time.Now().Add(wait), inProcess: true, sub: g.s}
 	}
 	b.inProcess = b.inProcess && c.inProcess
 	b.chunks = append(b.chunks, c.msg)
@@ -348,21 +406,16 @@ func (b *gathered) message(parent context.Context) *message.Message {
 	return msg
 }
 
-// watch passes the batch message's ack or nack on to its chunks, then frees its write slot.
+// watch passes the batch message's ack or nack on to its chunks (unless the batch is settled
+// already), then frees its write slot.
 func (g *gatherer) watch(msg *message.Message, b *gathered) {
 	select {
 	case <-msg.Acked():
-		for _, m := range b.chunks {
-			m.Ack()
-		}
+		g.s.settle(b, true)
 	case <-msg.Nacked():
-		for _, m := range b.chunks {
-			m.Nack()
-		}
+		g.s.settle(b, false)
 	case <-g.ctx.Done():
-		for _, m := range b.chunks {
-			m.Nack()
-		}
+		g.s.settle(b, false)
 	}
 	g.freed <- struct{}{} // buffered: never blocks
 	g.s.wg.Done()

@@ -712,9 +712,9 @@ func TestBatchSubscriberEndingTheSubscriptionNacksWhatIsNotWritten(t *testing.T)
 	})
 }
 
-// Abort cancels the context of the batch messages handed out: a write waiting on the sink ends with
-// context.Canceled (port of the old "Abort ends writes that wait").
-func TestBatchSubscriberAbortEndsWritesThatWait(t *testing.T) {
+// Cut cancels the context of the batch messages handed out: a write waiting on the sink ends with
+// context.Canceled, and its chunk is left unsettled, whatever the router does with the batch.
+func TestBatchSubscriberCutEndsWritesThatWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sub := newFakeSub(4)
 		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 1, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1})
@@ -730,14 +730,16 @@ func TestBatchSubscriberAbortEndsWritesThatWait(t *testing.T) {
 		if sink.active.Load() != 1 {
 			t.Fatal("the write does not wait on the sink")
 		}
-		s.Abort()
+		if inFlight := s.Cut(); inFlight != 1 {
+			t.Fatalf("Cut: %d events in flight, want 1", inFlight)
+		}
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
 		b.Nack()
 		synctest.Wait()
-		if !nacked(m) || acked(m) {
-			t.Fatal("the chunk of the aborted write was not nacked")
+		if nacked(m) || acked(m) {
+			t.Fatal("the chunk of the cut write was settled")
 		}
 	})
 }
@@ -889,9 +891,9 @@ func sortedIDs(ids []uuid.UUID) []uuid.UUID {
 	return ids
 }
 
-// A chunk's events are acked only after all of them are written: a write killed half-way (Abort
-// while the sink waits, half the events stored) acks no chunk; the bus still holds every event and
-// offers the chunks again, and the next batch carries the same events.
+// A chunk's events are acked only after all of them are written: a write killed half-way (Cut while
+// the sink waits, half the events stored) acks no chunk, and the bus counts every event of the batch
+// as not handled when it closes, the stored half included: the batch is in flight at the cut.
 func TestBatchSubscriberAcksNoChunkOfAWriteKilledHalfWay(t *testing.T) {
 	const chunks, perChunk = 4, 5
 	b, spy, s, out := overBus(t, subscribers.BatchPolicy{MaxEvents: chunks * perChunk, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1})
@@ -912,26 +914,21 @@ func TestBatchSubscriberAcksNoChunkOfAWriteKilledHalfWay(t *testing.T) {
 	if n := len(sink.storedIDs()); n != len(all)/2 {
 		t.Fatalf("the sink holds %d events half-way, want %d", n, len(all)/2)
 	}
-	s.Abort()
+	if inFlight := s.Cut(); inFlight != len(all) {
+		t.Fatalf("Cut: %d events in flight, want the batch's %d", inFlight, len(all))
+	}
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	batch.Nack() // what the router does with an error
-
-	again := receive(t, out) // the chunks are offered again and gathered again
-	if got := batchEvents(t, again); !slices.Equal(sortedIDs(got), sortedIDs(eventIDs(all))) || again.UUID != batch.UUID {
-		t.Fatalf("the next batch (%s) carries %d events, want the same %d (%s)", again.UUID, len(got), len(all), batch.UUID)
+	if ack, nack := settled(spy.deliveries()); ack != 0 || nack != 0 {
+		t.Fatalf("%d chunks acked, %d nacked after the cut; want none settled", ack, nack)
 	}
-	if st := b.Stats(); st.DepthEvents != int64(len(all)) || st.Redelivered < chunks {
-		t.Fatalf("bus depth %d events, %d redelivered; want all %d events unacked, %d chunks redelivered",
-			st.DepthEvents, st.Redelivered, len(all), chunks)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
 	}
-	first := spy.deliveries()[:chunks]
-	if ack, nack := settled(first); ack != 0 || nack != chunks {
-		t.Fatalf("of the first deliveries %d chunks acked, %d nacked; want all %d nacked", ack, nack, chunks)
-	}
-	if err := again.Context().Err(); !errors.Is(err, context.Canceled) {
-		t.Errorf("after Abort a batch message's context is not cancelled: %v", err)
+	if acked, left := b.AckedEvents("logs"), b.UndeliveredEvents(); acked != 0 || left != int64(len(all)) {
+		t.Fatalf("the bus counts %d events acked and %d not handled, want 0 and %d", acked, left, len(all))
 	}
 }
 
@@ -1035,5 +1032,66 @@ func TestBatchSubscriberWithRouterRetriesAndAcks(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The Writer acknowledges a batch's chunks itself once the sink has confirmed the write, before
+// Handle returns: nobody acks the batch message here, and the chunks are acked all the same.
+func TestWriterAcksTheChunksOfAConfirmedBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sub := newFakeSub(4)
+		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 10, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1})
+		w := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: &recordingSink{}})
+		out := subscribe(t, s, "logs")
+		chunks := []*message.Message{chunk(t, events(5, "m")...), chunk(t, events(5, "m")...)}
+		sub.put(t, chunks...)
+		if err := w.Handle(take(t, out)); err != nil {
+			t.Fatal(err)
+		}
+		if ack, nack := settled(chunks); ack != 2 || nack != 0 {
+			t.Fatalf("%d chunks acked, %d nacked when Handle returned; want both acked", ack, nack)
+		}
+	})
+}
+
+// Cut settles nothing more: a batch confirmed before it has its chunks acked; a batch whose write
+// the sink confirms after it (it stored the events although the write's context had ended) leaves
+// its chunks unacked, and the bus counts them as not handled when it closes. Cut returns the events
+// of the batches handed out and not settled: those whose writes it cut.
+func TestBatchSubscriberCutSettlesNothingMore(t *testing.T) {
+	b, _, s, out := overBus(t, subscribers.BatchPolicy{MaxEvents: 4, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 2})
+	publishChunks(t, b, 1, 4)
+	w := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: &recordingSink{}})
+	if err := w.Handle(receive(t, out)); err != nil {
+		t.Fatal(err)
+	}
+	publishChunks(t, b, 1, 3)
+	s.Drain() // the batch of 3 is handed out without waiting for more
+	cutAt := make(chan struct{})
+	late := funcSink(func(ctx context.Context, _ subscribers.Batch) error {
+		<-ctx.Done()
+		<-cutAt
+		return nil // stored all the same, and says so after the cut
+	})
+	wl := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: late})
+	batch := receive(t, out)
+	errc := make(chan error, 1)
+	go func() { errc <- wl.Handle(batch) }()
+	if inFlight := s.Cut(); inFlight != 3 {
+		t.Fatalf("Cut: %d events in flight, want the 3 of the batch being written", inFlight)
+	}
+	close(cutAt)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	batch.Ack() // what the router does with nil
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.AckedEvents("logs"); got != 4 {
+		t.Fatalf("%d events acked in the bus, want the 4 written before the cut", got)
+	}
+	if got := b.UndeliveredEvents(); got != 3 {
+		t.Fatalf("%d events undelivered, want the 3 confirmed after the cut", got)
 	}
 }

@@ -55,7 +55,9 @@ const DefaultMaxEventBytes = 1 << 20
 
 // Writer is the Watermill handler (Handle) that writes one batch message (from a BatchSubscriber) to
 // a sink. It returns nil only when every event of the batch is durably stored or kept as a dead
-// letter, so that the router acknowledges the batch (and the BatchSubscriber its chunks) only then.
+// letter, so that the router acknowledges the batch only then; the batch's chunks are acknowledged
+// before Handle returns nil (a BatchSubscriber's batch), so that a shutdown's cut (BatchSubscriber.Cut)
+// finds every confirmed write acknowledged.
 //
 // A batch that the sink refuses permanently is split in halves until each refused part is one event:
 // every other event is written and the refused ones become dead letters, so one bad event never
@@ -106,16 +108,18 @@ func (w *Writer) Handle(msg *message.Message) error {
 		}
 		msg.SetContext(context.WithValue(msg.Context(), preparedKey{}, p))
 	}
-	if len(p.batch.Events) == 0 {
-		return nil // nothing (more) for this route: acknowledge
+	if len(p.batch.Events) > 0 {
+		ctx := msg.Context()
+		err := w.writeOnce(ctx, p.batch)
+		if IsPermanent(err) {
+			err = w.isolate(ctx, p.batch.ID, p.batch.Events, err)
+		}
+		if err != nil {
+			return &WriteError{Route: w.cfg.Route, Batch: p.batch.ID, Events: len(p.batch.Events), Err: err}
+		}
 	}
-	ctx := msg.Context()
-	err := w.writeOnce(ctx, p.batch)
-	if IsPermanent(err) {
-		err = w.isolate(ctx, p.batch.ID, p.batch.Events, err)
-	}
-	if err != nil {
-		return &WriteError{Route: w.cfg.Route, Batch: p.batch.ID, Events: len(p.batch.Events), Err: err}
+	if inBatch {
+		g.confirm() // its chunks are acknowledged now, not when the router gets to the batch message
 	}
 	return nil
 }

@@ -23,11 +23,18 @@ const tempPrefix = ".tmp-"
 // partial object, and of two concurrent writers of one name exactly one wins while the other gets nil.
 // New directories and the final name are synced to disk before Put returns. The file system must
 // support hard links.
+//
+// A Put interrupted by a crash (kill -9, power loss) leaves its temporary file behind, never linked:
+// the object was not stored. NewDirStore removes such files.
 type DirStore struct {
-	root string
+	root    string
+	removed []string
 }
 
-// NewDirStore returns a store rooted at dir, creating dir if needed.
+// NewDirStore returns a store rooted at dir, creating dir if needed. It removes every temporary file
+// below dir, the leftovers of Puts interrupted by a crash, and says which in Removed. It is meant to
+// be called as a process starts: a Put under way in another process that uses the same directory
+// would find its temporary file gone and fail (transiently: a retry writes it again).
 func NewDirStore(dir string) (*DirStore, error) {
 	if dir == "" {
 		return nil, errors.New("blobsink: DirStore needs a directory")
@@ -35,7 +42,38 @@ func NewDirStore(dir string) (*DirStore, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("blobsink: %w", err)
 	}
-	return &DirStore{root: dir}, nil
+	removed, err := removeTemporaries(dir)
+	if err != nil {
+		return nil, fmt.Errorf("blobsink: remove the temporary files of interrupted writes: %w", err)
+	}
+	return &DirStore{root: dir, removed: removed}, nil
+}
+
+// Removed returns the temporary files of interrupted Puts that NewDirStore removed, as paths below
+// the store's directory (slash-separated, sorted).
+func (s *DirStore) Removed() []string { return s.removed }
+
+// removeTemporaries removes the temporary files below root and returns their paths relative to it.
+func removeTemporaries(root string) ([]string, error) {
+	var removed []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		removed = append(removed, filepath.ToSlash(rel))
+		return nil
+	})
+	return removed, err // WalkDir visits in lexical order
 }
 
 // Dir returns the store's directory.

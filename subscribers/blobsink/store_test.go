@@ -514,3 +514,46 @@ func TestDirStoreRejectsNamesOutside(t *testing.T) {
 		}
 	}
 }
+
+// A Put interrupted by a crash leaves its temporary file behind; opening the store again removes
+// every such file, wherever it is, says which, and leaves the objects alone.
+func TestDirStoreRemovesTheTemporaryFilesOfInterruptedWrites(t *testing.T) {
+	dir := t.TempDir()
+	store, err := blobsink.NewDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Put(context.Background(), "2025/01/02/15/kept.ndjson.gz", []byte("kept"), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	leftovers := []string{"2025/01/02/15/.tmp-123", "2025/01/02/16/.tmp-456", ".tmp-789"}
+	for _, name := range leftovers {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("half a blob"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := store.Removed(); len(r) != 0 {
+		t.Fatalf("a fresh directory: Removed = %v, want none", r)
+	}
+
+	reopened, err := blobsink.NewDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{".tmp-789", "2025/01/02/15/.tmp-123", "2025/01/02/16/.tmp-456"}
+	if got := reopened.Removed(); !slices.Equal(got, want) {
+		t.Fatalf("Removed = %v, want %v", got, want)
+	}
+	for _, name := range leftovers {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(name))); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still there (%v)", name, err)
+		}
+	}
+	if got, err := reopened.Get(context.Background(), "2025/01/02/15/kept.ndjson.gz"); err != nil || string(got) != "kept" {
+		t.Fatalf("the stored object: %q, %v", got, err)
+	}
+}
