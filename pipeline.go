@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicelog/sluice/publishers"
+	"github.com/sluicelog/sluice/subscribers"
 )
 
 // MiddlewareConfig returns the Echo middleware configuration that Middleware uses: the pipeline as
@@ -124,10 +126,10 @@ func (p *Pipeline) Readiness() Readiness {
 // The count is exact, per route: the events the route accepted (Publish appended them to its chunks)
 // minus those its sink confirmed written (or kept as dead letters) before the cut at the deadline,
 // wherever the others were (an open chunk, the bus, a batch waiting or being written). At the cut the
-// writes under way are cancelled through their context; each counts as not written unless the sink
-// had returned success. A write whose confirmation is lost in the cut (the store committed it, the
-// answer came too late) may therefore be stored and still counted: InFlight bounds how many events
-// that can be.
+// writes under way are cancelled through their context; one that ends without an answer is looked
+// up in its store (subscribers.Verifier: a store may complete a write whose client gave up) and counts
+// as written if it is there. Only the events of writes whose look-up could not end within cutSettle
+// are InFlight: a store may hold them although they count as not written.
 type UndeliveredError struct {
 	// Events is the sum of the routes' NotWritten: an event that two routes accepted counts twice.
 	Events int64
@@ -144,8 +146,9 @@ type RouteUndelivered struct {
 	Accepted int64
 	// NotWritten is how many of them its sink did not confirm written.
 	NotWritten int64
-	// InFlight is how many of NotWritten were in batches being written (or waiting for a free write,
-	// a retry or an open breaker) at the cut: a store may hold some of them.
+	// InFlight is how many of NotWritten were in batches handed to the sink whose writes (and the
+	// look-ups that follow a write cut without an answer) had not ended when the cut settled: a store
+	// may hold some of them.
 	InFlight int64
 }
 
@@ -182,6 +185,11 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	return p.closeErr
 }
 
+// cutSettle is how long the cut at a shutdown deadline waits for the writes it cancelled to end and
+// to be looked up in their stores (subscribers.DefaultVerifyTimeout, and some): what a shutdown may
+// take past its deadline.
+const cutSettle = subscribers.DefaultVerifyTimeout + 250*time.Millisecond
+
 func (p *Pipeline) close(ctx context.Context) error {
 	start := time.Now()
 	p.closing.Store(true)
@@ -194,11 +202,14 @@ func (p *Pipeline) close(ctx context.Context) error {
 	drainErr := p.bus.Drain(ctx)
 	inFlight := make([]int, len(p.routes))
 	if drainErr != nil {
-		// The deadline passed: the cut. What the sinks confirmed by now is written; the writes
-		// still under way or waiting (a slow sink, an open breaker) are cancelled.
+		// The deadline passed: the cut. The writes still under way or waiting (a slow sink, an open
+		// breaker) are cancelled; one that ended without an answer is looked up in its store (a store
+		// may complete a write whose client gave up), within cutSettle, so that the count is exact.
+		var wg sync.WaitGroup
 		for i, r := range p.routes {
-			inFlight[i] = r.batches.Cut()
+			wg.Go(func() { inFlight[i] = r.batches.Cut(cutSettle) })
 		}
+		wg.Wait()
 	}
 	_ = p.bus.Close() // ends every route's subscription: what was acknowledged by now is final
 	for _, r := range p.routes {

@@ -77,6 +77,7 @@ type BatchSubscriber struct {
 	settleMu sync.Mutex
 	out      map[*gathered]struct{} // sealed (handed out, or waiting for a free write) and not settled
 	cut      bool                   // Cut was called: nothing is settled any more
+	settled  chan struct{}          // a batch was settled (capacity 1: Cut waits on it)
 }
 
 var _ message.Subscriber = (*BatchSubscriber)(nil)
@@ -92,7 +93,7 @@ func NewBatchSubscriber(sub message.Subscriber, policy BatchPolicy) (*BatchSubsc
 	}
 	ctx, abort := context.WithCancel(context.Background())
 	return &BatchSubscriber{sub: sub, policy: policy, ctx: ctx, abort: abort, drain: make(chan struct{}),
-		out: make(map[*gathered]struct{})}, nil
+		out: make(map[*gathered]struct{}), settled: make(chan struct{}, 1)}, nil
 }
 
 // Subscribe subscribes to topic on the wrapped subscriber and returns its messages gathered into
@@ -125,24 +126,56 @@ var ErrSubscriberClosed = errors.New("subscribers: batch subscriber closed")
 // empties quickly, in batches that still fill when messages keep coming.
 func (s *BatchSubscriber) Drain() { s.eager.Do(func() { close(s.drain) }) }
 
-// Cut is the cut at a shutdown deadline: from now on nothing is settled, and the contexts of the batch
-// messages are cancelled, so that their writes, and any wait for an open circuit breaker or a retry,
-// end with the context's error. The chunks of every batch not settled by now stay unacknowledged in
-// the wrapped subscriber, which counts them as not handled when it closes, even if a write of theirs
-// is confirmed later (a sink that stored a batch although its context had ended).
+// Cut is the cut at a shutdown deadline. The contexts of the batch messages are cancelled, so that
+// their writes, and any wait for an open circuit breaker or a retry, end with the context's error; a
+// write ended that way is looked up in the store when the sink can say (the Writer and
+// Verifier: a store may complete a write whose client gave up), and confirmed if it is there. Cut
+// waits up to settle for the batches under way to be settled so, then nothing is settled any more: the
+// chunks of every batch not settled by then stay unacknowledged in the wrapped subscriber, which counts
+// them as not handled when it closes.
 //
-// It returns how many events the batches sealed and not settled held at the cut (those handed out,
-// and the one a subscription may hold sealed for a free write): their writes were under way or
-// waiting, so a store may hold some of them although they count as not written.
-func (s *BatchSubscriber) Cut() (inFlight int) {
+// It returns how many events the batches handed out and still not settled at the end held (their writes
+// or look-ups had not ended): a store may hold some of them although they count as not written. (A
+// batch sealed and not handed out is not written, and not counted here.)
+func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
+	s.abort()
+	timer := time.NewTimer(settle)
+	defer timer.Stop()
+	for {
+		s.settleMu.Lock()
+		writing := 0
+		for b := range s.out {
+			if b.handed {
+				writing++
+			}
+		}
+		s.settleMu.Unlock()
+		if writing == 0 {
+			break
+		}
+		select {
+		case <-s.settled:
+			continue
+		case <-timer.C:
+		}
+		break
+	}
 	s.settleMu.Lock()
 	s.cut = true
 	for b := range s.out {
-		inFlight += len(b.events)
+		if b.handed {
+			inFlight += len(b.events)
+		}
 	}
 	s.settleMu.Unlock()
-	s.abort()
 	return inFlight
+}
+
+// handedOut marks a batch as handed out to the handler: from now on its write may be under way.
+func (s *BatchSubscriber) handedOut(b *gathered) {
+	s.settleMu.Lock()
+	b.handed = true
+	s.settleMu.Unlock()
 }
 
 // settle acknowledges (ack) or nacks the chunk messages of a sealed batch, unless it is settled
@@ -155,6 +188,10 @@ func (s *BatchSubscriber) settle(b *gathered, ack bool) {
 	}
 	b.settled = true
 	delete(s.out, b)
+	select {
+	case s.settled <- struct{}{}:
+	default:
+	}
 	for _, m := range b.chunks {
 		if ack {
 			m.Ack()
@@ -219,6 +256,7 @@ type gathered struct {
 	attempts int
 	sub      *BatchSubscriber // settles it
 	settled  bool             // guarded by sub.settleMu
+	handed   bool             // handed out to the handler; guarded by sub.settleMu
 }
 
 // confirm settles the batch as written: its chunk messages are acknowledged now, before the handler
@@ -338,6 +376,7 @@ func (g *gatherer) run() {
 				cur = g.add(cur, c, eager)
 			}
 		case out <- msg:
+			g.s.handedOut(ready)
 			g.slots--
 			g.s.wg.Add(1)
 			go g.watch(msg, ready)

@@ -730,7 +730,7 @@ func TestBatchSubscriberCutEndsWritesThatWait(t *testing.T) {
 		if sink.active.Load() != 1 {
 			t.Fatal("the write does not wait on the sink")
 		}
-		if inFlight := s.Cut(); inFlight != 1 {
+		if inFlight := s.Cut(time.Second); inFlight != 1 {
 			t.Fatalf("Cut: %d events in flight, want 1", inFlight)
 		}
 		if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -914,7 +914,7 @@ func TestBatchSubscriberAcksNoChunkOfAWriteKilledHalfWay(t *testing.T) {
 	if n := len(sink.storedIDs()); n != len(all)/2 {
 		t.Fatalf("the sink holds %d events half-way, want %d", n, len(all)/2)
 	}
-	if inFlight := s.Cut(); inFlight != len(all) {
+	if inFlight := s.Cut(time.Second); inFlight != len(all) {
 		t.Fatalf("Cut: %d events in flight, want the batch's %d", inFlight, len(all))
 	}
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -1077,7 +1077,7 @@ func TestBatchSubscriberCutSettlesNothingMore(t *testing.T) {
 	batch := receive(t, out)
 	errc := make(chan error, 1)
 	go func() { errc <- wl.Handle(batch) }()
-	if inFlight := s.Cut(); inFlight != 3 {
+	if inFlight := s.Cut(time.Second); inFlight != 3 {
 		t.Fatalf("Cut: %d events in flight, want the 3 of the batch being written", inFlight)
 	}
 	close(cutAt)

@@ -41,3 +41,12 @@ type Sink interface {
 	// Close releases the sink's resources. Writes after Close fail.
 	Close() error
 }
+
+// Verifier is implemented by sinks that can tell whether a batch is stored. The Writer asks it when a
+// write ended with its context (cut at a shutdown deadline, or past its write timeout) without an
+// answer from the store: a store may have stored the batch all the same, and the shutdown count is
+// exact only if such a batch is counted as written.
+type Verifier interface {
+	// Stored reports whether every event of the batch is stored. It must honour ctx.
+	Stored(ctx context.Context, b Batch) (bool, error)
+}

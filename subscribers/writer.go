@@ -2,6 +2,7 @@ package subscribers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -47,7 +48,14 @@ type WriterConfig struct {
 	MaxEventBytes int
 	// Observer, when set, is told about writes, retries, dead letters and rejected events.
 	Observer Observer
+	// VerifyTimeout bounds the look-up that follows a write ended by its context without an answer,
+	// when the sink is a Verifier: a batch the store holds all the same counts as written. Default
+	// DefaultVerifyTimeout.
+	VerifyTimeout time.Duration
 }
+
+// DefaultVerifyTimeout is the default of WriterConfig.VerifyTimeout.
+const DefaultVerifyTimeout = 500 * time.Millisecond
 
 // DefaultMaxEventBytes is the default of WriterConfig.MaxEventBytes: bodies are capped at 64 KiB
 // each by default, so a larger event is a runaway attribute.
@@ -111,6 +119,9 @@ func (w *Writer) Handle(msg *message.Message) error {
 	if len(p.batch.Events) > 0 {
 		ctx := msg.Context()
 		err := w.writeOnce(ctx, p.batch)
+		if err != nil && w.stored(ctx, p.batch, err) {
+			err = nil
+		}
 		if IsPermanent(err) {
 			err = w.isolate(ctx, p.batch.ID, p.batch.Events, err)
 		}
@@ -122,6 +133,25 @@ func (w *Writer) Handle(msg *message.Message) error {
 		g.confirm() // its chunks are acknowledged now, not when the router gets to the batch message
 	}
 	return nil
+}
+
+// stored reports, after a write ended by its context (the message's, cut at a shutdown deadline, or
+// the write timeout) without an answer, whether the sink holds the batch all the same: a store may
+// complete a write whose client gave up. It asks only a Verifier, within VerifyTimeout, on a context of
+// its own.
+func (w *Writer) stored(ctx context.Context, b Batch, err error) bool {
+	v, ok := w.cfg.Sink.(Verifier)
+	if !ok || (ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)) {
+		return false
+	}
+	timeout := w.cfg.VerifyTimeout
+	if timeout <= 0 {
+		timeout = DefaultVerifyTimeout
+	}
+	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	stored, verr := v.Stored(vctx, b)
+	return verr == nil && stored
 }
 
 // WriteError is Handle's error when a batch was not written: which batch (its id is the one the sink

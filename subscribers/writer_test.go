@@ -644,3 +644,56 @@ func TestWriterDeadLettersTheOnlyEventOfARefusedBatch(t *testing.T) {
 		t.Fatalf("%d attempts, letters %+v", n, sink.letters)
 	}
 }
+
+// verifyingSink stores a batch and then, like a store whose answer is lost, waits for the write's
+// context to end and returns its error; Stored says what it holds (or fails with lookupErr).
+type verifyingSink struct {
+	mu        sync.Mutex
+	held      map[uuid.UUID]bool
+	store     bool // the write stores the batch before its answer is lost
+	lookupErr error
+}
+
+func (s *verifyingSink) Name() string { return "verifying" }
+func (s *verifyingSink) Close() error { return nil }
+func (s *verifyingSink) Write(ctx context.Context, b subscribers.Batch) error {
+	if s.store {
+		s.mu.Lock()
+		s.held[b.ID] = true
+		s.mu.Unlock()
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (s *verifyingSink) Stored(ctx context.Context, b subscribers.Batch) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[b.ID], s.lookupErr
+}
+
+// A write ended by its context without an answer is looked up in the store (a Verifier): a batch the
+// store holds all the same counts as written; one it does not hold, or a failed look-up, does not.
+func TestWriterLooksUpAWriteEndedWithoutAnAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		store     bool
+		lookupErr error
+		written   bool
+	}{
+		{"stored all the same", true, nil, true},
+		{"not stored", false, nil, false},
+		{"look-up failed", true, errors.New("store down"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := &verifyingSink{held: map[uuid.UUID]bool{}, store: tc.store, lookupErr: tc.lookupErr}
+			w := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: sink, WriteTimeout: 10 * time.Millisecond})
+			err := w.Handle(chunk(t, events(3, "m")...))
+			if tc.written && err != nil {
+				t.Fatalf("Handle = %v, want nil: the store holds the batch", err)
+			}
+			if !tc.written && !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Handle = %v, want the write's context error", err)
+			}
+		})
+	}
+}

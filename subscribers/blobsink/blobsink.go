@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -398,4 +399,20 @@ func (enc *encoder) encode(events []*event.Event) ([]byte, error) {
 		return nil, err
 	}
 	return enc.gz.Bytes(), nil
+}
+
+// Stored reports whether every blob of the batch is in the store (subscribers.Verifier): blobs are
+// put whole or not at all, so a write cut without an answer stored each blob of it or not.
+func (s *Sink) Stored(ctx context.Context, b subscribers.Batch) (bool, error) {
+	for _, p := range splitByHour(b.Events) {
+		name := BlobName(s.cfg.Prefix, p)
+		names, err := s.store.List(ctx, name)
+		if err != nil {
+			return false, fmt.Errorf("blobsink: look up batch %s: %w", b.ID, err)
+		}
+		if !slices.Contains(names, name) {
+			return false, nil
+		}
+	}
+	return true, nil
 }

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -249,4 +250,29 @@ func (s *Sink) Close() error {
 		s.pool.Close()
 	}
 	return nil
+}
+
+// Stored reports whether every event of the batch is in the table (subscribers.Verifier): a batch is
+// written in one transaction, so a write cut without an answer stored all of it or none.
+func (s *Sink) Stored(ctx context.Context, b subscribers.Batch) (bool, error) {
+	seen := make(map[uuid.UUID]struct{}, len(b.Events))
+	ids := make([]uuid.UUID, 0, len(b.Events))
+	for _, e := range b.Events {
+		if e == nil {
+			continue
+		}
+		if _, dup := seen[e.ID]; !dup {
+			seen[e.ID] = struct{}{}
+			ids = append(ids, e.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return true, nil
+	}
+	var n int
+	err := s.pool.QueryRow(ctx, "SELECT count(*) FROM "+s.table.Sanitize()+" WHERE id = ANY($1)", ids).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("pgsink: look up batch %s: %w", b.ID, err)
+	}
+	return n == len(ids), nil
 }

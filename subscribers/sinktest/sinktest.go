@@ -60,6 +60,7 @@ func Run(t *testing.T, f Factory) {
 		{"LargeEvent", testLargeEvent, false},
 		{"WriteAfterClose", testWriteAfterClose, true},
 		{"DeadLetters", testDeadLetters, false},
+		{"Stored", testStored, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -209,6 +210,30 @@ func testHourBoundary(t *testing.T, s subscribers.Sink, r Reader) {
 	events := append(Events(3, before), Events(3, after)...)
 	write(t, ctx, s, events)
 	expectStored(t, ctx, r, events)
+}
+
+// A sink that is a subscribers.Verifier says a written batch is stored (across an hour boundary too)
+// and one never written is not.
+func testStored(t *testing.T, s subscribers.Sink, _ Reader) {
+	v, ok := s.(subscribers.Verifier)
+	if !ok {
+		t.Skip("not a subscribers.Verifier")
+	}
+	ctx := testContext(t)
+	before := time.Date(2025, 3, 14, 10, 59, 59, 900_000_000, time.UTC)
+	written := subscribers.NewBatch(append(Events(3, before), Events(3, before.Add(time.Second))...))
+	if err := s.Write(ctx, written); err != nil {
+		t.Fatal(err)
+	}
+	never := subscribers.NewBatch(Events(2, before))
+	for _, c := range []struct {
+		b    subscribers.Batch
+		want bool
+	}{{written, true}, {never, false}} {
+		if got, err := v.Stored(ctx, c.b); err != nil || got != c.want {
+			t.Errorf("Stored(batch %s) = %v, %v; want %v", c.b.ID, got, err, c.want)
+		}
+	}
 }
 
 func testEmptyBatch(t *testing.T, s subscribers.Sink, r Reader) {
