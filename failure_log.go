@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -183,17 +184,27 @@ func (b *batchAttempts) With(watermill.LogFields) watermill.LoggerAdapter { retu
 // error" (message/router.go: one per failed batch message, which the route's failure log has
 // reported) at debug too. Every other ERROR (a handler's panic, a subscriber that does not close, a
 // bus closed with undelivered messages) stays an ERROR.
-type routerLogger struct{ watermill.LoggerAdapter }
+//
+// At shutdown the pipeline ends the routes' subscriptions before it closes the router, so the
+// router's ERROR "All handlers stopped, closing router" is expected then: it is at debug while the
+// pipeline is closing (closing), an ERROR at any other time.
+type routerLogger struct {
+	watermill.LoggerAdapter
+	closing *atomic.Bool
+}
 
-// handlerFailed is the message of the router's line for a handler's error.
-const handlerFailed = "Handler returned error"
+// The messages of the router's lines for a handler's error, and for every handler stopped.
+const (
+	handlerFailed   = "Handler returned error"
+	handlersStopped = "All handlers stopped, closing router"
+)
 
-func newRouterLogger(l *slog.Logger) routerLogger {
-	return routerLogger{watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
+func newRouterLogger(l *slog.Logger, closing *atomic.Bool) routerLogger {
+	return routerLogger{watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}), closing}
 }
 
 func (l routerLogger) Error(msg string, err error, fields watermill.LogFields) {
-	if msg == handlerFailed {
+	if msg == handlerFailed || (msg == handlersStopped && l.closing != nil && l.closing.Load()) {
 		l.Debug(msg, fields.Add(watermill.LogFields{"error": err}))
 		return
 	}
@@ -201,5 +212,5 @@ func (l routerLogger) Error(msg string, err error, fields watermill.LogFields) {
 }
 
 func (l routerLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
-	return routerLogger{l.LoggerAdapter.With(fields)}
+	return routerLogger{l.LoggerAdapter.With(fields), l.closing}
 }

@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 	red, _ := cfg.Redaction.Compile()                               // validated above
 	o.logger = slog.New(redact.NewHandler(o.logger.Handler(), red)) // sluice's own lines quote errors and input
 	p := &Pipeline{cfg: cfg, log: o.logger.With("component", "sluice")}
-	p.wmLogger = newRouterLogger(o.logger.With("component", "sluice.watermill"))
+	p.wmLogger = newRouterLogger(o.logger.With("component", "sluice.watermill"), &p.closing)
 	p.pgStatus.Store("")
 	b, err := bus.New(bus.Config{
 		MaxEvents:          cfg.Bus.MaxEvents,
