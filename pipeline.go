@@ -66,6 +66,28 @@ func (p *Pipeline) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{})
 }
 
+// RouteInfo describes a route for people: what it takes and where its events go.
+type RouteInfo struct {
+	Name    string
+	Sink    string
+	Levels  []string
+	Where   string        // said by the route's sink type
+	MaxWait time.Duration // the longest an event waits for its batch
+}
+
+// Routes describes the pipeline's routes, in the order of the configuration.
+func (p *Pipeline) Routes() []RouteInfo {
+	out := make([]RouteInfo, 0, len(p.routes))
+	for _, r := range p.routes {
+		ri := RouteInfo{Name: r.cfg.Name, Sink: r.cfg.Sink, Levels: r.cfg.Levels, MaxWait: r.cfg.Batch.MaxWait, Where: r.cfg.Sink}
+		if o := p.opened[r.cfg.Sink]; o != nil {
+			ri.Where = o.Where(subscribers.Route{Name: r.cfg.Name, Options: r.cfg.Options})
+		}
+		out = append(out, ri)
+	}
+	return out
+}
+
 // Readiness is what /readyz reports.
 type Readiness struct {
 	Ready bool `json:"ready"`
@@ -100,8 +122,8 @@ func (p *Pipeline) Readiness() Readiness {
 	open := 0
 	for _, rt := range p.routes {
 		rr := RouteReadiness{Name: rt.cfg.Name, Sink: rt.sink.Name(), Breaker: rt.breaker.State().String()}
-		if rt.sink.Name() == "postgres" {
-			rr.Error, _ = p.pgStatus.Load().(string)
+		if o := p.opened[rt.cfg.Sink]; o != nil {
+			rr.Error = o.Status()
 		}
 		if rt.breaker.State() == BreakerOpen {
 			open++
@@ -262,18 +284,16 @@ func (p *Pipeline) release(ctx context.Context) {
 }
 
 // closeSinks closes the sinks, the stores the pipeline opened, and the PostgreSQL pool.
+// closeSinks closes the sink types the pipeline opened (each closes its sinks, then its connection).
 func (p *Pipeline) closeSinks() {
-	for _, s := range p.sinks {
-		if err := s.Close(); err != nil {
-			p.log.Warn("close sink", "sink", s.Name(), "error", err)
+	for name, o := range p.opened {
+		if err := o.Close(); err != nil {
+			p.log.Warn("close sink", "sink", name, "error", err)
 		}
 	}
-	p.sinks = nil
+	p.opened = nil
 	for _, c := range p.closers {
 		_ = c()
 	}
 	p.closers = nil
-	if p.pool != nil {
-		p.pool.Close()
-	}
 }

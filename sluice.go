@@ -21,16 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/config"
@@ -38,8 +34,6 @@ import (
 	"github.com/sluicelog/sluice/publishers"
 	"github.com/sluicelog/sluice/redact"
 	"github.com/sluicelog/sluice/subscribers"
-	"github.com/sluicelog/sluice/subscribers/blobsink"
-	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
 // Config is sluice's configuration (see package config for every key).
@@ -79,14 +73,12 @@ type Pipeline struct {
 	pub      message.Publisher
 	router   *message.Router
 	routes   []*route
-	sinks    []subscribers.Sink
-	pool     *pgxpool.Pool
+	opened   map[string]subscribers.Opened // the sink types the routes name, opened
 	metrics  *metrics
-	closers  []func() error // stores the pipeline opened (the sinks do not own them)
+	closers  []func() error // what else the pipeline must close (a sink a test gives it)
 	closing  atomic.Bool
 	closed   sync.Once
 	closeErr error
-	pgStatus atomic.Value // string: why PostgreSQL is not ready, "" when it is
 }
 
 // New builds and starts a pipeline from cfg. It fails on an invalid configuration or a sink that
@@ -104,7 +96,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 	o.logger = slog.New(redact.NewHandler(o.logger.Handler(), red)) // sluice's own lines quote errors and input
 	p := &Pipeline{cfg: cfg, log: o.logger.With("component", "sluice")}
 	p.wmLogger = newRouterLogger(o.logger.With("component", "sluice.watermill"), &p.closing)
-	p.pgStatus.Store("")
 	b, err := bus.New(bus.Config{
 		MaxEvents:          cfg.Bus.MaxEvents,
 		MaxBytes:           cfg.Bus.MaxBytes,
@@ -143,37 +134,27 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 	return p, nil
 }
 
-// buildRoutes opens the sinks the routes need and adds one handler per route.
+// buildRoutes opens the sink types the routes name (subscribers.LookupSinkType: each sink package
+// registers its own), asks each for its routes' sinks, and adds one handler per route.
 func (p *Pipeline) buildRoutes(ctx context.Context, sinkFor func(Route) (subscribers.Sink, time.Duration)) error {
-	blobSinks := map[string]subscribers.Sink{} // by container and prefix
-	var pg subscribers.Sink
+	p.opened = map[string]subscribers.Opened{}
+	sections := p.cfg.SinkSections()
 	for _, r := range p.cfg.EffectiveRoutes() {
 		var (
 			sink    subscribers.Sink
 			timeout time.Duration
 		)
-		switch {
-		case sinkFor != nil:
+		if sinkFor != nil {
 			sink, timeout = sinkFor(r)
-		case r.Sink == config.SinkPostgres:
-			if pg == nil {
-				s, err := p.openPostgres(ctx)
-				if err != nil {
-					return routeError(r, err)
-				}
-				pg = s
+		} else {
+			o, err := p.open(ctx, r.Sink, sections[r.Sink])
+			if err != nil {
+				return routeError(r, err)
 			}
-			sink, timeout = pg, p.cfg.Postgres.WriteTimeout
-		case r.Sink == config.SinkBlob:
-			key := r.Container + "/" + r.Prefix
-			if blobSinks[key] == nil {
-				s, err := p.openBlob(ctx, r)
-				if err != nil {
-					return routeError(r, err)
-				}
-				blobSinks[key] = s
+			if sink, err = o.Sink(subscribers.Route{Name: r.Name, Options: r.Options}); err != nil {
+				return routeError(r, err)
 			}
-			sink, timeout = blobSinks[key], p.cfg.Blob.WriteTimeout
+			timeout = o.WriteTimeout()
 		}
 		if err := p.addRoute(r, sink, timeout); err != nil {
 			return routeError(r, err)
@@ -183,115 +164,21 @@ func (p *Pipeline) buildRoutes(ctx context.Context, sinkFor func(Route) (subscri
 	return nil
 }
 
-func (p *Pipeline) openPostgres(ctx context.Context) (subscribers.Sink, error) {
-	pcfg, err := pgxpool.ParseConfig(p.cfg.Postgres.DSN)
-	if err != nil {
-		return nil, fmt.Errorf("postgres.dsn: %w", err)
+// open opens a sink type once, the first time a route names it.
+func (p *Pipeline) open(ctx context.Context, name string, section any) (subscribers.Opened, error) {
+	if o := p.opened[name]; o != nil {
+		return o, nil
 	}
-	pcfg.MaxConns = int32(p.cfg.Postgres.MaxConns)
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg) // connects lazily
-	if err != nil {
-		return nil, err
+	t, ok := subscribers.LookupSinkType(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown sink %q (registered: %v)", name, subscribers.SinkTypeNames())
 	}
-	p.pool = pool
-	sink, err := pgsink.New(pool, pgsink.Config{WriteTimeout: p.cfg.Postgres.WriteTimeout})
+	o, err := t.Open(ctx, section, p.log.With("sink", name))
 	if err != nil {
 		return nil, err
 	}
-	s := &schemaSink{Sink: sink, pool: pool, migrate: p.cfg.Postgres.Migrate, p: p}
-	p.sinks = append(p.sinks, s)
-	// Try once now, briefly, so that the start-up log says whether PostgreSQL is there.
-	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := s.ensure(tctx); err != nil {
-		p.log.Warn("PostgreSQL is not reachable: warnings and errors wait in the bus (up to its bound) "+
-			"and are written when it is back; the blob archive goes on",
-			"dsn", p.cfg.Redacted().Postgres.DSN, "error", err)
-	}
-	return s, nil
-}
-
-// schemaSink makes sure the schema is migrated (when configured) before the first write, so that a
-// PostgreSQL that was down at start is set up when it comes back.
-type schemaSink struct {
-	*pgsink.Sink
-	pool    *pgxpool.Pool
-	migrate bool
-	p       *Pipeline
-	mu      sync.Mutex
-	ready   bool
-}
-
-func (s *schemaSink) ensure(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ready {
-		return nil
-	}
-	var err error
-	if s.migrate {
-		var applied []string
-		if applied, err = pgsink.Migrate(ctx, s.pool); err == nil && len(applied) > 0 {
-			s.p.log.Info("PostgreSQL schema migrated", "applied", applied)
-		}
-	} else {
-		err = s.pool.Ping(ctx)
-	}
-	if err != nil {
-		s.p.pgStatus.Store(err.Error())
-		return err
-	}
-	s.ready = true
-	s.p.pgStatus.Store("")
-	return nil
-}
-
-func (s *schemaSink) Write(ctx context.Context, b subscribers.Batch) error {
-	if err := s.ensure(ctx); err != nil {
-		return err
-	}
-	return s.Sink.Write(ctx, b)
-}
-
-func (p *Pipeline) openBlob(ctx context.Context, r Route) (subscribers.Sink, error) {
-	var store blobsink.Store
-	if p.cfg.Blob.ConnectionString != "" {
-		acfg := blobsink.AzureConfig{ConnectionString: p.cfg.Blob.ConnectionString, Container: r.Container}
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s, err := blobsink.OpenAzure(tctx, acfg)
-		cancel()
-		switch {
-		case err == nil:
-			store = s
-			p.closers = append(p.closers, s.Close)
-		case !unreachable(err):
-			return nil, err // a configuration error: fail at start
-		default:
-			// Unreachable now: serve anyway, and open it on the first write (the route's events
-			// wait in the bus meanwhile, like for any outage).
-			p.log.Warn("Azure Blob Storage is not reachable: the archive waits in the bus (up to its bound) "+
-				"and is written when it is back", "container", r.Container, "error", err)
-			ls := &lazyStore{open: func(ctx context.Context) (*blobsink.AzureStore, error) { return blobsink.OpenAzure(ctx, acfg) }}
-			store = ls
-			p.closers = append(p.closers, ls.Close)
-		}
-	} else {
-		s, err := blobsink.NewDirStore(filepath.Join(p.cfg.Blob.Dir, r.Container))
-		if err != nil {
-			return nil, err
-		}
-		if removed := s.Removed(); len(removed) > 0 {
-			p.log.Warn("removed the temporary files of blob writes interrupted by a crash (those writes stored nothing)",
-				"dir", s.Dir(), "count", len(removed), "files", removed)
-		}
-		store = s
-	}
-	sink, err := blobsink.New(store, blobsink.Config{Prefix: r.Prefix, WriteTimeout: p.cfg.Blob.WriteTimeout, GzipLevel: p.cfg.Blob.GzipLevel})
-	if err != nil {
-		return nil, err
-	}
-	p.sinks = append(p.sinks, sink)
-	return sink, nil
+	p.opened[name] = o
+	return o, nil
 }
 
 func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
@@ -390,64 +277,3 @@ func (e *DropError) Unwrap() error { return e.Err }
 
 // Reason names the drop reason (publishers.DropReason reads it).
 func (e *DropError) Reason() string { return e.Why }
-
-// lazyStore is an Azure store that could not be opened at start: it opens on first use, and tries
-// again on every use until it succeeds.
-type lazyStore struct {
-	open  func(context.Context) (*blobsink.AzureStore, error)
-	mu    sync.Mutex
-	store *blobsink.AzureStore
-}
-
-func (l *lazyStore) get(ctx context.Context) (*blobsink.AzureStore, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.store == nil {
-		s, err := l.open(ctx)
-		if err != nil {
-			return nil, err
-		}
-		l.store = s
-	}
-	return l.store, nil
-}
-
-func (l *lazyStore) Put(ctx context.Context, name string, data []byte, contentType, contentEncoding string) error {
-	s, err := l.get(ctx)
-	if err != nil {
-		return err
-	}
-	return s.Put(ctx, name, data, contentType, contentEncoding)
-}
-
-func (l *lazyStore) Get(ctx context.Context, name string) ([]byte, error) {
-	s, err := l.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return s.Get(ctx, name)
-}
-
-func (l *lazyStore) List(ctx context.Context, prefix string) ([]string, error) {
-	s, err := l.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return s.List(ctx, prefix)
-}
-
-func (l *lazyStore) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.store != nil {
-		return l.store.Close()
-	}
-	return nil
-}
-
-// unreachable reports whether err says that a server did not answer (refused, reset, timed out),
-// rather than that it refused what it was asked.
-func unreachable(err error) bool {
-	var netErr net.Error
-	return errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED)
-}

@@ -10,11 +10,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/publishers"
 	"github.com/sluicelog/sluice/redact"
+	"github.com/sluicelog/sluice/subscribers"
+	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
 // Config is the whole of sluice's configuration. The zero value is not usable: start from Default().
@@ -35,10 +36,11 @@ type Config struct {
 	// FailureLogInterval is every route's default Route.FailureLogInterval.
 	FailureLogInterval time.Duration `yaml:"failure_log_interval"`
 
-	Postgres Postgres `yaml:"postgres"`
-	Blob     Blob     `yaml:"blob"`
-	Bus      Bus      `yaml:"bus"`
-	Capture  Capture  `yaml:"capture"`
+	// The sinks' sections: each sink package owns its settings (keys, defaults, validation).
+	Postgres pgsink.Settings   `yaml:"postgres"`
+	Blob     blobsink.Settings `yaml:"blob"`
+	Bus      Bus               `yaml:"bus"`
+	Capture  Capture           `yaml:"capture"`
 	// Redaction is the one redaction policy of every channel: headers, queries, bodies, errors,
 	// application log records and sluice's own logs.
 	Redaction redact.Policy `yaml:"redaction"`
@@ -47,30 +49,6 @@ type Config struct {
 	// Routes say which events go to which sink with which policies. Empty means DefaultRoutes().
 	// Routes come from the YAML file or from Go; there is no environment variable for them.
 	Routes []Route `yaml:"routes" env:"-"`
-}
-
-// Postgres configures the PostgreSQL sink.
-type Postgres struct {
-	// Enabled turns the PostgreSQL sink on; routes to "postgres" are refused when it is off.
-	Enabled bool `yaml:"enabled"`
-	// DSN is a libpq connection string or URL.
-	DSN string `yaml:"dsn"`
-	// Migrate applies pending schema migrations at start.
-	Migrate bool `yaml:"migrate"`
-	// MaxConns bounds the connection pool.
-	MaxConns int `yaml:"max_conns"`
-	// WriteTimeout bounds one batch write.
-	WriteTimeout time.Duration `yaml:"write_timeout"`
-}
-
-// Blob configures the archive: Azure Blob Storage when ConnectionString is set, else a local directory.
-type Blob struct {
-	ConnectionString string        `yaml:"connection_string" secret:"true"`
-	Container        string        `yaml:"container"`
-	Dir              string        `yaml:"dir"`
-	WriteTimeout     time.Duration `yaml:"write_timeout"`
-	// GzipLevel is the archive's gzip level, 1 (fastest) to 9 (smallest).
-	GzipLevel int `yaml:"gzip_level"`
 }
 
 // Bus configures the in-process bounded bus.
@@ -115,10 +93,10 @@ type Breaker struct {
 	Cooldown time.Duration `yaml:"cooldown"`
 }
 
-// Sink names.
+// Sink names of the built-in sink types (more may be registered: subscribers.RegisterSinkType).
 const (
-	SinkPostgres = "postgres"
-	SinkBlob     = "blob"
+	SinkPostgres = pgsink.SinkType
+	SinkBlob     = blobsink.SinkType
 )
 
 // Route is one declarative route: which events go to which sink, with which policies. Zero fields take
@@ -126,7 +104,7 @@ const (
 type Route struct {
 	// Name identifies the route in metrics and errors; unique.
 	Name string `yaml:"name"`
-	// Sink is "postgres" or "blob".
+	// Sink is the name of a registered sink type: "postgres", "blob", "console".
 	Sink string `yaml:"sink"`
 	// Levels the route takes; empty means every level.
 	Levels []string `yaml:"levels"`
@@ -135,10 +113,9 @@ type Route struct {
 	// Paths are URL path patterns (path.Match syntax, and a trailing "/*" or "*" matches any rest);
 	// empty means every path. Events without a path (app events) match only when Paths is empty.
 	Paths []string `yaml:"paths"`
-	// Container overrides blob.container for a blob route.
-	Container string `yaml:"container"`
-	// Prefix is a path prefix inside the container for a blob route.
-	Prefix string `yaml:"prefix"`
+	// Options are the sink type's options for this route, which only the sink type reads (a blob
+	// route's container and prefix).
+	Options map[string]string `yaml:"options"`
 
 	Chunk    ChunkPolicy    `yaml:"chunk"`
 	Batch    BatchPolicy    `yaml:"batch"`
@@ -201,19 +178,8 @@ func Default() Config {
 		HTTPAddr:           "127.0.0.1:8080",
 		ShutdownTimeout:    30 * time.Second,
 		FailureLogInterval: 10 * time.Second,
-		Postgres: Postgres{
-			Enabled:      true,
-			DSN:          "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
-			Migrate:      true,
-			MaxConns:     4,
-			WriteTimeout: 10 * time.Second,
-		},
-		Blob: Blob{
-			Container:    "logs",
-			Dir:          "./sluice-data/blobs",
-			WriteTimeout: 30 * time.Second,
-			GzipLevel:    2,
-		},
+		Postgres:           pgsink.DefaultSettings(),
+		Blob:               blobsink.DefaultSettings(),
 		Bus: Bus{
 			Driver:             "memory",
 			Topic:              "sluice.events",
@@ -258,6 +224,16 @@ func DefaultRoutes() []Route {
 	}
 }
 
+// OtherSinkRoute is the default policy of a route to a sink type that DefaultRoutes does not name
+// (console, or one an embedder registers): batches of 1,000 events or 1 s, one write at a time.
+func OtherSinkRoute() Route {
+	return Route{
+		Chunk: DefaultChunkPolicy(),
+		Batch: BatchPolicy{MaxEvents: 1000, MaxBytes: 8 << 20, MaxWait: time.Second, MaxConcurrentWrites: 1, MaxEventBytes: 1 << 20},
+		Retry: RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsed: 10 * time.Second},
+	}
+}
+
 // DefaultChunkPolicy is every route's default chunk: 250 events (four chunks make a default batch),
 // 256 KiB, or 50 ms after its first event.
 func DefaultChunkPolicy() ChunkPolicy {
@@ -277,7 +253,10 @@ func (c Config) EffectiveRoutes() []Route {
 	}
 	out := make([]Route, len(routes))
 	for i, r := range routes {
-		d := defaults[r.Sink]
+		d, ok := defaults[r.Sink]
+		if !ok {
+			d = OtherSinkRoute()
+		}
 		if r.Chunk.MaxEvents == 0 {
 			r.Chunk.MaxEvents = d.Chunk.MaxEvents
 		}
@@ -313,9 +292,6 @@ func (c Config) EffectiveRoutes() []Route {
 		}
 		if r.FailureLogInterval == 0 {
 			r.FailureLogInterval = c.FailureLogInterval
-		}
-		if r.Sink == SinkBlob && r.Container == "" {
-			r.Container = c.Blob.Container
 		}
 		out[i] = r
 	}
@@ -361,34 +337,10 @@ func (c Config) Validate() error {
 	if c.FailureLogInterval <= 0 {
 		bad("failure_log_interval", c.FailureLogInterval, "must be positive")
 	}
-	if c.Postgres.Enabled {
-		if c.Postgres.DSN == "" {
-			bad("postgres.dsn", `""`, "must be set when postgres.enabled is true")
-		} else if _, err := pgconn.ParseConfig(c.Postgres.DSN); err != nil {
-			bad("postgres.dsn", maskDSN(c.Postgres.DSN), "malformed: %v", unwrapAll(err))
+	for name, section := range c.SinkSections() {
+		if v, ok := section.(interface{ Validate() error }); ok {
+			errs = append(errs, sectionErrors(name, v.Validate())...)
 		}
-		if c.Postgres.MaxConns <= 0 {
-			bad("postgres.max_conns", c.Postgres.MaxConns, "must be positive")
-		}
-		if c.Postgres.WriteTimeout <= 0 {
-			bad("postgres.write_timeout", c.Postgres.WriteTimeout, "must be positive")
-		}
-	}
-	if c.Blob.ConnectionString == "" && c.Blob.Dir == "" {
-		bad("blob.dir", `""`, "must be set when blob.connection_string is empty")
-	}
-	if c.Blob.ConnectionString != "" && !strings.Contains(strings.ToLower(c.Blob.ConnectionString), "accountname=") &&
-		!strings.Contains(strings.ToLower(c.Blob.ConnectionString), "blobendpoint=") {
-		bad("blob.connection_string", "<secret>", "not an Azure Storage connection string (no AccountName or BlobEndpoint)")
-	}
-	if err := validContainer(c.Blob.Container); err != nil {
-		bad("blob.container", c.Blob.Container, "%v", err)
-	}
-	if c.Blob.WriteTimeout <= 0 {
-		bad("blob.write_timeout", c.Blob.WriteTimeout, "must be positive")
-	}
-	if c.Blob.GzipLevel < 1 || c.Blob.GzipLevel > 9 {
-		bad("blob.gzip_level", c.Blob.GzipLevel, "must be 1 (fastest) to 9 (smallest)")
 	}
 	if c.Bus.Driver != "memory" {
 		bad("bus.driver", c.Bus.Driver, `unknown bus driver (want "memory")`)
@@ -459,17 +411,23 @@ func (c Config) validateRoutes() []error {
 			bad("name", r.Name, "already used by routes[%d]", j)
 		}
 		names[r.Name] = i
-		switch r.Sink {
-		case SinkPostgres:
-			if !c.Postgres.Enabled {
-				bad("sink", r.Sink, "postgres.enabled is false")
+		sections := c.SinkSections()
+		if t, ok := subscribers.LookupSinkType(r.Sink); !ok {
+			bad("sink", r.Sink, "unknown sink (want one of %s)", strings.Join(subscribers.SinkTypeNames(), ", "))
+		} else {
+			if e, ok := sections[r.Sink].(interface{ IsEnabled() bool }); ok && !e.IsEnabled() {
+				bad("sink", r.Sink, "%s.enabled is false", r.Sink)
 			}
-		case SinkBlob:
-			if err := validContainer(r.Container); err != nil {
-				bad("container", r.Container, "%v", err)
+			if t.ValidateRoute != nil {
+				if err := t.ValidateRoute(sections[r.Sink], subscribers.Route{Name: r.Name, Options: r.Options}); err != nil {
+					var se *subscribers.SettingError
+					if errors.As(err, &se) {
+						bad(se.Key, se.Value, "%s", se.Msg)
+					} else {
+						bad("options", r.Options, "%v", err)
+					}
+				}
 			}
-		default:
-			bad("sink", r.Sink, `unknown sink (want "postgres" or "blob")`)
 		}
 		for _, l := range r.Levels {
 			if _, err := event.ParseLevel(l); err != nil {
@@ -537,48 +495,34 @@ func (c Config) validateRoutes() []error {
 	return errs
 }
 
-// validContainer applies Azure's container naming rules (3-63 characters: lower-case letters, digits
-// and single hyphens, starting and ending with a letter or digit); the local directory store uses the
-// same name as a directory, so the rules hold for both.
-func validContainer(name string) error {
-	if len(name) < 3 || len(name) > 63 {
-		return errors.New("must be 3 to 63 characters")
-	}
-	for i, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-		case r == '-' && i > 0 && i < len(name)-1 && name[i-1] != '-':
-		default:
-			return errors.New("only lower-case letters, digits and single inner hyphens are allowed")
-		}
-	}
-	return nil
+// SinkSections returns every sink type's section of the configuration, by sink type name: what the
+// pipeline opens a sink type with. A sink type without a section gets nil.
+func (c Config) SinkSections() map[string]any {
+	return map[string]any{pgsink.SinkType: c.Postgres, blobsink.SinkType: c.Blob}
 }
 
-func unwrapAll(err error) error {
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			return err
-		}
-		err = u
+// sectionErrors turns a section's validation errors into FieldErrors whose keys start with the
+// section's name.
+func sectionErrors(section string, err error) []error {
+	if err == nil {
+		return nil
 	}
-}
-
-// maskDSN hides a password in a DSN for messages and logs.
-func maskDSN(dsn string) string {
-	if i := strings.Index(dsn, "://"); i >= 0 {
-		rest := dsn[i+3:]
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			cred := rest[:at]
-			if c := strings.Index(cred, ":"); c >= 0 {
-				return dsn[:i+3] + cred[:c] + ":****" + rest[at:]
+	var out []error
+	var walk func(error)
+	walk = func(err error) {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
 			}
+			return
 		}
-		return dsn
+		var se *subscribers.SettingError
+		if errors.As(err, &se) {
+			out = append(out, &FieldError{Key: section + "." + se.Key, Value: se.Value, Msg: se.Msg})
+			return
+		}
+		out = append(out, fmt.Errorf("config: %s: %w", section, err))
 	}
-	if strings.Contains(dsn, "password=") {
-		return "<dsn with password>"
-	}
-	return dsn
+	walk(err)
+	return out
 }

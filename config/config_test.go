@@ -32,7 +32,7 @@ routes:
     batch: {max_events: 100, max_wait: 2s}
   - name: api-archive
     sink: blob
-    container: api-logs
+    options: {container: api-logs}
     paths: ["/api/*"]
     batch: {max_events: 300}
     failure_log_interval: 1m
@@ -58,7 +58,7 @@ routes:
 	if pg.FailureLogInterval != 30*time.Second || arch.FailureLogInterval != time.Minute {
 		t.Errorf("failure_log_interval: pg %v (must inherit failure_log_interval), archive %v", pg.FailureLogInterval, arch.FailureLogInterval)
 	}
-	if arch.Container != "api-logs" || arch.Batch.MaxWait != 10*time.Second || arch.Batch.MaxEvents != 300 {
+	if arch.Options["container"] != "api-logs" || arch.Batch.MaxWait != 10*time.Second || arch.Batch.MaxEvents != 300 {
 		t.Errorf("archive route = %+v", arch)
 	}
 }

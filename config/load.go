@@ -154,20 +154,10 @@ func setValue(f reflect.Value, s string) error {
 	return nil
 }
 
-// Redacted returns a copy safe to log: the blob connection string's key and the DSN's password masked.
+// Redacted returns a copy safe to log: each sink section's secrets masked (its Redacted method).
 func (c Config) Redacted() Config {
-	c.Postgres.DSN = maskDSN(c.Postgres.DSN)
-	if c.Blob.ConnectionString != "" {
-		var parts []string
-		for _, p := range strings.Split(c.Blob.ConnectionString, ";") {
-			k, _, ok := strings.Cut(p, "=")
-			if ok && (strings.EqualFold(k, "AccountKey") || strings.EqualFold(k, "SharedAccessSignature")) {
-				p = k + "=****"
-			}
-			parts = append(parts, p)
-		}
-		c.Blob.ConnectionString = strings.Join(parts, ";")
-	}
+	c.Postgres = c.Postgres.Redacted()
+	c.Blob = c.Blob.Redacted()
 	return c
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -16,10 +15,8 @@ import (
 
 	"github.com/sluicelog/sluice"
 	"github.com/sluicelog/sluice/app"
-	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/handlers"
 	"github.com/sluicelog/sluice/redact"
-	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
 func loadConfig(file string) (sluice.Config, error) {
@@ -88,7 +85,7 @@ func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *
 	srv := &app.Server{
 		Addr: cfg.HTTPAddr, Echo: e, AdminAddr: cfg.AdminAddr, Admin: admin,
 		ShutdownTimeout: cfg.ShutdownTimeout, Flush: flush, Log: log,
-		OnListen: func(addr net.Addr) { printWhere(stdout, cfg, addr) },
+		OnListen: func(addr net.Addr) { printWhere(stdout, p, addr) },
 	}
 	if err := srv.Run(ctx); err != nil {
 		return err
@@ -98,34 +95,16 @@ func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *
 }
 
 // printWhere tells the user where the service listens and where the logs go.
-func printWhere(w io.Writer, cfg sluice.Config, addr net.Addr) {
+func printWhere(w io.Writer, p *sluice.Pipeline, addr net.Addr) {
 	fmt.Fprintf(w, "sluice demo listening on http://%s  (try /hello, /fail, /panic, /slow?ms=200, POST /echo, POST /login; /metrics, /readyz)\n", addr)
-	for _, r := range cfg.EffectiveRoutes() {
+	for _, r := range p.Routes() {
 		levels := "every level"
 		if len(r.Levels) > 0 {
 			levels = strings.Join(r.Levels, ", ")
 		}
-		switch r.Sink {
-		case config.SinkPostgres:
-			fmt.Fprintf(w, "  route %-10s %s -> PostgreSQL %s, table %s (within %v)\n", r.Name, levels,
-				cfg.Redacted().Postgres.DSN, pgsink.DefaultTable, r.Batch.MaxWait)
-		case config.SinkBlob:
-			where := "local directory " + abs(filepath.Join(cfg.Blob.Dir, r.Container))
-			if cfg.Blob.ConnectionString != "" {
-				where = "Azure Blob container " + r.Container
-			}
-			fmt.Fprintf(w, "  route %-10s %s -> %s, gzip NDJSON YYYY/MM/DD/HH/<batch>.ndjson.gz (within %v)\n",
-				r.Name, levels, where, r.Batch.MaxWait)
-		}
+		fmt.Fprintf(w, "  route %-10s %s -> %s (within %v)\n", r.Name, levels, r.Where, r.MaxWait)
 	}
 	fmt.Fprintln(w, "Ctrl-C flushes everything accepted, then exits.")
-}
-
-func abs(p string) string {
-	if a, err := filepath.Abs(p); err == nil {
-		return a
-	}
-	return p
 }
 
 // configAttrs renders the effective configuration for the start-up log line, secrets masked.
