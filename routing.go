@@ -1,6 +1,7 @@
 package sluice
 
 import (
+	"context"
 	"fmt"
 	"path"
 	"strings"
@@ -147,4 +148,58 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 
 func routeError(r Route, err error) error {
 	return fmt.Errorf("sluice: route %q (sink %s): %w", r.Name, r.Sink, err)
+}
+
+// buildRoutes opens the sink types the routes name (subscribers.LookupSinkType: each sink package
+// registers its own), asks each for its routes' sinks, and adds one handler per route.
+func (p *Pipeline) buildRoutes(ctx context.Context, sinkFor func(Route) (subscribers.Sink, time.Duration)) error {
+	p.opened = map[string]subscribers.Opened{}
+	sections := p.cfg.SinkSections()
+	for _, r := range p.cfg.EffectiveRoutes() {
+		var (
+			sink    subscribers.Sink
+			timeout time.Duration
+		)
+		if sinkFor != nil {
+			sink, timeout = sinkFor(r)
+		} else {
+			o, err := p.open(ctx, r.Sink, sections[r.Sink])
+			if err != nil {
+				return routeError(r, err)
+			}
+			if sink, err = o.Sink(subscribers.Route{Name: r.Name, Options: r.Options}); err != nil {
+				return routeError(r, err)
+			}
+			timeout = o.WriteTimeout()
+		}
+		if err := p.addRoute(r, sink, timeout); err != nil {
+			return routeError(r, err)
+		}
+		p.breakerChanged(r.Name, BreakerClosed, BreakerClosed)
+	}
+	return nil
+}
+
+// open opens a sink type once, the first time a route names it.
+func (p *Pipeline) open(ctx context.Context, name string, section any) (subscribers.Opened, error) {
+	if o := p.opened[name]; o != nil {
+		return o, nil
+	}
+	t, ok := subscribers.LookupSinkType(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown sink %q (registered: %v)", name, subscribers.SinkTypeNames())
+	}
+	o, err := t.Open(ctx, section, p.log.With("sink", name))
+	if err != nil {
+		return nil, err
+	}
+	p.opened[name] = o
+	return o, nil
+}
+
+func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
+	p.metrics.breaker.WithLabelValues(name, p.metrics.sinkOf[name]).Set(float64(to))
+	if from != to {
+		p.log.Warn("circuit breaker "+to.String(), "route", name, "from", from.String())
+	}
 }

@@ -13,13 +13,23 @@
 //
 // This package owns the assembly of that pipeline (Pipeline), the producer side of the bus (chunks),
 // the router middleware and the metrics. It is the only package that knows every other; nothing
-// below it imports it.
+// below it imports it. It knows sinks only as registered types (subscribers.RegisterSinkType): the
+// routes name them, and it opens the ones they name. Its files, by concept:
+//
+//	sluice.go              New, its options, the Pipeline
+//	embed.go               what an Echo service uses: Middleware, Handler, Logger, MetricsHandler
+//	publish.go             Publish: encode once, shed what is over the event size, append to chunks
+//	chunker.go             the routes' open chunks, sealed into bus messages
+//	routing.go             routes: their filters, their sink types opened, their router handlers
+//	throttle_middleware.go, breaker_middleware.go, failure_log.go   the batch-level router middleware
+//	readiness.go           Routes and Readiness (/readyz)
+//	close.go               Close: the drain, the cut at the deadline, the exact count, the release
+//	metrics.go             the Prometheus metrics
 package sluice
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -30,8 +40,6 @@ import (
 
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/config"
-	"github.com/sluicelog/sluice/event"
-	"github.com/sluicelog/sluice/publishers"
 	"github.com/sluicelog/sluice/redact"
 	"github.com/sluicelog/sluice/subscribers"
 )
@@ -133,147 +141,3 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 	}
 	return p, nil
 }
-
-// buildRoutes opens the sink types the routes name (subscribers.LookupSinkType: each sink package
-// registers its own), asks each for its routes' sinks, and adds one handler per route.
-func (p *Pipeline) buildRoutes(ctx context.Context, sinkFor func(Route) (subscribers.Sink, time.Duration)) error {
-	p.opened = map[string]subscribers.Opened{}
-	sections := p.cfg.SinkSections()
-	for _, r := range p.cfg.EffectiveRoutes() {
-		var (
-			sink    subscribers.Sink
-			timeout time.Duration
-		)
-		if sinkFor != nil {
-			sink, timeout = sinkFor(r)
-		} else {
-			o, err := p.open(ctx, r.Sink, sections[r.Sink])
-			if err != nil {
-				return routeError(r, err)
-			}
-			if sink, err = o.Sink(subscribers.Route{Name: r.Name, Options: r.Options}); err != nil {
-				return routeError(r, err)
-			}
-			timeout = o.WriteTimeout()
-		}
-		if err := p.addRoute(r, sink, timeout); err != nil {
-			return routeError(r, err)
-		}
-		p.breakerChanged(r.Name, BreakerClosed, BreakerClosed)
-	}
-	return nil
-}
-
-// open opens a sink type once, the first time a route names it.
-func (p *Pipeline) open(ctx context.Context, name string, section any) (subscribers.Opened, error) {
-	if o := p.opened[name]; o != nil {
-		return o, nil
-	}
-	t, ok := subscribers.LookupSinkType(name)
-	if !ok {
-		return nil, fmt.Errorf("unknown sink %q (registered: %v)", name, subscribers.SinkTypeNames())
-	}
-	o, err := t.Open(ctx, section, p.log.With("sink", name))
-	if err != nil {
-		return nil, err
-	}
-	p.opened[name] = o
-	return o, nil
-}
-
-func (p *Pipeline) breakerChanged(name string, from, to BreakerState) {
-	p.metrics.breaker.WithLabelValues(name, p.metrics.sinkOf[name]).Set(float64(to))
-	if from != to {
-		p.log.Warn("circuit breaker "+to.String(), "route", name, "from", from.String())
-	}
-}
-
-// Publish hands one event, without blocking, to every route whose filter it matches: it encodes the
-// event once and appends it to the route's open chunk (see Route.Chunk), which is published as one bus
-// message when it is full or old enough. Each route has its own share of the bus, and its open chunks
-// count toward that share: a route that has no room refuses the event at once, and it is counted as
-// dropped for that route, by reason (a stuck sink fills only its own share). Publish returns a
-// *DropError only when no route took the event; an event that no route wants is counted as unrouted
-// and is not an error. Publish keeps e (and sets its Raw, then drops its Request, Response and Attrs,
-// which stay in Raw: see event.Lean): the caller must not use it afterwards.
-// An event whose Raw is already set (bytes received from elsewhere) is forwarded as those bytes, which
-// the routes decode and validate.
-func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
-	if p.closing.Load() {
-		p.metrics.drop(bus.ReasonClosed, "", 1)
-		return &DropError{Why: bus.ReasonClosed, Err: ErrClosed}
-	}
-	foreign := len(e.Raw) > 0
-	line := e.Raw
-	matched, accepted := 0, 0
-	var lastErr error
-	lastReason := ""
-	var scratch *[]byte
-	for _, r := range p.routes {
-		if !r.match(e) {
-			continue
-		}
-		matched++
-		if line == nil {
-			// Encoded once, into a buffer of this processor's; each route copies the line into
-			// its chunk, and e.Raw becomes the first route's copy.
-			scratch = encodeBuffers.Get().(*[]byte)
-			raw, err := e.AppendJSON((*scratch)[:0])
-			if err != nil {
-				encodeBuffers.Put(scratch)
-				p.metrics.drop(publishers.ReasonPublishError, "", 1)
-				return &DropError{Why: publishers.ReasonPublishError, Err: err}
-			}
-			if len(raw) > p.cfg.Capture.MaxEventBytes {
-				fitted, ok := fitEvent(e, raw, p.cfg.Capture.MaxEventBytes)
-				if !ok {
-					*scratch = raw[:0]
-					encodeBuffers.Put(scratch)
-					p.metrics.drop(bus.ReasonTooLarge, "", 1)
-					return &DropError{Why: bus.ReasonTooLarge, Err: fmt.Errorf("event over capture.max_event_bytes (%d) even without its bodies, headers and attributes", p.cfg.Capture.MaxEventBytes)}
-				}
-				raw = fitted
-			}
-			*scratch, line = raw, raw
-		}
-		if err := r.chunks.add(e, line, foreign); err != nil {
-			reason := dropReason(err)
-			p.metrics.drop(reason, r.cfg.Name, 1)
-			lastErr, lastReason = err, reason
-			continue
-		}
-		accepted++
-	}
-	if scratch != nil && cap(*scratch) <= maxEncodeBuffer {
-		encodeBuffers.Put(scratch)
-	}
-	switch {
-	case matched == 0:
-		p.metrics.unrouted.Inc()
-		return nil
-	case accepted == 0:
-		return &DropError{Why: lastReason, Err: lastErr}
-	}
-	return nil
-}
-
-// encodeBuffers hold the encoding of an event while Publish copies it into the routes' chunks.
-var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
-
-// maxEncodeBuffer bounds the buffers that go back to encodeBuffers, so that one huge event does not
-// pin its memory.
-const maxEncodeBuffer = 64 << 10
-
-// DropError says why an event was not accepted; publishers count it by Reason.
-type DropError struct {
-	Why string // the drop reason: a bus.Reason* or publishers.ReasonPublishError
-	Err error
-}
-
-func (e *DropError) Error() string { return "sluice: event dropped (" + e.Why + "): " + e.Err.Error() }
-
-// Unwrap returns the cause.
-func (e *DropError) Unwrap() error { return e.Err }
-
-// Reason names the drop reason (publishers.DropReason reads it).
-func (e *DropError) Reason() string { return e.Why }
