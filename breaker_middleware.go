@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/subscribers"
 )
 
@@ -80,10 +81,10 @@ type Breaker struct {
 // NewBreaker returns a closed breaker.
 func NewBreaker(cfg BreakerConfig) *Breaker {
 	if cfg.Failures <= 0 {
-		cfg.Failures = 5
+		cfg.Failures = config.DefaultBreakerFailures
 	}
 	if cfg.Cooldown <= 0 {
-		cfg.Cooldown = 60 * time.Second
+		cfg.Cooldown = config.DefaultBreakerCooldown
 	}
 	return &Breaker{cfg: cfg, settled: make(chan struct{})}
 }

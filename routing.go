@@ -111,8 +111,7 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 	if err != nil {
 		return err
 	}
-	batches, err := subscribers.NewBatchSubscriber(p.bus, subscribers.BatchPolicy{MaxEvents: r.Batch.MaxEvents,
-		MaxBytes: r.Batch.MaxBytes, MaxWait: r.Batch.MaxWait, MaxConcurrentWrites: r.Batch.MaxConcurrentWrites})
+	batches, err := subscribers.NewBatchSubscriber(p.bus, r.Batch)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/publishers"
 	"github.com/sluicelog/sluice/redact"
@@ -85,6 +86,12 @@ type Capture struct {
 	Limits publishers.Limits `yaml:",inline"`
 }
 
+// Defaults of Breaker, the one place they are defined (the root package's NewBreaker uses them too).
+const (
+	DefaultBreakerFailures = 5
+	DefaultBreakerCooldown = 60 * time.Second
+)
+
 // Breaker is the default circuit breaker of every route.
 type Breaker struct {
 	// Failures is how many consecutive failed batch writes open the breaker.
@@ -142,16 +149,7 @@ type ChunkPolicy struct {
 
 // BatchPolicy says when a batch is written: at MaxEvents events, at MaxBytes bytes, or MaxWait after
 // its first event, whichever comes first.
-type BatchPolicy struct {
-	MaxEvents int           `yaml:"max_events"`
-	MaxBytes  int64         `yaml:"max_bytes"`
-	MaxWait   time.Duration `yaml:"max_wait"`
-	// MaxConcurrentWrites bounds the batches of this route being written at once.
-	MaxConcurrentWrites int `yaml:"max_concurrent_writes"`
-	// MaxEventBytes is the largest encoded event the route stores; a larger one is kept as a dead
-	// letter (reason oversize) instead of holding up its batch.
-	MaxEventBytes int `yaml:"max_event_bytes"`
-}
+type BatchPolicy = subscribers.BatchPolicy
 
 // RetryPolicy bounds the retries of a batch whose write failed transiently (one retry sequence per
 // batch, whatever its size): exponential backoff with jitter from InitialInterval up to MaxInterval, at
@@ -183,22 +181,22 @@ func Default() Config {
 		Bus: Bus{
 			Driver:             "memory",
 			Topic:              "sluice.events",
-			MaxEvents:          10_000,
-			MaxBytes:           64 << 20,
-			MaxInFlight:        1_000,
-			RedeliveryDelay:    time.Second,
-			MaxRedeliveryDelay: 30 * time.Second,
+			MaxEvents:          bus.DefaultMaxEvents,
+			MaxBytes:           bus.DefaultMaxBytes,
+			MaxInFlight:        bus.DefaultMaxInFlight,
+			RedeliveryDelay:    bus.DefaultRedeliveryDelay,
+			MaxRedeliveryDelay: bus.DefaultMaxRedeliveryDelay,
 		},
 		Capture: Capture{
 			Bodies:              true,
-			RequestBodyLimit:    64 << 10,
-			ResponseBodyLimit:   64 << 10,
-			RequestBodyTimeout:  2 * time.Second,
-			ResponseBodyTimeout: 3 * time.Second,
+			RequestBodyLimit:    publishers.DefaultBodyLimit,
+			ResponseBodyLimit:   publishers.DefaultBodyLimit,
+			RequestBodyTimeout:  publishers.DefaultRequestBodyTimeout,
+			ResponseBodyTimeout: publishers.DefaultResponseBodyTimeout,
 			MaxEventBytes:       256 << 10,
 			Limits:              publishers.DefaultLimits(),
 		},
-		Breaker: Breaker{Failures: 5, Cooldown: 60 * time.Second},
+		Breaker: Breaker{Failures: DefaultBreakerFailures, Cooldown: DefaultBreakerCooldown},
 	}
 }
 
@@ -453,17 +451,11 @@ func (c Config) validateRoutes() []error {
 		if r.Chunk.Linger <= 0 {
 			bad("chunk.linger", r.Chunk.Linger, "must be positive")
 		}
-		if r.Batch.MaxEvents <= 0 {
-			bad("batch.max_events", r.Batch.MaxEvents, "must be positive")
-		}
-		if r.Batch.MaxBytes <= 0 {
-			bad("batch.max_bytes", r.Batch.MaxBytes, "must be positive")
-		}
-		if r.Batch.MaxWait <= 0 {
-			bad("batch.max_wait", r.Batch.MaxWait, "must be positive")
-		}
-		if r.Batch.MaxConcurrentWrites <= 0 {
-			bad("batch.max_concurrent_writes", r.Batch.MaxConcurrentWrites, "must be positive")
+		for _, err := range sectionErrors("batch", r.Batch.Validate()) {
+			var fe *FieldError
+			if errors.As(err, &fe) {
+				bad(fe.Key, fe.Value, "%s", fe.Msg)
+			}
 		}
 		if r.Batch.MaxEventBytes <= 0 {
 			bad("batch.max_event_bytes", r.Batch.MaxEventBytes, "must be positive")

@@ -3,10 +3,16 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicelog/sluice/bus"
+	"github.com/sluicelog/sluice/publishers"
+	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
 func TestDefaultIsValid(t *testing.T) {
@@ -179,5 +185,37 @@ func writeFile(t *testing.T, name, data string) {
 	t.Helper()
 	if err := os.WriteFile(name, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Each default has one owner: the package of the setting. The configuration's embedded defaults are
+// the owners' (a literal copied here would drift, as bus.max_in_flight once did: 5,000 in the bus,
+// 2,000 in the config).
+func TestDefaultsHaveOneOwner(t *testing.T) {
+	d := Default()
+	for _, c := range []struct {
+		key       string
+		got, want any
+	}{
+		{"bus.max_events", d.Bus.MaxEvents, bus.DefaultMaxEvents},
+		{"bus.max_bytes", d.Bus.MaxBytes, int64(bus.DefaultMaxBytes)},
+		{"bus.max_in_flight", d.Bus.MaxInFlight, bus.DefaultMaxInFlight},
+		{"bus.redelivery_delay", d.Bus.RedeliveryDelay, bus.DefaultRedeliveryDelay},
+		{"bus.max_redelivery_delay", d.Bus.MaxRedeliveryDelay, bus.DefaultMaxRedeliveryDelay},
+		{"postgres", d.Postgres, pgsink.DefaultSettings()},
+		{"blob", d.Blob, blobsink.DefaultSettings()},
+		{"capture.request_body_limit", d.Capture.RequestBodyLimit, publishers.DefaultBodyLimit},
+		{"capture.response_body_limit", d.Capture.ResponseBodyLimit, publishers.DefaultBodyLimit},
+		{"capture.request_body_timeout", d.Capture.RequestBodyTimeout, publishers.DefaultRequestBodyTimeout},
+		{"capture.response_body_timeout", d.Capture.ResponseBodyTimeout, publishers.DefaultResponseBodyTimeout},
+		{"capture limits", d.Capture.Limits, publishers.DefaultLimits()},
+		{"redaction", d.Redaction.Replacement, ""}, // the zero redact.Policy: redact's own defaults
+		{"postgres.write_timeout", d.Postgres.WriteTimeout, pgsink.DefaultWriteTimeout},
+		{"blob.write_timeout", d.Blob.WriteTimeout, blobsink.DefaultWriteTimeout},
+		{"blob.gzip_level", d.Blob.GzipLevel, blobsink.DefaultGzipLevel},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: the configuration's default %v differs from its owner's %v", c.key, c.got, c.want)
+		}
 	}
 }

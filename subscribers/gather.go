@@ -18,25 +18,33 @@ import (
 // handed out and not yet acknowledged; when all are out and the next batch is full, the batch
 // subscriber stops taking messages (backpressure onto the bus).
 type BatchPolicy struct {
-	MaxEvents           int
-	MaxBytes            int64
-	MaxWait             time.Duration
-	MaxConcurrentWrites int
+	MaxEvents int           `yaml:"max_events"`
+	MaxBytes  int64         `yaml:"max_bytes"`
+	MaxWait   time.Duration `yaml:"max_wait"`
+	// MaxConcurrentWrites bounds the batches being written at once.
+	MaxConcurrentWrites int `yaml:"max_concurrent_writes"`
+	// MaxEventBytes is the largest encoded event the route stores (WriterConfig.MaxEventBytes); a
+	// larger one is kept as a dead letter (reason oversize) instead of holding up its batch. The
+	// BatchSubscriber does not read it.
+	MaxEventBytes int `yaml:"max_event_bytes"`
 }
 
-// Validate names the first bad field.
+// Validate returns every problem of the policy, each a *SettingError naming its key (max_events, …).
 func (p BatchPolicy) Validate() error {
-	switch {
-	case p.MaxEvents <= 0:
-		return fmt.Errorf("batch policy: `max_events` (%d) must be positive", p.MaxEvents)
-	case p.MaxBytes <= 0:
-		return fmt.Errorf("batch policy: `max_bytes` (%d) must be positive", p.MaxBytes)
-	case p.MaxWait <= 0:
-		return fmt.Errorf("batch policy: `max_wait` (%v) must be positive", p.MaxWait)
-	case p.MaxConcurrentWrites <= 0:
-		return fmt.Errorf("batch policy: `max_concurrent_writes` (%d) must be positive", p.MaxConcurrentWrites)
+	var errs []error
+	positive := func(key string, ok bool, v any) {
+		if !ok {
+			errs = append(errs, &SettingError{Key: key, Value: v, Msg: "must be positive"})
+		}
 	}
-	return nil
+	positive("max_events", p.MaxEvents > 0, p.MaxEvents)
+	positive("max_bytes", p.MaxBytes > 0, p.MaxBytes)
+	positive("max_wait", p.MaxWait > 0, p.MaxWait)
+	positive("max_concurrent_writes", p.MaxConcurrentWrites > 0, p.MaxConcurrentWrites)
+	if p.MaxEventBytes < 0 {
+		errs = append(errs, &SettingError{Key: "max_event_bytes", Value: p.MaxEventBytes, Msg: "must not be negative (0 means the default)"})
+	}
+	return errors.Join(errs...)
 }
 
 // drainWait is how long a draining batch subscriber waits for a batch to fill.

@@ -51,17 +51,17 @@ var (
 type Config struct {
 	// Table is the table written to, optionally schema-qualified ("logs.application_logs"). It must have
 	// the columns of application_logs and a unique key on id. Default "application_logs".
-	Table string `yaml:"table"`
+	Table string
 	// DeadLetterTable is the table WriteDeadLetters writes, optionally schema-qualified. It must have the
 	// columns of application_logs_dead_letter and its unique keys (migration 0002). Default
 	// "application_logs_dead_letter".
-	DeadLetterTable string `yaml:"dead_letter_table"`
+	DeadLetterTable string
 	// WriteTimeout bounds one Write, on top of the caller's context. Default 10s.
-	WriteTimeout time.Duration `yaml:"write_timeout"`
+	WriteTimeout time.Duration
 }
 
-// NewDefaultConfig returns the configuration with every default filled in.
-func NewDefaultConfig() Config {
+// DefaultConfig returns the configuration with every default filled in.
+func DefaultConfig() Config {
 	var c Config
 	c.setDefaults()
 	return c

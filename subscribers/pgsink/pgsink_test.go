@@ -393,7 +393,7 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string // "" for valid
 	}{
 		{pgsink.Config{}, ""},
-		{pgsink.NewDefaultConfig(), ""},
+		{pgsink.DefaultConfig(), ""},
 		{pgsink.Config{Table: "logs.application_logs", WriteTimeout: time.Second}, ""},
 		{pgsink.Config{Table: "_t1"}, ""},
 		{pgsink.Config{Table: "application logs"}, "`table` (\"application logs\")"},
@@ -413,9 +413,9 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%+v: Validate = %v, want an error containing %s", c.cfg, err, c.wantErr)
 		}
 	}
-	d := pgsink.NewDefaultConfig()
+	d := pgsink.DefaultConfig()
 	if d.Table != "application_logs" || d.DeadLetterTable != "application_logs_dead_letter" || d.WriteTimeout != 10*time.Second {
-		t.Errorf("NewDefaultConfig = %+v", d)
+		t.Errorf("DefaultConfig = %+v", d)
 	}
 }
 
