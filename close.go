@@ -80,7 +80,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 // cutSettle is how long the cut at a shutdown deadline waits for the writes it cancelled to end and
 // to be looked up in their stores (subscribers.DefaultVerifyTimeout, and some): what a shutdown may
 // take past its deadline.
-const cutSettle = subscribers.DefaultVerifyTimeout + 250*time.Millisecond
+const cutSettle = subscribers.DefaultVerifyTimeout + 100*time.Millisecond
 
 func (p *Pipeline) close(ctx context.Context) error {
 	start := time.Now()

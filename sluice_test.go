@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore" // the test opens an Azure store
+
 	"github.com/sluicelog/sluice"
 	"github.com/sluicelog/sluice/event"
 )

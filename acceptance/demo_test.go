@@ -19,6 +19,7 @@ import (
 	"github.com/sluicelog/sluice/internal/testenv"
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
 	"github.com/sluicelog/sluice/subscribers/sinktest"
 )
@@ -170,7 +171,7 @@ func TestReplayedBatchCreatesNoDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := blobsink.OpenAzure(ctx, blobsink.AzureConfig{ConnectionString: testenv.Azurite(t), Container: testenv.Container(t)})
+	store, err := azurestore.Open(ctx, azurestore.Config{ConnectionString: testenv.Azurite(t), Container: testenv.Container(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

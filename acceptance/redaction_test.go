@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
 )
 
 // canaryCorpus hands out unique secrets and remembers the way each was sent.
@@ -229,7 +230,7 @@ func storedText(t *testing.T, d *demo) string {
 		}
 		rows.Close()
 	}
-	store, err := blobsink.OpenAzure(ctx, blobsink.AzureConfig{ConnectionString: d.azure, Container: d.cont})
+	store, err := azurestore.Open(ctx, azurestore.Config{ConnectionString: d.azure, Container: d.cont})
 	if err != nil {
 		t.Fatal(err)
 	}

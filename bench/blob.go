@@ -12,6 +12,7 @@ import (
 	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
 )
 
 // perEventUploads is how many one-blob-per-event uploads run at once.
@@ -48,8 +49,8 @@ func runBlob(ctx context.Context, cfg Config, pl plan, pr *progress) (*BlobResul
 	return res, nil
 }
 
-func openContainer(ctx context.Context, connectionString, container string) (*blobsink.AzureStore, error) {
-	return blobsink.OpenAzure(ctx, blobsink.AzureConfig{ConnectionString: connectionString, Container: container})
+func openContainer(ctx context.Context, connectionString, container string) (*azurestore.Store, error) {
+	return azurestore.Open(ctx, azurestore.Config{ConnectionString: connectionString, Container: container})
 }
 
 // blobSluice is the pipeline with one route taking every event to the archive in Azurite.
@@ -74,7 +75,7 @@ func blobSluice(ctx context.Context, azurite, container string, events []*event.
 
 // checkArchive fails unless the container's gzip NDJSON blobs hold every event exactly once; it
 // returns the blobs and their bytes per event.
-func checkArchive(ctx context.Context, store *blobsink.AzureStore, events []*event.Event) (blobs int, bytesPerEvent float64, err error) {
+func checkArchive(ctx context.Context, store *azurestore.Store, events []*event.Event) (blobs int, bytesPerEvent float64, err error) {
 	names, err := store.List(ctx, "")
 	if err != nil {
 		return 0, 0, err

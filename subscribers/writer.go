@@ -55,7 +55,7 @@ type WriterConfig struct {
 }
 
 // DefaultVerifyTimeout is the default of WriterConfig.VerifyTimeout.
-const DefaultVerifyTimeout = 500 * time.Millisecond
+const DefaultVerifyTimeout = 300 * time.Millisecond
 
 // DefaultMaxEventBytes is the default of WriterConfig.MaxEventBytes: bodies are capped at 64 KiB
 // each by default, so a larger event is a runaway attribute.

@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	_ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore" // blob.connection_string: Azure Blob Storage
 )
 
 func main() {

@@ -2,11 +2,7 @@ package blobsink
 
 import (
 	"errors"
-	"net/http"
 	"syscall"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 
 	"github.com/sluicelog/sluice/subscribers"
 )
@@ -14,7 +10,8 @@ import (
 // Classify returns err marked subscribers.Permanent when it is the data's fault, so that the batcher
 // splits the batch and dead-letters what cannot be stored, and err unchanged otherwise: the batch is
 // retried and the failure counts towards the route's circuit breaker. nil stays nil. It decides from
-// the Azure status and error code (*azcore.ResponseError, bloberror) or the errno, never from text.
+// the errno, never from text; a remote store's errors come classified by the store (package
+// azurestore: the Azure status and error code).
 //
 // A blob's body is opaque to the store and its name and headers are built from the configuration, the
 // events' hour and a hash, so few store errors can be the data's:
@@ -44,24 +41,6 @@ func Classify(err error) error {
 	return err
 }
 
-// permanentCodes are the Azure error codes (of a 4xx answer) that refuse the body itself.
-var permanentCodes = []bloberror.Code{
-	bloberror.RequestBodyTooLarge,
-	bloberror.InvalidInput,
-	bloberror.InvalidBlobOrBlock,
-	bloberror.OutOfRangeInput,
-	bloberror.MD5Mismatch,
-	bloberror.CRC64Mismatch,
-	bloberror.InvalidMD5,
-}
-
 func permanentCause(err error) bool {
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		if re.StatusCode == http.StatusRequestEntityTooLarge {
-			return true
-		}
-		return re.StatusCode >= 400 && re.StatusCode < 500 && bloberror.HasCode(err, permanentCodes...)
-	}
 	return errors.Is(err, syscall.EFBIG)
 }

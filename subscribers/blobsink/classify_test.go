@@ -20,6 +20,7 @@ import (
 	"github.com/sluicelog/sluice/internal/testenv"
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
 	"github.com/sluicelog/sluice/subscribers/sinktest"
 )
 
@@ -30,6 +31,10 @@ func azErr(status int, code string) error {
 func pathErr(errno syscall.Errno) error {
 	return fmt.Errorf("blobsink: %w", &fs.PathError{Op: "open", Path: "/x", Err: errno})
 }
+
+// classify is how a blob sink's errors are classified: the store's own (azurestore.Classify, which Put
+// applies to Azure's answers), then blobsink.Classify's.
+func classify(err error) error { return blobsink.Classify(azurestore.Classify(err)) }
 
 func TestClassify(t *testing.T) {
 	for _, c := range []struct {
@@ -81,7 +86,7 @@ func TestClassify(t *testing.T) {
 		{"unknown", errors.New("something"), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got := blobsink.Classify(c.err)
+			got := classify(c.err)
 			if subscribers.IsPermanent(got) != c.permanent {
 				t.Errorf("Classify(%v): permanent = %v, want %v", c.err, !c.permanent, c.permanent)
 			}
@@ -90,12 +95,13 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
-	if blobsink.Classify(nil) != nil {
+	if classify(nil) != nil {
 		t.Error("Classify(nil) != nil")
 	}
 }
 
-// errStore fails the names that contain a key of errs with its error.
+// errStore fails the names that contain a key of errs with its error, classified as the Azure store
+// classifies its errors.
 type errStore struct {
 	blobsink.Store
 	errs map[string]error
@@ -104,7 +110,7 @@ type errStore struct {
 func (s errStore) Put(ctx context.Context, name string, data []byte, ct, ce string) error {
 	for part, err := range s.errs {
 		if strings.Contains(name, part) {
-			return err
+			return azurestore.Classify(err)
 		}
 	}
 	return s.Store.Put(ctx, name, data, ct, ce)
@@ -188,7 +194,7 @@ func TestStoreErrorsClassified(t *testing.T) {
 	t.Run("dir name too long", func(t *testing.T) {
 		store := openDir(t)
 		err := store.Put(ctxT(t), strings.Repeat("n", 300)+"/x.ndjson.gz", []byte("x"), "", "")
-		if !errors.Is(err, syscall.ENAMETOOLONG) || subscribers.IsPermanent(blobsink.Classify(err)) {
+		if !errors.Is(err, syscall.ENAMETOOLONG) || subscribers.IsPermanent(classify(err)) {
 			t.Fatalf("Put of a 300-byte name = %v, want a transient ENAMETOOLONG", err)
 		}
 	})

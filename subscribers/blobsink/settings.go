@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -158,20 +159,26 @@ func (o *opened) Sink(r subscribers.Route) (subscribers.Sink, error) {
 	}
 	var store Store
 	if o.settings.ConnectionString != "" {
-		acfg := AzureConfig{ConnectionString: o.settings.ConnectionString, Container: container}
+		openRemote := remote.Load()
+		if openRemote == nil {
+			return nil, errors.New("blob.connection_string is set, but this program has no Azure store: " +
+				`import _ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore"`)
+		}
 		tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		s, err := OpenAzure(tctx, acfg)
+		s, closeStore, err := (*openRemote)(tctx, o.settings.ConnectionString, container)
 		cancel()
 		switch {
 		case err == nil:
 			store = s
-			o.closers = append(o.closers, s.Close)
+			o.closers = append(o.closers, closeStore)
 		case !unreachable(err):
 			return nil, err // a configuration error: fail at start
 		default:
 			o.log.Warn("Azure Blob Storage is not reachable: the archive waits in the bus (up to its bound) "+
 				"and is written when it is back", "container", container, "error", err)
-			ls := &lazyStore{open: func(ctx context.Context) (*AzureStore, error) { return OpenAzure(ctx, acfg) }}
+			ls := &lazyStore{open: func(ctx context.Context) (Store, func() error, error) {
+				return (*openRemote)(ctx, o.settings.ConnectionString, container)
+			}}
 			store = ls
 			o.closers = append(o.closers, ls.Close)
 		}
@@ -233,23 +240,24 @@ func (o *opened) Close() error {
 	return errors.Join(errs...)
 }
 
-// lazyStore opens an Azure store on first use: the container did not answer at start. It tries
-// again on every use until it succeeds.
+// lazyStore opens a remote store on first use: it did not answer at start. It tries again on every
+// use until it succeeds.
 type lazyStore struct {
-	open  func(context.Context) (*AzureStore, error)
+	open  func(context.Context) (Store, func() error, error)
 	mu    sync.Mutex
-	store *AzureStore
+	store Store
+	close func() error
 }
 
-func (l *lazyStore) get(ctx context.Context) (*AzureStore, error) {
+func (l *lazyStore) get(ctx context.Context) (Store, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.store == nil {
-		s, err := l.open(ctx)
+		s, closeStore, err := l.open(ctx)
 		if err != nil {
 			return nil, err
 		}
-		l.store = s
+		l.store, l.close = s, closeStore
 	}
 	return l.store, nil
 }
@@ -281,11 +289,21 @@ func (l *lazyStore) List(ctx context.Context, prefix string) ([]string, error) {
 func (l *lazyStore) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.store != nil {
-		return l.store.Close()
+	if l.close != nil {
+		return l.close()
 	}
 	return nil
 }
+
+// RemoteOpener opens the remote store of a connection string's container, and returns what closes it.
+type RemoteOpener func(ctx context.Context, connectionString, container string) (Store, func() error, error)
+
+// remote is the remote (Azure) store, registered by package azurestore when a program imports it.
+var remote atomic.Pointer[RemoteOpener]
+
+// RegisterRemote makes blob.connection_string open stores with open. Package azurestore calls it: the
+// Azure SDK is linked only into programs that import that package.
+func RegisterRemote(open RemoteOpener) { remote.Store(&open) }
 
 // unreachable reports whether err says that a server did not answer (refused, reset, timed out),
 // rather than that it refused what it was asked.

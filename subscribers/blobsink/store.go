@@ -19,7 +19,9 @@ type Store interface {
 	// Put stores data under name unless an object of that name already exists. It returns nil when the
 	// object was written and also when it already existed: an object is never replaced, so a retried
 	// or replayed write cannot store a second, different copy. contentType and contentEncoding describe
-	// data to stores that keep such properties.
+	// data to stores that keep such properties. An error that is the data's fault (the store refuses
+	// the body itself) is marked subscribers.Permanent by the store; the sink classifies the rest
+	// (Classify).
 	Put(ctx context.Context, name string, data []byte, contentType, contentEncoding string) error
 	// Get returns the bytes stored under name, as they were put (still gzip-compressed), or an error
 	// wrapping ErrNotFound.

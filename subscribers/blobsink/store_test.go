@@ -21,6 +21,7 @@ import (
 	"github.com/sluicelog/sluice/internal/testenv"
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
 	"github.com/sluicelog/sluice/subscribers/sinktest"
 )
 
@@ -42,13 +43,13 @@ func openDir(t testing.TB) blobsink.Store {
 	return s
 }
 
-func openAzure(t testing.TB) *blobsink.AzureStore {
+func openAzure(t testing.TB) *azurestore.Store {
 	t.Helper()
 	cs := testenv.Azurite(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	name := testenv.Container(t)
-	s, err := blobsink.OpenAzure(ctx, blobsink.AzureConfig{ConnectionString: cs, Container: name})
+	s, err := azurestore.Open(ctx, azurestore.Config{ConnectionString: cs, Container: name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,16 +222,16 @@ func checkValidate(t *testing.T, cfg any, err error, want string) {
 
 func TestAzureConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  blobsink.AzureConfig
+		cfg  azurestore.Config
 		want string
 	}{
-		{blobsink.AzureConfig{ConnectionString: "x"}, ""},
-		{blobsink.AzureConfig{}, "`connection_string` is required"},
-		{blobsink.AzureConfig{ConnectionString: "x", Container: "Logs"}, "`container` (\"Logs\")"},
-		{blobsink.AzureConfig{ConnectionString: "x", Container: "lo"}, "`container`"},
-		{blobsink.AzureConfig{ConnectionString: "x", Container: "a--b"}, "`container`"},
-		{blobsink.AzureConfig{ConnectionString: "x", TryTimeout: -1}, "`try_timeout`"},
-		{blobsink.AzureConfig{ConnectionString: "x", MaxConnsPerHost: -1}, "`max_conns_per_host` (-1)"},
+		{azurestore.Config{ConnectionString: "x"}, ""},
+		{azurestore.Config{}, "`connection_string` is required"},
+		{azurestore.Config{ConnectionString: "x", Container: "Logs"}, "`container` (\"Logs\")"},
+		{azurestore.Config{ConnectionString: "x", Container: "lo"}, "`container`"},
+		{azurestore.Config{ConnectionString: "x", Container: "a--b"}, "`container`"},
+		{azurestore.Config{ConnectionString: "x", TryTimeout: -1}, "`try_timeout`"},
+		{azurestore.Config{ConnectionString: "x", MaxConnsPerHost: -1}, "`max_conns_per_host` (-1)"},
 	} {
 		checkValidate(t, tc.cfg, tc.cfg.Validate(), tc.want)
 	}

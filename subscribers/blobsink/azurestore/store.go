@@ -1,4 +1,10 @@
-package blobsink
+// Package azurestore owns sluice's Azure Blob Storage store: a blobsink.Store in an Azure container (or
+// Azurite), and the classification of Azure's errors. It registers itself with blobsink when imported,
+// so that blob.connection_string works; a program that archives to a local directory only does not
+// import it, and does not link the Azure SDK.
+//
+//	import _ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
+package azurestore
 
 import (
 	"context"
@@ -16,10 +22,50 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/sluicelog/sluice/subscribers"
+	"github.com/sluicelog/sluice/subscribers/blobsink"
 )
 
-// AzureConfig configures an AzureStore. Its zero value is not usable: ConnectionString is required.
-type AzureConfig struct {
+func init() {
+	blobsink.RegisterRemote(func(ctx context.Context, connectionString, container string) (blobsink.Store, func() error, error) {
+		s, err := Open(ctx, Config{ConnectionString: connectionString, Container: container})
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, s.Close, nil
+	})
+}
+
+// Classify marks the errors of Azure's answers that are the data's fault subscribers.Permanent (see
+// blobsink.Classify for the rules): 413 or RequestBodyTooLarge, InvalidInput, InvalidBlobOrBlock,
+// OutOfRangeInput, Md5Mismatch, Crc64Mismatch, InvalidMd5. Everything else is left as it is
+// (transient). The store's Put classifies its errors so.
+func Classify(err error) error {
+	if err == nil || subscribers.IsPermanent(err) {
+		return err
+	}
+	var re *azcore.ResponseError
+	if errors.As(err, &re) && (re.StatusCode == http.StatusRequestEntityTooLarge ||
+		re.StatusCode >= 400 && re.StatusCode < 500 && bloberror.HasCode(err, permanentCodes...)) {
+		return subscribers.Permanent(err)
+	}
+	return err
+}
+
+// permanentCodes are the Azure error codes (of a 4xx answer) that refuse the body itself.
+var permanentCodes = []bloberror.Code{
+	bloberror.RequestBodyTooLarge,
+	bloberror.InvalidInput,
+	bloberror.InvalidBlobOrBlock,
+	bloberror.OutOfRangeInput,
+	bloberror.MD5Mismatch,
+	bloberror.CRC64Mismatch,
+	bloberror.InvalidMD5,
+}
+
+// Config configures an Store. Its zero value is not usable: ConnectionString is required.
+type Config struct {
 	// ConnectionString is an Azure Storage connection string (SLUICE_BLOB_CONNECTION_STRING).
 	ConnectionString string
 	// Container holds the blobs; it is created when missing. Default "logs" (SLUICE_BLOB_CONTAINER).
@@ -31,14 +77,14 @@ type AzureConfig struct {
 	MaxConnsPerHost int
 }
 
-// Defaults of AzureConfig.
+// Defaults of Config.
 const (
 	DefaultContainer       = "logs"
 	DefaultTryTimeout      = 10 * time.Second
 	DefaultMaxConnsPerHost = 64
 )
 
-func (c *AzureConfig) setDefaults() {
+func (c *Config) setDefaults() {
 	if c.Container == "" {
 		c.Container = DefaultContainer
 	}
@@ -55,7 +101,7 @@ func (c *AzureConfig) setDefaults() {
 var containerName = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,62}$`)
 
 // Validate reports the first invalid value, naming its key. Zero values stand for the defaults.
-func (c AzureConfig) Validate() error {
+func (c Config) Validate() error {
 	switch {
 	case c.ConnectionString == "":
 		return errors.New("`connection_string` is required")
@@ -69,18 +115,18 @@ func (c AzureConfig) Validate() error {
 	return nil
 }
 
-// AzureStore is a Store in an Azure Blob Storage container (or Azurite). Put is one retry-safe PUT
+// Store is a Store in an Azure Blob Storage container (or Azurite). Put is one retry-safe PUT
 // (UploadBuffer, up to 256 MiB) with If-None-Match: *, so that a retried or replayed upload is answered
 // 409 BlobAlreadyExists, which Put reports as success.
-type AzureStore struct {
+type Store struct {
 	client    *azblob.Client
 	container string
 	transport *http.Transport
 }
 
-// OpenAzure connects to the storage account of cfg.ConnectionString and creates cfg.Container unless it
+// Open connects to the storage account of cfg.ConnectionString and creates cfg.Container unless it
 // exists.
-func OpenAzure(ctx context.Context, cfg AzureConfig) (*AzureStore, error) {
+func Open(ctx context.Context, cfg Config) (*Store, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("blobsink: invalid Azure config: %w", err)
@@ -103,7 +149,7 @@ func OpenAzure(ctx context.Context, cfg AzureConfig) (*AzureStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobsink: invalid Azure config: `connection_string`: %w", err)
 	}
-	s := &AzureStore{client: client, container: cfg.Container, transport: t}
+	s := &Store{client: client, container: cfg.Container, transport: t}
 	if _, err := client.CreateContainer(ctx, cfg.Container, nil); err != nil &&
 		!bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
 		t.CloseIdleConnections()
@@ -113,10 +159,10 @@ func OpenAzure(ctx context.Context, cfg AzureConfig) (*AzureStore, error) {
 }
 
 // Container returns the name of the store's container.
-func (s *AzureStore) Container() string { return s.container }
+func (s *Store) Container() string { return s.container }
 
 // Put implements Store.
-func (s *AzureStore) Put(ctx context.Context, name string, data []byte, contentType, contentEncoding string) error {
+func (s *Store) Put(ctx context.Context, name string, data []byte, contentType, contentEncoding string) error {
 	h := &blob.HTTPHeaders{}
 	if contentType != "" {
 		h.BlobContentType = &contentType
@@ -131,16 +177,16 @@ func (s *AzureStore) Put(ctx context.Context, name string, data []byte, contentT
 		}},
 	})
 	if err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
-		return fmt.Errorf("blobsink: upload %s/%s: %w", s.container, name, err)
+		return Classify(fmt.Errorf("blobsink: upload %s/%s: %w", s.container, name, err))
 	}
 	return nil
 }
 
 // Get implements Store.
-func (s *AzureStore) Get(ctx context.Context, name string) ([]byte, error) {
+func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
 	resp, err := s.client.DownloadStream(ctx, s.container, name, nil)
 	if bloberror.HasCode(err, bloberror.BlobNotFound) {
-		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, s.container, name)
+		return nil, fmt.Errorf("%w: %s/%s", blobsink.ErrNotFound, s.container, name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blobsink: download %s/%s: %w", s.container, name, err)
@@ -154,7 +200,7 @@ func (s *AzureStore) Get(ctx context.Context, name string) ([]byte, error) {
 }
 
 // List implements Store.
-func (s *AzureStore) List(ctx context.Context, prefix string) ([]string, error) {
+func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 	var names []string
 	opts := &container.ListBlobsFlatOptions{}
 	if prefix != "" {
@@ -176,9 +222,9 @@ func (s *AzureStore) List(ctx context.Context, prefix string) ([]string, error) 
 }
 
 // Close closes the store's idle connections. The store must not be used afterwards.
-func (s *AzureStore) Close() error {
+func (s *Store) Close() error {
 	s.transport.CloseIdleConnections()
 	return nil
 }
 
-var _ Store = (*AzureStore)(nil)
+var _ blobsink.Store = (*Store)(nil)
