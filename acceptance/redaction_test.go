@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +78,9 @@ var secretNames = []string{
 // detectors recognise), appear in no PostgreSQL row, no dead letter, no blob, nothing the demo prints
 // and none of sluice's own logs, while the requests that carried them are stored.
 func TestCanarySecretsReachNoStore(t *testing.T) {
-	d := startDemo(t, shortFlush)
+	consoleFile := filepath.Join(t.TempDir(), "console.log")
+	d := startDemo(t, shortFlush+"  - {name: watch, sink: console, batch: {max_wait: 100ms}}\n"+
+		"console: {target: "+consoleFile+", format: text}\n")
 	var c canaryCorpus
 	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var ids []string
@@ -189,13 +193,17 @@ func TestCanarySecretsReachNoStore(t *testing.T) {
 	if !strings.Contains(all, "[REDACTED]") || !strings.Contains(all, "page=2") || !strings.Contains(all, `login failed for ann`) {
 		t.Errorf("stored events show no redaction marker, or lost a harmless query parameter or the application log")
 	}
-	out := d.stdout.String() + "\n" + d.stderr.String()
-	if !strings.Contains(out, "login failed for ann") {
-		t.Errorf("the application log did not reach the console: the console search would prove nothing")
+	consoleOut, err := os.ReadFile(consoleFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := d.stdout.String() + "\n" + d.stderr.String() + "\n" + string(consoleOut)
+	if !strings.Contains(out, "login failed for ann") || !strings.Contains(string(consoleOut), "canary-request-00") {
+		t.Errorf("the application log or the requests did not reach the console: the console search would prove nothing")
 	}
 	leaks := 0
 	for i, secret := range c.secrets {
-		for where, text := range map[string]string{"storage": all, "console and sluice's own logs": out} {
+		for where, text := range map[string]string{"storage": all, "console sink, stdout, stderr and sluice's own logs": out} {
 			if k := strings.Index(text, secret); k >= 0 {
 				leaks++
 				t.Errorf("%s: the secret sent as %s: …%s…", where, c.ways[i], text[max(0, k-120):min(len(text), k+60)])

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicelog/sluice/redact"
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/console"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
@@ -40,6 +41,7 @@ type Config struct {
 	// The sinks' sections: each sink package owns its settings (keys, defaults, validation).
 	Postgres pgsink.Settings   `yaml:"postgres"`
 	Blob     blobsink.Settings `yaml:"blob"`
+	Console  console.Config    `yaml:"console"`
 	Bus      Bus               `yaml:"bus"`
 	Capture  Capture           `yaml:"capture"`
 	// Redaction is the one redaction policy of every channel: headers, queries, bodies, errors,
@@ -178,6 +180,7 @@ func Default() Config {
 		FailureLogInterval: 10 * time.Second,
 		Postgres:           pgsink.DefaultSettings(),
 		Blob:               blobsink.DefaultSettings(),
+		Console:            console.DefaultConfig(),
 		Bus: Bus{
 			Driver:             "memory",
 			Topic:              "sluice.events",
@@ -490,7 +493,7 @@ func (c Config) validateRoutes() []error {
 // SinkSections returns every sink type's section of the configuration, by sink type name: what the
 // pipeline opens a sink type with. A sink type without a section gets nil.
 func (c Config) SinkSections() map[string]any {
-	return map[string]any{pgsink.SinkType: c.Postgres, blobsink.SinkType: c.Blob}
+	return map[string]any{pgsink.SinkType: c.Postgres, blobsink.SinkType: c.Blob, console.SinkType: c.Console}
 }
 
 // sectionErrors turns a section's validation errors into FieldErrors whose keys start with the

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/publishers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
+	"github.com/sluicelog/sluice/subscribers/console"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
@@ -204,6 +205,7 @@ func TestDefaultsHaveOneOwner(t *testing.T) {
 		{"bus.max_redelivery_delay", d.Bus.MaxRedeliveryDelay, bus.DefaultMaxRedeliveryDelay},
 		{"postgres", d.Postgres, pgsink.DefaultSettings()},
 		{"blob", d.Blob, blobsink.DefaultSettings()},
+		{"console", d.Console, console.DefaultConfig()},
 		{"capture.request_body_limit", d.Capture.RequestBodyLimit, publishers.DefaultBodyLimit},
 		{"capture.response_body_limit", d.Capture.ResponseBodyLimit, publishers.DefaultBodyLimit},
 		{"capture.request_body_timeout", d.Capture.RequestBodyTimeout, publishers.DefaultRequestBodyTimeout},
