@@ -98,8 +98,11 @@ type Event struct {
 	// Source is the code location of an application log record ("file:line function").
 	Source string `json:"source,omitempty"`
 
-	// Raw is the event's JSON encoding as it came off the bus (no trailing newline), kept so that sinks
-	// which store JSON do not encode it again. Empty for events built in this process.
+	// Raw is the event's JSON encoding (one line, no trailing newline): set by Pipeline.Publish when
+	// it encodes the event into a chunk (after which the event is lean: Request, Response and Attrs
+	// live on only in Raw, see Lean and RawMember), and by Decode for an event read off the bus. A
+	// caller that sets it before Publish hands over bytes received from elsewhere, which the routes
+	// decode and validate. Sinks that store JSON store Raw and do not encode the event again.
 	Raw []byte `json:"-"`
 }
 
