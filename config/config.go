@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"reflect"
 	"strings"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 	"github.com/sluicelog/sluice/redact"
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
-	"github.com/sluicelog/sluice/subscribers/console"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
@@ -41,9 +41,11 @@ type Config struct {
 	// The sinks' sections: each sink package owns its settings (keys, defaults, validation).
 	Postgres pgsink.Settings   `yaml:"postgres"`
 	Blob     blobsink.Settings `yaml:"blob"`
-	Console  console.Config    `yaml:"console"`
-	Bus      Bus               `yaml:"bus"`
-	Capture  Capture           `yaml:"capture"`
+	// Sinks holds the sections of the other registered sink types (subscribers.SinkType.Settings: a
+	// pointer to each type's settings), by name: the console's, an embedder's own.
+	Sinks   map[string]any `yaml:"-" env:"-"`
+	Bus     Bus            `yaml:"bus"`
+	Capture Capture        `yaml:"capture"`
 	// Redaction is the one redaction policy of every channel: headers, queries, bodies, errors,
 	// application log records and sluice's own logs.
 	Redaction redact.Policy `yaml:"redaction"`
@@ -174,13 +176,13 @@ type ThrottlePolicy struct {
 // 10,000 events or 64 MiB per route, and DefaultRoutes.
 func Default() Config {
 	return Config{
+		Sinks:              registeredSections(),
 		Service:            "sluice-demo",
 		HTTPAddr:           "127.0.0.1:8080",
 		ShutdownTimeout:    30 * time.Second,
 		FailureLogInterval: 10 * time.Second,
 		Postgres:           pgsink.DefaultSettings(),
 		Blob:               blobsink.DefaultSettings(),
-		Console:            console.DefaultConfig(),
 		Bus: Bus{
 			Driver:             "memory",
 			Topic:              "sluice.events",
@@ -201,6 +203,21 @@ func Default() Config {
 		},
 		Breaker: Breaker{Failures: DefaultBreakerFailures, Cooldown: DefaultBreakerCooldown},
 	}
+}
+
+// registeredSections returns a new default section (a pointer) for every registered sink type that
+// declares its settings (subscribers.SinkType.Settings) and is not one of the built-in typed fields.
+func registeredSections() map[string]any {
+	out := map[string]any{}
+	for _, name := range subscribers.SinkTypeNames() {
+		if name == pgsink.SinkType || name == blobsink.SinkType {
+			continue
+		}
+		if t, _ := subscribers.LookupSinkType(name); t.Settings != nil {
+			out[name] = t.Settings()
+		}
+	}
+	return out
 }
 
 // DefaultRoutes are the design's routes: WARN and ERROR to PostgreSQL, written at 1,000 events or 5 s
@@ -493,7 +510,11 @@ func (c Config) validateRoutes() []error {
 // SinkSections returns every sink type's section of the configuration, by sink type name: what the
 // pipeline opens a sink type with. A sink type without a section gets nil.
 func (c Config) SinkSections() map[string]any {
-	return map[string]any{pgsink.SinkType: c.Postgres, blobsink.SinkType: c.Blob, console.SinkType: c.Console}
+	sections := map[string]any{pgsink.SinkType: c.Postgres, blobsink.SinkType: c.Blob}
+	for name, settings := range c.Sinks {
+		sections[name] = reflect.ValueOf(settings).Elem().Interface()
+	}
+	return sections
 }
 
 // sectionErrors turns a section's validation errors into FieldErrors whose keys start with the

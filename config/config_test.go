@@ -205,7 +205,7 @@ func TestDefaultsHaveOneOwner(t *testing.T) {
 		{"bus.max_redelivery_delay", d.Bus.MaxRedeliveryDelay, bus.DefaultMaxRedeliveryDelay},
 		{"postgres", d.Postgres, pgsink.DefaultSettings()},
 		{"blob", d.Blob, blobsink.DefaultSettings()},
-		{"console", d.Console, console.DefaultConfig()},
+		{"console", *d.Sinks["console"].(*console.Config), console.DefaultConfig()},
 		{"capture.request_body_limit", d.Capture.RequestBodyLimit, publishers.DefaultBodyLimit},
 		{"capture.response_body_limit", d.Capture.ResponseBodyLimit, publishers.DefaultBodyLimit},
 		{"capture.request_body_timeout", d.Capture.RequestBodyTimeout, publishers.DefaultRequestBodyTimeout},
@@ -219,5 +219,30 @@ func TestDefaultsHaveOneOwner(t *testing.T) {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s: the configuration's default %v differs from its owner's %v", c.key, c.got, c.want)
 		}
+	}
+}
+
+// A registered sink type's section (the console's) is configured like the built-in ones, from YAML
+// and the environment, strictly, with nothing declared in this package.
+func TestRegisteredSinkSection(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	writeFile(t, file, "console:\n  target: stderr\nroutes:\n  - {name: watch, sink: console}\n")
+	c, err := Load(file, []string{"SLUICE_CONSOLE_FORMAT=text"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := *c.Sinks["console"].(*console.Config); got.Target != "stderr" || got.Format != "text" {
+		t.Errorf("console section %+v", got)
+	}
+	if s := c.SinkSections()["console"].(console.Config); s.Format != "text" {
+		t.Errorf("SinkSections: %+v", s)
+	}
+	writeFile(t, file, "console:\n  colour: true\n")
+	if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), "console") || !strings.Contains(err.Error(), "colour") {
+		t.Errorf("unknown key in the console section: %v", err)
+	}
+	if _, err := Load("", []string{"SLUICE_CONSOLE_FORMAT=xml"}); err == nil || !strings.Contains(err.Error(), "console") || !strings.Contains(err.Error(), "xml") {
+		t.Errorf("bad console format: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,9 +25,7 @@ func Load(path string, environ []string) (Config, error) {
 		if err != nil {
 			return c, fmt.Errorf("config: read %s: %w", path, err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		if err := c.decodeYAML(data); err != nil {
 			return c, fmt.Errorf("config: %s: %w", path, err)
 		}
 	}
@@ -37,6 +36,49 @@ func Load(path string, environ []string) (Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// decodeYAML decodes a YAML document into c, strictly (an unknown key is an error): the sections of
+// the registered sink types in c.Sinks into their settings, the rest into c's fields.
+func (c *Config) decodeYAML(data []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return err
+	}
+	if len(doc.Content) == 0 {
+		return nil // an empty document
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.MappingNode {
+		kept := root.Content[:0:0]
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			key, value := root.Content[i], root.Content[i+1]
+			settings, ok := c.Sinks[key.Value]
+			if !ok {
+				kept = append(kept, key, value)
+				continue
+			}
+			if err := decodeStrict(value, settings); err != nil {
+				return fmt.Errorf("%s: %w", key.Value, err)
+			}
+		}
+		root.Content = kept
+	}
+	return decodeStrict(root, c)
+}
+
+// decodeStrict decodes a node into v, refusing unknown keys (Node.Decode would ignore them).
+func decodeStrict(n *yaml.Node, v any) error {
+	data, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 // applyEnv sets every key whose SLUICE_ variable is present in environ.
@@ -50,7 +92,7 @@ func (c *Config) applyEnv(environ []string) error {
 	}
 	known := map[string]bool{}
 	var errs []error
-	walk(reflect.ValueOf(c).Elem(), "", func(key string, f reflect.Value) {
+	walkAll(c, func(key string, f reflect.Value) {
 		name := EnvName(key)
 		known[name] = true
 		v, ok := vars[name]
@@ -74,6 +116,19 @@ var ignoredEnv = map[string]bool{
 	"SLUICE_CONFIG":            true,
 	"SLUICE_TEST_AZURITE":      true,
 	"SLUICE_TEST_POSTGRES_DSN": true,
+}
+
+// walkAll walks c's fields and the registered sink types' sections (c.Sinks), in name order.
+func walkAll(c *Config, fn func(key string, f reflect.Value)) {
+	walk(reflect.ValueOf(c).Elem(), "", fn)
+	names := make([]string, 0, len(c.Sinks))
+	for name := range c.Sinks {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		walk(reflect.ValueOf(c.Sinks[name]).Elem(), name, fn)
+	}
 }
 
 // walk calls fn for every leaf field with an env variable, with its dotted YAML key.
@@ -171,7 +226,7 @@ type KeyValue struct {
 func (c Config) Values() []KeyValue {
 	r := c.Redacted()
 	var out []KeyValue
-	walk(reflect.ValueOf(&r).Elem(), "", func(key string, f reflect.Value) {
+	walkAll(&r, func(key string, f reflect.Value) {
 		out = append(out, KeyValue{Key: key, Env: EnvName(key), Value: fmt.Sprint(f.Interface())})
 	})
 	return out

@@ -23,6 +23,12 @@ type SinkType struct {
 	Open func(ctx context.Context, section any, log *slog.Logger) (Opened, error)
 	// ValidateRoute, when set, checks a route's options against section; its error names the option.
 	ValidateRoute func(section any, r Route) error
+	// Settings, when set, returns a pointer to the type's default settings: a struct with yaml tags,
+	// and a Validate() error method whose errors are *SettingError. The configuration then holds
+	// them as the section named Name (YAML, SLUICE_NAME_KEY variables, validation) with nothing else
+	// to declare, and Open gets the struct (not the pointer). The built-in postgres and blob types
+	// have typed fields in the configuration instead.
+	Settings func() any
 }
 
 // Route is what a sink type is told of a route: its name and its options (`options:` in the route's

@@ -129,5 +129,12 @@ func effective(cfg sluice.Config) string {
 	if err != nil {
 		return err.Error()
 	}
+	if len(r.Sinks) > 0 { // the registered sink types' sections, which the struct does not hold
+		more, err := yaml.Marshal(r.Sinks)
+		if err != nil {
+			return err.Error()
+		}
+		b = append(b, more...)
+	}
 	return string(b)
 }

@@ -17,7 +17,8 @@ const SinkType = "console"
 const DefaultWriteTimeout = 5 * time.Second
 
 func init() {
-	subscribers.RegisterSinkType(subscribers.SinkType{Name: SinkType, Open: open})
+	subscribers.RegisterSinkType(subscribers.SinkType{Name: SinkType, Open: open,
+		Settings: func() any { c := DefaultConfig(); return &c }})
 }
 
 // opened is the console sink type opened for one pipeline: one Sink (one target) for every route
