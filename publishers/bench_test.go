@@ -3,13 +3,14 @@ package publishers
 import (
 	"bytes"
 	"context"
-	"github.com/sluicelog/sluice/redact"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/sluicelog/sluice/redact"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"

@@ -220,7 +220,7 @@ func buildBody(b *event.Body, content []byte, size int64, truncated, timedOut bo
 	if size == 0 && !timedOut {
 		return nil
 	}
-	*b = event.Body{ContentType: safeString(contentType), Size: size, Truncated: truncated, TimedOut: timedOut}
+	*b = event.Body{ContentType: event.SafeString(contentType), Size: size, Truncated: truncated, TimedOut: timedOut}
 	if len(content) == 0 {
 		return b
 	}
@@ -229,7 +229,7 @@ func buildBody(b *event.Body, content []byte, size int64, truncated, timedOut bo
 		switch {
 		case looksLikeJSON(content):
 			kind = bodyJSON
-		case utf8.Valid(trimPartialRune(content)):
+		case utf8.Valid(event.TrimPartialRune(content)):
 			kind = bodyText
 		default:
 			kind = bodyBinary
@@ -245,7 +245,7 @@ func buildBody(b *event.Body, content []byte, size int64, truncated, timedOut bo
 		}
 		unparsed(b, content, truncated, o.redact)
 	case bodyForm:
-		b.Text = o.redact.Form(safeBytes(content, truncated))
+		b.Text = o.redact.Form(event.SafeBytes(content, truncated))
 	case bodyText:
 		unparsed(b, content, truncated, o.redact)
 	default:
@@ -262,7 +262,7 @@ func unparsed(b *event.Body, content []byte, truncated bool, r *redact.Redactor)
 		b.Omitted = "unparsed"
 		return
 	}
-	b.Text = r.Text(safeBytes(content, truncated))
+	b.Text = r.Text(event.SafeBytes(content, truncated))
 }
 
 func looksLikeJSON(p []byte) bool {

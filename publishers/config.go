@@ -192,7 +192,7 @@ func (cfg Config) ToMiddleware() (echo.MiddlewareFunc, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sluice middleware: invalid config: %w", err)
 	}
-	cfg.Service = safeString(cfg.Service)
+	cfg.Service = event.SafeString(cfg.Service)
 	r, _ := cfg.Redaction.Compile()
 	s, _ := cfg.Sampling.compile()
 	m := &httpLogger{

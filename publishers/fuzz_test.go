@@ -3,12 +3,13 @@ package publishers
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/sluicelog/sluice/redact"
 	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/sluicelog/sluice/redact"
 
 	"github.com/labstack/echo/v4"
 	"github.com/sluicelog/sluice/event"

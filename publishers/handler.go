@@ -66,7 +66,7 @@ func NewHandler(opts HandlerOptions) (*Handler, error) {
 	if opts.Level == nil {
 		opts.Level = slog.LevelInfo
 	}
-	opts.Service = safeString(opts.Service)
+	opts.Service = event.SafeString(opts.Service)
 	opts.Limits = opts.Limits.WithDefaults()
 	if err := opts.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("sluice handler: invalid options: Limits: %w", err)
@@ -130,17 +130,17 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level < h.opts.Level.Level() {
 		return err
 	}
-	ev := event.New(appLevel(r.Level), event.KindApp, cut(h.red.Text(safeString(r.Message)), h.opts.Limits.MaxMessageBytes))
+	ev := event.New(appLevel(r.Level), event.KindApp, cut(h.red.Text(event.SafeString(r.Message)), h.opts.Limits.MaxMessageBytes))
 	if !r.Time.IsZero() {
 		ev.TS = r.Time.UTC()
 	}
 	ev.Service = h.opts.Service
 	if c, ok := CorrelationFromContext(ctx); ok {
-		ev.RequestID, ev.TraceID, ev.SpanID = safeString(c.RequestID), c.TraceID, c.SpanID
+		ev.RequestID, ev.TraceID, ev.SpanID = event.SafeString(c.RequestID), c.TraceID, c.SpanID
 	}
 	if h.opts.AddSource && r.PC != 0 {
 		f, _ := runtime.CallersFrames([]uintptr{r.PC}).Next()
-		ev.Source = safeString(f.File + ":" + strconv.Itoa(f.Line) + " " + f.Function)
+		ev.Source = event.SafeString(f.File + ":" + strconv.Itoa(f.Line) + " " + f.Function)
 	}
 	ev.Attrs = h.attrs(r)
 	publish(context.WithoutCancel(ctx), h.opts.Publisher, h.opts.Counters, SourceApp, ev)
@@ -179,7 +179,7 @@ func (h *Handler) attrs(r slog.Record) map[string]any {
 	for _, g := range goas {
 		if g.group != "" {
 			child := map[string]any{}
-			key := safeString(g.group)
+			key := event.SafeString(g.group)
 			if h.red.Key(key) {
 				b.secretGroup = true // every attribute below a secret group is redacted
 			}
@@ -219,7 +219,7 @@ func (b *attrBuilder) add(m map[string]any, a slog.Attr) {
 	if a.Key == "" && v.Kind() != slog.KindGroup && v.Equal(slog.Value{}) {
 		return // an empty Attr
 	}
-	key := safeString(a.Key)
+	key := event.SafeString(a.Key)
 	if v.Kind() == slog.KindGroup {
 		attrs := v.Group()
 		if len(attrs) == 0 {
@@ -284,7 +284,7 @@ func pruneEmpty(m map[string]any) bool {
 func attrValue(v slog.Value, red *redact.Redactor, limit int) (out any) {
 	switch v.Kind() {
 	case slog.KindString:
-		return cut(red.Text(safeString(v.String())), limit)
+		return cut(red.Text(event.SafeString(v.String())), limit)
 	case slog.KindInt64:
 		return v.Int64()
 	case slog.KindUint64:
@@ -305,7 +305,7 @@ func attrValue(v slog.Value, red *redact.Redactor, limit int) (out any) {
 	x := v.Any()
 	defer func() { // a String or MarshalJSON method that panics (nil receiver) must not lose the record
 		if r := recover(); r != nil {
-			out = cut(red.Text(safeString(fmt.Sprintf("!PANIC: %v", r))), limit)
+			out = cut(red.Text(event.SafeString(fmt.Sprintf("!PANIC: %v", r))), limit)
 		}
 	}()
 	switch t := x.(type) {
@@ -313,11 +313,11 @@ func attrValue(v slog.Value, red *redact.Redactor, limit int) (out any) {
 		return nil
 	case json.Marshaler:
 	case error:
-		return cut(red.Text(safeString(t.Error())), limit)
+		return cut(red.Text(event.SafeString(t.Error())), limit)
 	}
 	b, err := json.Marshal(x)
 	if err != nil {
-		return cut(red.Text(safeString(fmt.Sprintf("%+v", x))), limit)
+		return cut(red.Text(event.SafeString(fmt.Sprintf("%+v", x))), limit)
 	}
 	if out, ok := rewriteJSON(b, red); ok {
 		if len(out) > limit {
@@ -325,5 +325,5 @@ func attrValue(v slog.Value, red *redact.Redactor, limit int) (out any) {
 		}
 		return json.RawMessage(out)
 	}
-	return cut(red.Text(safeString(string(b))), limit)
+	return cut(red.Text(event.SafeString(string(b))), limit)
 }

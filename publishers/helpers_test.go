@@ -124,12 +124,12 @@ func badEscape(b []byte) bool {
 			i++ // skip the escaped character
 			continue
 		}
-		cp, ok := hex4(b, i+2)
+		cp, ok := event.Hex4(b, i+2)
 		if !ok || cp == 0 || cp >= 0xDC00 && cp <= 0xDFFF {
 			return true
 		}
 		if cp >= 0xD800 && cp <= 0xDBFF {
-			lo, ok := hex4(b, i+8)
+			lo, ok := event.Hex4(b, i+8)
 			if !ok || i+7 >= len(b) || b[i+6] != '\\' || b[i+7] != 'u' || lo < 0xDC00 || lo > 0xDFFF {
 				return true
 			}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/redact"
 )
 
@@ -245,7 +246,7 @@ func (r *jsonRewriter) str() (start int, escaped bool, err error) {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				i += 2
 			case 'u':
-				cp, ok := hex4(in, i+2)
+				cp, ok := event.Hex4(in, i+2)
 				if !ok {
 					return start, escaped, errBadJSON
 				}
@@ -255,7 +256,7 @@ func (r *jsonRewriter) str() (start int, escaped bool, err error) {
 					i += 6
 				case cp >= 0xD800 && cp <= 0xDBFF:
 					if i+7 < len(in) && in[i+6] == '\\' && in[i+7] == 'u' {
-						if lo, ok := hex4(in, i+8); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+						if lo, ok := event.Hex4(in, i+8); ok && lo >= 0xDC00 && lo <= 0xDFFF {
 							i += 12
 							continue
 						}
@@ -292,26 +293,6 @@ var plainStringByte = func() (t [256]bool) {
 	}
 	return t
 }()
-
-func hex4(in []byte, i int) (rune, bool) {
-	if i+4 > len(in) {
-		return 0, false
-	}
-	var v rune
-	for _, c := range in[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			v = v<<4 | rune(c-'0')
-		case c >= 'a' && c <= 'f':
-			v = v<<4 | rune(c-'a'+10)
-		case c >= 'A' && c <= 'F':
-			v = v<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
-	}
-	return v, true
-}
 
 // Numbers that PostgreSQL's numeric (behind jsonb) may refuse ("value overflows numeric format", e.g.
 // 1e-20000) are kept as JSON strings: more than maxNumberDigits digits or an exponent beyond ±maxExponent.

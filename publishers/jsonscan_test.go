@@ -2,9 +2,10 @@ package publishers
 
 import (
 	"encoding/json"
-	"github.com/sluicelog/sluice/redact"
 	"strings"
 	"testing"
+
+	"github.com/sluicelog/sluice/redact"
 )
 
 // TestRewriteJSONFindsEverySpecialByteOfAString puts a quote, a backslash escape, a control byte, a

@@ -143,20 +143,20 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ct
 	r, lim := m.redact, &m.cfg.Limits
 	ev.Level = level
 	ev.Service = m.cfg.Service
-	ev.RequestID, ev.TraceID, ev.SpanID = safeString(corr.RequestID), corr.TraceID, corr.SpanID
-	ev.Method = cut(safeString(req.Method), maxMethodBytes)
-	ev.Route = safeString(route)
-	ev.Path = cut(safeString(r.Path(req.URL.Path)), lim.MaxPathBytes)
+	ev.RequestID, ev.TraceID, ev.SpanID = event.SafeString(corr.RequestID), corr.TraceID, corr.SpanID
+	ev.Method = cut(event.SafeString(req.Method), maxMethodBytes)
+	ev.Route = event.SafeString(route)
+	ev.Path = cut(event.SafeString(r.Path(req.URL.Path)), lim.MaxPathBytes)
 	ev.Status = status
-	ev.ClientIP = cut(safeString(c.RealIP()), maxClientIPBytes)
-	ev.UserAgent = cut(r.Text(safeString(headerValue(req.Header, "User-Agent"))), lim.MaxUserAgentBytes)
+	ev.ClientIP = cut(event.SafeString(c.RealIP()), maxClientIPBytes)
+	ev.UserAgent = cut(r.Text(event.SafeString(headerValue(req.Header, "User-Agent"))), lim.MaxUserAgentBytes)
 	ev.BytesOut = res.Size
 	if o.err != nil {
 		msg := o.err.Error()
 		if o.panicked {
 			msg = "panic: " + msg
 		}
-		ev.Error = cut(r.Text(safeString(msg)), lim.MaxErrorBytes)
+		ev.Error = cut(r.Text(event.SafeString(msg)), lim.MaxErrorBytes)
 	}
 	shown := ev.Route
 	if shown == "" {
@@ -167,7 +167,7 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ct
 
 	parts := new(httpParts)
 	ev.Request = &parts.req
-	ev.Request.Query = cut(safeString(r.Query(req.URL.RawQuery)), lim.MaxQueryBytes)
+	ev.Request.Query = cut(event.SafeString(r.Query(req.URL.RawQuery)), lim.MaxQueryBytes)
 	copyHeaders(ev.Request, req.Header, r, lim)
 	ev.BytesIn = max(req.ContentLength, 0)
 	if reqBody != nil {
@@ -192,7 +192,7 @@ func (m *httpLogger) finish(c echo.Context, start time.Time, ev *event.Event, ct
 			ev.Attrs["panic"] = true
 		}
 		if len(o.stack) > 0 {
-			ev.Attrs["stack"] = r.Text(safeBytes(o.stack, true))
+			ev.Attrs["stack"] = r.Text(event.SafeBytes(o.stack, true))
 		}
 		if rw.hijacked {
 			ev.Attrs["hijacked"] = true

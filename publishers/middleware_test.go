@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sluicelog/sluice/redact"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/sluicelog/sluice/redact"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"

@@ -34,7 +34,7 @@ func copyHeaders(msg *event.Message, h http.Header, r *redact.Redactor, l *Limit
 	m := map[string][]string(maps.Clone(h))
 	for k, vs := range h { // h, not m: m changes below
 		secret := r.Header(k)
-		if sk := safeString(k); sk != k {
+		if sk := event.SafeString(k); sk != k {
 			delete(m, k)
 			k = sk
 		} else if !secret && cleanValues(vs, r) {
@@ -57,7 +57,7 @@ func copyHeadersBounded(msg *event.Message, h http.Header, r *redact.Redactor, l
 	lines, bytes := 0, 0
 	for _, k := range names {
 		secret := r.Header(k)
-		sk := cut(safeString(k), l.MaxHeaderValueBytes)
+		sk := cut(event.SafeString(k), l.MaxHeaderValueBytes)
 		for _, v := range h[k] {
 			v = headerValueFor(v, secret, r, l)
 			if lines+1 > l.MaxHeaders || bytes+len(sk)+len(v) > l.MaxHeaderBytes {
@@ -78,13 +78,13 @@ func headerValueFor(v string, secret bool, r *redact.Redactor, l *Limits) string
 	if secret {
 		return r.Replacement()
 	}
-	return cut(r.Text(safeString(v)), l.MaxHeaderValueBytes)
+	return cut(r.Text(event.SafeString(v)), l.MaxHeaderValueBytes)
 }
 
 // cleanValues reports whether every value is safe and holds nothing to redact.
 func cleanValues(vs []string, r *redact.Redactor) bool {
 	for _, v := range vs {
-		if !isSafe(v) || r.Text(v) != v {
+		if !event.IsSafe(v) || r.Text(v) != v {
 			return false
 		}
 	}

@@ -1,13 +1,15 @@
 package publishers
 
 import (
-	"github.com/sluicelog/sluice/redact"
 	"log/slog"
 	"net/http/httptest"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/redact"
 
 	"github.com/labstack/echo/v4"
 )
@@ -192,14 +194,14 @@ func TestSafeString(t *testing.T) {
 		{"\xed\xa0\x80", "\uFFFD\uFFFD\uFFFD"}, // an encoded surrogate is not valid UTF-8
 	}
 	for _, tt := range tests {
-		if got := safeString(tt.in); got != tt.want {
-			t.Errorf("safeString(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := event.SafeString(tt.in); got != tt.want {
+			t.Errorf("event.SafeString(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
-	if got := safeBytes([]byte("ok\xe2\x82"), true); got != "ok" {
+	if got := event.SafeBytes([]byte("ok\xe2\x82"), true); got != "ok" {
 		t.Errorf("a cut-off rune at the end of a truncated body: %q, want it dropped", got)
 	}
-	if n := testing.AllocsPerRun(100, func() { _ = safeString("an already safe string, ☃") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { _ = event.SafeString("an already safe string, ☃") }); n != 0 {
 		t.Errorf("safeString allocates %v times for a safe string", n)
 	}
 }

@@ -2,8 +2,9 @@ package pgsink
 
 import (
 	"bytes"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/sluicelog/sluice/event"
 )
 
 // PostgreSQL refuses, in text and in jsonb, the NUL character and invalid UTF-8, and in jsonb also the
@@ -13,14 +14,10 @@ import (
 
 const replacement = "\uFFFD"
 
-// cleanText returns s as PostgreSQL text accepts it: valid UTF-8 without NUL. It does not allocate
-// when s is already clean.
-func cleanText(s string) string {
-	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
-		return s
-	}
-	return strings.ReplaceAll(strings.ToValidUTF8(s, replacement), "\x00", replacement)
-}
+// cleanText returns s as PostgreSQL text accepts it: valid UTF-8 without NUL, by sluice's one rule for
+// storable text (event.SafeString: each invalid byte and each NUL becomes U+FFFD). It does not
+// allocate when s is already clean.
+func cleanText(s string) string { return event.SafeString(s) }
 
 // cleanJSON returns a JSON document (as produced by encoding/json, so without raw control characters)
 // as jsonb accepts it: invalid UTF-8 inside strings and the escapes \u0000 and unpaired surrogates
@@ -43,7 +40,7 @@ func cleanJSON(b []byte) []byte {
 			i++ // a two-character escape: \\, \", \n, ...
 			continue
 		}
-		r, ok := hex4(b, i+2)
+		r, ok := event.Hex4(b, i+2)
 		if !ok {
 			i++ // not valid JSON; leave it for PostgreSQL to report
 			continue
@@ -54,7 +51,7 @@ func cleanJSON(b []byte) []byte {
 		case r == 0:
 			bad = true
 		case r >= 0xD800 && r <= 0xDBFF: // high surrogate: needs a low one right after
-			if low, ok := hex4(b, i+8); ok && b[i+6] == '\\' && b[i+7] == 'u' && low >= 0xDC00 && low <= 0xDFFF {
+			if low, ok := event.Hex4(b, i+8); ok && b[i+6] == '\\' && b[i+7] == 'u' && low >= 0xDC00 && low <= 0xDFFF {
 				n = 12
 			} else {
 				bad = true
@@ -76,26 +73,4 @@ func cleanJSON(b []byte) []byte {
 		return b
 	}
 	return append(out, b[done:]...)
-}
-
-// hex4 decodes the four hex digits at b[i:i+4].
-func hex4(b []byte, i int) (rune, bool) {
-	if i < 0 || i+4 > len(b) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
 }

@@ -16,11 +16,11 @@ func TestCleanText(t *testing.T) {
 		{"NUL", "a\x00b", "a\uFFFDb"},
 		{"only NULs", "\x00\x00", "\uFFFD\uFFFD"},
 		{"invalid byte", "a\xffb", "a\uFFFDb"},
-		{"invalid run", "a\xff\xfe\xfdb", "a\uFFFDb"},
+		{"invalid run", "a\xff\xfe\xfdb", "a\uFFFD\uFFFD\uFFFDb"}, // one per byte, as everywhere (event.SafeString)
 		{"truncated sequence", "caf\xc3", "caf\uFFFD"},
-		{"overlong slash", "\xc0\xaf", "\uFFFD"},
-		{"surrogate in UTF-8", "\xed\xa0\x80", "\uFFFD"},
-		{"NUL and invalid", "a\x00b\xff\xfec", "a\uFFFDb\uFFFDc"},
+		{"overlong slash", "\xc0\xaf", "\uFFFD\uFFFD"},
+		{"surrogate in UTF-8", "\xed\xa0\x80", "\uFFFD\uFFFD\uFFFD"},
+		{"NUL and invalid", "a\x00b\xff\xfec", "a\uFFFDb\uFFFD\uFFFDc"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := cleanText(c.in); got != c.want {

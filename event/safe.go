@@ -1,21 +1,22 @@
-package publishers
+package event
 
 import (
 	"strings"
 	"unicode/utf8"
 )
 
-// safeString returns s as valid UTF-8 without NUL: each invalid byte and each NUL becomes U+FFFD.
+// SafeString returns s as valid UTF-8 without NUL, as PostgreSQL text and jsonb strings need it (the one
+// rule of sluice for storable text): each invalid byte and each NUL becomes U+FFFD.
 // It does not allocate when s is already safe (the common case).
-func safeString(s string) string {
+func SafeString(s string) string {
 	if i := firstUnsafe(s); i >= 0 {
 		return sanitize(s, i)
 	}
 	return s
 }
 
-// isSafe reports whether s is valid UTF-8 without NUL.
-func isSafe(s string) bool { return firstUnsafe(s) < 0 }
+// IsSafe reports whether s is valid UTF-8 without NUL.
+func IsSafe(s string) bool { return firstUnsafe(s) < 0 }
 
 // firstUnsafe returns where s stops being plain ASCII without NUL when the rest is not safe, or -1
 // when all of s is safe.
@@ -60,17 +61,17 @@ func sanitize(s string, i int) string {
 	return b.String()
 }
 
-// safeBytes is safeString for a byte slice; truncated says that p was cut off, so that an incomplete
+// SafeBytes is SafeString for a byte slice; truncated says that p was cut off, so that an incomplete
 // rune at its end is dropped rather than replaced.
-func safeBytes(p []byte, truncated bool) string {
+func SafeBytes(p []byte, truncated bool) string {
 	if truncated {
-		p = trimPartialRune(p)
+		p = TrimPartialRune(p)
 	}
-	return safeString(string(p))
+	return SafeString(string(p))
 }
 
-// trimPartialRune drops an incomplete UTF-8 sequence at the end of p (at most 3 bytes).
-func trimPartialRune(p []byte) []byte {
+// TrimPartialRune drops an incomplete UTF-8 sequence at the end of p (at most 3 bytes).
+func TrimPartialRune(p []byte) []byte {
 	for k := 1; k <= 3 && k <= len(p); k++ {
 		c := p[len(p)-k]
 		if c < utf8.RuneSelf {
@@ -84,4 +85,26 @@ func trimPartialRune(p []byte) []byte {
 		}
 	}
 	return p
+}
+
+// Hex4 reads the four hexadecimal digits of a JSON \u escape at b[i:i+4]; ok is false when they are
+// not there.
+func Hex4(b []byte, i int) (r rune, ok bool) {
+	if i < 0 || i+4 > len(b) {
+		return 0, false
+	}
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
