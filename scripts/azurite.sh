@@ -63,7 +63,9 @@ start() {
 			print_export "$port"
 			return
 		fi
-		if ! running; then
+		# Alive, not "ours": until the subshell has exec'd Azurite its command line is the shell's, which
+		# on a busy machine can last long enough to be seen here.
+		if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
 			log "Azurite exited before it answered; its log:"
 			cat "$logfile" >&2
 			rm -f "$pidfile" "$portfile"
