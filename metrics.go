@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/publishers"
+	"github.com/sluicelog/sluice/subscribers"
 )
 
 // metrics is the pipeline's Prometheus registry. It is the publishers' Counters, the route writers'
@@ -89,6 +90,9 @@ func newMetrics(b *bus.Bus) *metrics {
 	}
 	m.publishedHTTP = m.published.WithLabelValues(publishers.SourceHTTP)
 	m.publishedApp = m.published.WithLabelValues(publishers.SourceApp)
+	for _, reason := range []string{bus.ReasonClosed, bus.ReasonTooLarge, publishers.ReasonPublishError} {
+		m.dropped.WithLabelValues(reason, "") // the drops before routing, at 0 from the start
+	}
 	m.reg.MustRegister(m.published, m.sampledOut, m.written, m.writeErrors, m.batchSize, m.writeSeconds, m.breaker,
 		m.breakerWait, m.throttleWait,
 		m.dropped, m.deadLetters, m.retries, m.unrouted, m,
@@ -170,3 +174,18 @@ func (m *metrics) DeadLettered(route, reason string, n int) {
 
 // Rejected implements subscribers.Observer: events a route could neither store nor dead-letter.
 func (m *metrics) Rejected(route, reason string, n int) { m.drop(reason, route, n) }
+
+// route makes every counter series of a route exist at 0 from the start, with each label set it can
+// have, so that an alert on a series that has not happened yet (a drop, a dead letter, a retry) sees
+// 0 rather than no data.
+func (m *metrics) route(name, sink string) {
+	for _, reason := range []string{bus.ReasonQueueFull, bus.ReasonTooLarge, bus.ReasonClosed} {
+		m.dropped.WithLabelValues(reason, name)
+	}
+	for _, reason := range []string{subscribers.ReasonDecodeError, subscribers.ReasonOversize, subscribers.ReasonInvalidData} {
+		m.deadLetters.WithLabelValues(name, reason)
+	}
+	m.retries.WithLabelValues(name)
+	m.written.WithLabelValues(name, sink)
+	m.writeErrors.WithLabelValues(name, sink)
+}

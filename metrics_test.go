@@ -3,6 +3,9 @@ package sluice
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -78,4 +81,25 @@ func TestWriteSecondsLeaveOutTheBreakerWait(t *testing.T) {
 				n, s, least, cooldown.Seconds())
 		}
 	})
+}
+
+// Every counter series a route can have exists at 0 from the start: an alert on a drop, a dead
+// letter or a retry sees 0, not an absent series.
+func TestCountersExistAtZeroFromTheStart(t *testing.T) {
+	p := testPipeline(t, &fakeSink{}, nil)
+	rec := httptest.NewRecorder()
+	p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, series := range []string{
+		`sluice_events_dropped_total{reason="queue_full",route="r"} 0`,
+		`sluice_events_dropped_total{reason="closed",route=""} 0`,
+		`sluice_dead_letters_total{reason="invalid_data",route="r"} 0`,
+		`sluice_retries_total{route="r"} 0`,
+		`sluice_sink_events_written_total{route="r",sink="fake"} 0`,
+		`sluice_sink_write_errors_total{route="r",sink="fake"} 0`,
+		`sluice_events_published_total{source="http"} 0`,
+	} {
+		if !strings.Contains(rec.Body.String(), series) {
+			t.Errorf("no %s in /metrics at start", series)
+		}
+	}
 }

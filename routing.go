@@ -92,6 +92,7 @@ type route struct {
 // every write attempt), then the Writer that writes the sink.
 func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duration) error {
 	p.metrics.sinkOf[r.Name] = sink.Name()
+	p.metrics.route(r.Name, sink.Name())
 	br := NewBreaker(BreakerConfig{Name: r.Name, Failures: r.Breaker.Failures, Cooldown: r.Breaker.Cooldown,
 		OnStateChange: p.breakerChanged, OnWait: p.metrics.breakerWaited})
 	match := matcher(r)
