@@ -71,6 +71,6 @@ func ExampleNewHandler() {
 	ctx := publishers.ContextWithCorrelation(context.Background(), publishers.Correlation{RequestID: "req-1"})
 	logger.WarnContext(ctx, "card declined", slog.Group("card", "brand", "visa", "attempt", 2))
 	// Output:
-	// level=WARN msg="card declined" component=billing card.brand=visa card.attempt=2
+	// level=WARN msg="card declined" component=billing card.brand=visa card.attempt=2 request_id=req-1
 	// app WARN card declined req-1 {"card":{"attempt":2,"brand":"visa"},"component":"billing"}
 }

@@ -25,7 +25,8 @@ type HandlerOptions struct {
 	// Service names the service in every event.
 	Service string
 	// Next, when set, also receives every record it is enabled for (and the same WithAttrs and
-	// WithGroup calls), so that logs still reach, say, a JSON handler on stdout.
+	// WithGroup calls), so that logs still reach, say, a JSON handler on stdout: redacted, and with
+	// the request_id (and trace_id) of the context's request added, as the event has them.
 	Next slog.Handler
 	// AddSource keeps the record's code location in event.Source ("file:line function").
 	AddSource bool
@@ -125,7 +126,15 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	}
 	var err error
 	if h.next != nil && h.next.Enabled(ctx, r.Level) {
-		err = h.next.Handle(ctx, r)
+		nr := r
+		if c, ok := CorrelationFromContext(ctx); ok && c.RequestID != "" { // the copy is correlated too
+			nr = r.Clone()
+			nr.AddAttrs(slog.String("request_id", c.RequestID))
+			if c.TraceID != "" {
+				nr.AddAttrs(slog.String("trace_id", c.TraceID))
+			}
+		}
+		err = h.next.Handle(ctx, nr)
 	}
 	if r.Level < h.opts.Level.Level() {
 		return err
