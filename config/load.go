@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,8 +26,8 @@ func Load(path string, environ []string) (Config, error) {
 		if err != nil {
 			return c, fmt.Errorf("config: read %s: %w", path, err)
 		}
-		if err := c.decodeYAML(data); err != nil {
-			return c, fmt.Errorf("config: %s: %w", path, err)
+		if err := c.decodeYAML(path, data); err != nil {
+			return c, err
 		}
 	}
 	if err := c.applyEnv(environ); err != nil {
@@ -38,33 +39,45 @@ func Load(path string, environ []string) (Config, error) {
 	return c, nil
 }
 
-// decodeYAML decodes a YAML document into c, strictly (an unknown key is an error): the sections of
-// the registered sink types in c.Sinks into their settings, the rest into c's fields.
-func (c *Config) decodeYAML(data []byte) error {
+// decodeYAML decodes the YAML file at path (its bytes are data) into c, strictly: the sections of the
+// registered sink types in c.Sinks into their settings, the rest into c's fields. Its errors name the
+// file and line, the key path and what was wrong, one per mistake (yamlErrors).
+func (c *Config) decodeYAML(path string, data []byte) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return err
+		return fmt.Errorf("config: %s: %w", path, err)
 	}
 	if len(doc.Content) == 0 {
 		return nil // an empty document
 	}
 	root := doc.Content[0]
+	var errs []error
+	sections := map[string]bool{}
 	if root.Kind == yaml.MappingNode {
-		kept := root.Content[:0:0]
 		for i := 0; i+1 < len(root.Content); i += 2 {
 			key, value := root.Content[i], root.Content[i+1]
 			settings, ok := c.Sinks[key.Value]
 			if !ok {
-				kept = append(kept, key, value)
 				continue
 			}
+			sections[key.Value] = true
 			if err := decodeStrict(value, settings); err != nil {
-				return fmt.Errorf("%s: %w", key.Value, err)
+				errs = append(errs, yamlErrors(path, value, err, key.Value, -1)...)
 			}
 		}
-		root.Content = kept
 	}
-	return decodeStrict(root, c)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		for _, e := range yamlErrors(path, root, err, "", 0) {
+			var ue *unknownKey
+			if errors.As(e, &ue) && ue.path == ue.key && sections[ue.key] {
+				continue // a registered sink type's section, decoded above
+			}
+			errs = append(errs, e)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // decodeStrict decodes a node into v, refusing unknown keys (Node.Decode would ignore them).
@@ -79,6 +92,184 @@ func decodeStrict(n *yaml.Node, v any) error {
 		return err
 	}
 	return nil
+}
+
+// unknownKey is the error of a key that no setting has.
+type unknownKey struct {
+	file string
+	line int
+	path string // the dotted key path, routes[0].batch.max_wait style
+	key  string // the key itself
+	hint string
+}
+
+func (e *unknownKey) Error() string {
+	return fmt.Sprintf("config: %s:%d: %s: unknown key%s", e.file, e.line, e.path, e.hint)
+}
+
+var (
+	fieldNotFound = regexp.MustCompile(`^line (\d+): field (\S+) not found in type (\S+)$`)
+	cannotDecode  = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	lineMessage   = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
+
+// yamlErrors turns yaml.v3's errors into one error per mistake, each with the file and line, the key
+// path and what was wrong: an unknown key with the nearest known one, a value that is not a duration,
+// a number or a boolean with an example. Lines of a section decoded apart (node, under section)
+// are shifted by offset.
+func yamlErrors(file string, node *yaml.Node, err error, section string, offset int) []error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return []error{fmt.Errorf("config: %s: %w", file, err)}
+	}
+	var out []error
+	for _, msg := range te.Errors {
+		line := 0
+		if m := lineMessage.FindStringSubmatch(msg); m != nil {
+			line = atoi(m[1])
+		}
+		if offset < 0 {
+			line = -1 // a section decoded apart: its lines are not the file's; find the key by name
+		}
+		if m := fieldNotFound.FindStringSubmatch(msg); m != nil {
+			parent, at := keyPathAt(node, line, func(k, _ *yaml.Node) bool { return k.Value == m[2] })
+			parent = joinKey(section, parent)
+			out = append(out, &unknownKey{file: file, line: at, path: joinKey(parent, m[2]), key: m[2], hint: suggest(parent, m[2])})
+			continue
+		}
+		if m := cannotDecode.FindStringSubmatch(msg); m != nil {
+			parent, at := keyPathAt(node, line, func(_, v *yaml.Node) bool { return v.Value == m[3] })
+			what := "cannot be read as " + m[4]
+			switch m[4] {
+			case "time.Duration":
+				what = "not a duration (e.g. 500ms, 5s, 1m)"
+			case "int", "int64", "float64":
+				what = "not a number"
+			case "bool":
+				what = "not a boolean (true or false)"
+			}
+			out = append(out, fmt.Errorf("config: %s:%d: %s = %q: %s", file, at, joinKey(section, parent), m[3], what))
+			continue
+		}
+		if m := lineMessage.FindStringSubmatch(msg); m != nil && offset >= 0 {
+			out = append(out, fmt.Errorf("config: %s:%d: %s", file, atoi(m[1]), m[2]))
+			continue
+		}
+		out = append(out, fmt.Errorf("config: %s: %s", file, msg))
+	}
+	return out
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+func joinKey(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	case strings.HasPrefix(b, "["):
+		return a + b
+	}
+	return a + "." + b
+}
+
+// keyPathAt finds, on line (any line when line < 0), the first mapping member for which match is true,
+// and returns the dotted path of its key (for an unknown key: of the mapping that holds it, as match
+// then names the key) and the key's line.
+func keyPathAt(n *yaml.Node, line int, match func(k, v *yaml.Node) bool) (string, int) {
+	var find func(n *yaml.Node, path string) (string, int, bool)
+	find = func(n *yaml.Node, path string) (string, int, bool) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if p, l, ok := find(c, path); ok {
+					return p, l, true
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				if (line < 0 || k.Line == line || v.Line == line) && match(k, v) {
+					if v.Kind == yaml.ScalarNode && match(&yaml.Node{}, v) {
+						return joinKey(path, k.Value), k.Line, true // a value: its key's path
+					}
+					return path, k.Line, true // a key: the path of the mapping that holds it
+				}
+				if p, l, ok := find(v, joinKey(path, k.Value)); ok {
+					return p, l, true
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				if p, l, ok := find(c, fmt.Sprintf("%s[%d]", path, i)); ok {
+					return p, l, true
+				}
+			}
+		}
+		return "", 0, false
+	}
+	p, l, _ := find(n, "")
+	return p, l
+}
+
+// suggest returns " (did you mean X?)" for the known key under parent nearest to key, or "".
+func suggest(parent, key string) string {
+	prefix := parent
+	if i := strings.LastIndex(prefix, "]"); i >= 0 { // routes[0].batch -> routes.batch
+		prefix = regexp.MustCompile(`\[\d+\]`).ReplaceAllString(prefix, "")
+	}
+	var known []string
+	d := Default()
+	walkAll(&d, func(k string, _ reflect.Value) { known = append(known, k) })
+	for _, k := range routeKeys() {
+		known = append(known, k)
+	}
+	best, bestD := "", 4
+	for _, k := range known {
+		p, leaf := "", k
+		if i := strings.LastIndex(k, "."); i >= 0 {
+			p, leaf = k[:i], k[i+1:]
+		}
+		if p != prefix {
+			continue
+		}
+		if dist := editDistance(key, leaf); dist < bestD {
+			best, bestD = leaf, dist
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return " (did you mean " + best + "?)"
+}
+
+// routeKeys lists a route's keys, as routes.name, routes.batch.max_wait, ….
+func routeKeys() []string {
+	var out []string
+	var r Route
+	walk(reflect.ValueOf(&r).Elem(), "routes", func(k string, _ reflect.Value) { out = append(out, k) })
+	return append(out, "routes.levels", "routes.kinds", "routes.paths", "routes.options")
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // applyEnv sets every key whose SLUICE_ variable is present in environ.
