@@ -117,9 +117,9 @@ func TestDemoBadConfigFailsNamingTheKey(t *testing.T) {
 		want string
 	}{
 		{name: "negative batch size", yaml: "routes:\n  - {name: postgres, sink: postgres, batch: {max_events: -10}}\n",
-			want: "routes[0](postgres).batch.max_events = -10: must be positive"},
+			want: "sluice.yaml:2) = -10: must be positive"}, // routes[0](postgres).batch.max_events (FILE:2)
 		{name: "unknown level", yaml: "routes:\n  - {name: postgres, sink: postgres, levels: [WARN, CRITICAL]}\n",
-			want: "routes[0](postgres).levels = CRITICAL: unknown level"},
+			want: "sluice.yaml:2) = CRITICAL: unknown level"}, // routes[0](postgres).levels (FILE:2)
 		{name: "malformed DSN", env: []string{"SLUICE_POSTGRES_DSN=postgres://postgres@127.0.0.1:notaport/x"},
 			want: "postgres.dsn (SLUICE_POSTGRES_DSN)"},
 		{name: "negative bus bound", env: []string{"SLUICE_BUS_MAX_EVENTS=-1"},

@@ -322,14 +322,20 @@ type FieldError struct {
 	Key   string // YAML path, e.g. bus.max_events or routes[1].batch.max_wait
 	Value any
 	Msg   string
+	// Source says where the value came from: the environment variable that set it, or the file and
+	// line; empty for a default (the error then names the variable that would set it).
+	Source string
 }
 
 func (e *FieldError) Error() string {
-	env := ""
-	if !strings.HasPrefix(e.Key, "routes") {
-		env = " (" + EnvName(e.Key) + ")"
+	where := ""
+	switch {
+	case e.Source != "":
+		where = " (" + e.Source + ")"
+	case !strings.HasPrefix(e.Key, "routes"):
+		where = " (default; " + EnvName(e.Key) + " sets it)"
 	}
-	return fmt.Sprintf("config: %s%s = %v: %s", e.Key, env, e.Value, e.Msg)
+	return fmt.Sprintf("config: %s%s = %v: %s", e.Key, where, e.Value, e.Msg)
 }
 
 // EnvName returns the environment variable of a YAML key path: bus.max_events => SLUICE_BUS_MAX_EVENTS.

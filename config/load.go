@@ -21,6 +21,7 @@ import (
 // SLUICE_ variables and unparsable values are errors that name the key.
 func Load(path string, environ []string) (Config, error) {
 	c := Default()
+	fileLines := map[string]int{}
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -29,14 +30,69 @@ func Load(path string, environ []string) (Config, error) {
 		if err := c.decodeYAML(path, data); err != nil {
 			return c, err
 		}
+		var doc yaml.Node
+		if yaml.Unmarshal(data, &doc) == nil {
+			keyLines(&doc, "", fileLines)
+		}
 	}
-	if err := c.applyEnv(environ); err != nil {
+	fromEnv, err := c.applyEnv(environ)
+	if err != nil {
 		return c, err
 	}
 	if err := c.Validate(); err != nil {
-		return c, err
+		return c, withSources(err, path, fileLines, fromEnv)
 	}
 	return c, nil
+}
+
+// withSources says in each FieldError of err where its value came from: the environment variable, or
+// the file and line.
+func withSources(err error, path string, fileLines map[string]int, fromEnv map[string]bool) error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			continue
+		}
+		key := routeName.ReplaceAllString(fe.Key, "") // routes[0](pg).batch -> routes[0].batch
+		switch {
+		case fromEnv[key]:
+			fe.Source = EnvName(key)
+		case fileLines[key] > 0:
+			fe.Source = fmt.Sprintf("%s:%d", path, fileLines[key])
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var routeName = regexp.MustCompile(`\([^)]*\)`)
+
+// keyLines records the line of every key of a YAML document by its dotted path.
+func keyLines(n *yaml.Node, path string, lines map[string]int) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			keyLines(c, path, lines)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := joinKey(path, n.Content[i].Value)
+			lines[k] = n.Content[i].Line
+			keyLines(n.Content[i+1], k, lines)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			keyLines(c, fmt.Sprintf("%s[%d]", path, i), lines)
+		}
+	}
 }
 
 // decodeYAML decodes the YAML file at path (its bytes are data) into c, strictly: the sections of the
@@ -272,8 +328,8 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// applyEnv sets every key whose SLUICE_ variable is present in environ.
-func (c *Config) applyEnv(environ []string) error {
+// applyEnv sets every key whose SLUICE_ variable is present in environ, and returns the keys it set.
+func (c *Config) applyEnv(environ []string) (map[string]bool, error) {
 	vars := map[string]string{}
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
@@ -281,7 +337,7 @@ func (c *Config) applyEnv(environ []string) error {
 			vars[k] = v
 		}
 	}
-	known := map[string]bool{}
+	known, set := map[string]bool{}, map[string]bool{}
 	var errs []error
 	walkAll(c, func(key string, f reflect.Value) {
 		name := EnvName(key)
@@ -290,6 +346,7 @@ func (c *Config) applyEnv(environ []string) error {
 		if !ok {
 			return
 		}
+		set[key] = true
 		if err := setValue(f, v); err != nil {
 			errs = append(errs, &FieldError{Key: key, Value: strconv.Quote(v), Msg: err.Error()})
 		}
@@ -299,7 +356,7 @@ func (c *Config) applyEnv(environ []string) error {
 			errs = append(errs, fmt.Errorf("config: unknown environment variable %s", name))
 		}
 	}
-	return errors.Join(errs...)
+	return set, withSources(errors.Join(errs...), "", nil, set)
 }
 
 // ignoredEnv are SLUICE_ variables that are not configuration keys (read by the command line or tests).
