@@ -8,18 +8,23 @@ import (
 
 // RouteInfo describes a route for people: what it takes and where its events go.
 type RouteInfo struct {
-	Name    string
-	Sink    string
-	Levels  []string
-	Where   string        // said by the route's sink type
-	MaxWait time.Duration // the longest an event waits for its batch
+	Name     string
+	Sink     string
+	Levels   []string
+	Kinds    []string
+	Paths    []string
+	Where    string        // said by the route's sink type
+	MaxWait  time.Duration // the longest an event waits for its batch
+	Batch    int           // events per batch at most
+	Throttle float64       // events per second, 0 when not throttled
 }
 
 // Routes describes the pipeline's routes, in the order of the configuration.
 func (p *Pipeline) Routes() []RouteInfo {
 	out := make([]RouteInfo, 0, len(p.routes))
 	for _, r := range p.routes {
-		ri := RouteInfo{Name: r.cfg.Name, Sink: r.cfg.Sink, Levels: r.cfg.Levels, MaxWait: r.cfg.Batch.MaxWait, Where: r.cfg.Sink}
+		ri := RouteInfo{Name: r.cfg.Name, Sink: r.cfg.Sink, Levels: r.cfg.Levels, Kinds: r.cfg.Kinds, Paths: r.cfg.Paths,
+			MaxWait: r.cfg.Batch.MaxWait, Batch: r.cfg.Batch.MaxEvents, Throttle: r.cfg.Throttle.EventsPerSecond, Where: r.cfg.Sink}
 		if o := p.opened[r.cfg.Sink]; o != nil {
 			ri.Where = o.Where(subscribers.Route{Name: r.cfg.Name, Options: r.cfg.Options})
 		}

@@ -175,6 +175,10 @@ func (p *Pipeline) buildRoutes(ctx context.Context, sinkFor func(Route) (subscri
 		if err := p.addRoute(r, sink, timeout); err != nil {
 			return routeError(r, err)
 		}
+		if len(r.Paths) > 0 && len(r.Kinds) == 0 {
+			p.log.Warn("this route's paths match HTTP events only: application logs never reach it (kinds: [http] says so and silences this)",
+				"route", r.Name, "paths", r.Paths)
+		}
 		p.breakerChanged(r.Name, BreakerClosed, BreakerClosed)
 	}
 	return nil

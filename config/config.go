@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"path"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +56,9 @@ type Config struct {
 	// Routes say which events go to which sink with which policies. Empty means DefaultRoutes().
 	// Routes come from the YAML file or from Go; there is no environment variable for them.
 	Routes []Route `yaml:"routes" env:"-"`
+	// RoutesMode says what Routes do to the default routes: "replace" (the default: only Routes run)
+	// or "extend" (the default routes run too, but those of the same name as one of Routes).
+	RoutesMode string `yaml:"routes_mode"`
 }
 
 // Bus configures the in-process bounded bus.
@@ -103,6 +108,12 @@ type Breaker struct {
 	// Cooldown is how long the breaker stays open before a trial write.
 	Cooldown time.Duration `yaml:"cooldown"`
 }
+
+// The values of routes_mode.
+const (
+	RoutesReplace = "replace"
+	RoutesExtend  = "extend"
+)
 
 // Sink names of the built-in sink types (more may be registered: subscribers.RegisterSinkType).
 const (
@@ -177,6 +188,7 @@ type ThrottlePolicy struct {
 func Default() Config {
 	return Config{
 		Sinks:              registeredSections(),
+		RoutesMode:         RoutesReplace,
 		Service:            "sluice-demo",
 		HTTPAddr:           "127.0.0.1:8080",
 		ShutdownTimeout:    30 * time.Second,
@@ -262,8 +274,21 @@ func DefaultChunkPolicy() ChunkPolicy {
 // from the config's breaker.
 func (c Config) EffectiveRoutes() []Route {
 	routes := c.Routes
-	if len(routes) == 0 {
+	switch {
+	case len(routes) == 0:
 		routes = DefaultRoutes()
+	case c.RoutesMode == RoutesExtend:
+		named := map[string]bool{}
+		for _, r := range c.Routes {
+			named[r.Name] = true
+		}
+		routes = nil
+		for _, r := range DefaultRoutes() {
+			if !named[r.Name] {
+				routes = append(routes, r)
+			}
+		}
+		routes = append(routes, c.Routes...)
 	}
 	defaults := map[string]Route{}
 	for _, r := range DefaultRoutes() {
@@ -360,6 +385,9 @@ func (c Config) Validate() error {
 	}
 	if c.FailureLogInterval <= 0 {
 		bad("failure_log_interval", c.FailureLogInterval, "must be positive")
+	}
+	if c.RoutesMode != RoutesReplace && c.RoutesMode != RoutesExtend {
+		bad("routes_mode", strconv.Quote(c.RoutesMode), "must be %q (only the configured routes) or %q (the default routes too)", RoutesReplace, RoutesExtend)
 	}
 	for name, section := range c.SinkSections() {
 		if v, ok := section.(interface{ Validate() error }); ok {
@@ -467,6 +495,9 @@ func (c Config) validateRoutes() []error {
 			if _, err := path.Match(p, "/"); err != nil || !strings.HasPrefix(p, "/") {
 				bad("paths", p, "not a path pattern (must start with / and be valid path.Match syntax)")
 			}
+		}
+		if len(r.Paths) > 0 && len(r.Kinds) > 0 && !slices.Contains(r.Kinds, string(event.KindHTTP)) {
+			bad("paths", r.Paths, "can never match: application logs have no path, and the route takes no HTTP events (kinds)")
 		}
 		if r.Chunk.MaxEvents <= 0 {
 			bad("chunk.max_events", r.Chunk.MaxEvents, "must be positive")

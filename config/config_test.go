@@ -254,3 +254,23 @@ func TestRegisteredSinkSection(t *testing.T) {
 		t.Errorf("bad console format: %v", err)
 	}
 }
+
+// Every YAML block of the README loads as it is: what the README shows works when pasted.
+func TestReadmeYAMLLoads(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(readme), "```yaml\n")[1:]
+	if len(blocks) == 0 {
+		t.Fatal("no yaml block in the README")
+	}
+	for i, b := range blocks {
+		block := b[:strings.Index(b, "```")]
+		file := filepath.Join(t.TempDir(), "readme.yaml")
+		writeFile(t, file, block)
+		if _, err := Load(file, nil); err != nil {
+			t.Errorf("README yaml block %d does not load: %v\n%s", i+1, err, block)
+		}
+	}
+}

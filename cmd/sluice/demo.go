@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicelog/sluice"
 	"github.com/sluicelog/sluice/app"
+	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/handlers"
 	"github.com/sluicelog/sluice/redact"
 )
@@ -85,7 +86,7 @@ func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *
 	srv := &app.Server{
 		Addr: cfg.HTTPAddr, Echo: e, AdminAddr: cfg.AdminAddr, Admin: admin,
 		ShutdownTimeout: cfg.ShutdownTimeout, Flush: flush, Log: log,
-		OnListen: func(addr net.Addr) { printWhere(stdout, p, addr) },
+		OnListen: func(addr net.Addr) { printWhere(stdout, cfg, p, addr) },
 	}
 	if err := srv.Run(ctx); err != nil {
 		return err
@@ -94,15 +95,34 @@ func demo(ctx context.Context, file, loggingMode string, stdout io.Writer, log *
 	return nil
 }
 
-// printWhere tells the user where the service listens and where the logs go.
-func printWhere(w io.Writer, p *sluice.Pipeline, addr net.Addr) {
+// printWhere tells the user where the service listens and where the logs go: every route with what it
+// takes, where it writes and how often.
+func printWhere(w io.Writer, cfg sluice.Config, p *sluice.Pipeline, addr net.Addr) {
 	fmt.Fprintf(w, "sluice demo listening on http://%s  (try /hello, /fail, /panic, /slow?ms=200, POST /echo, POST /login; /metrics, /readyz)\n", addr)
+	switch {
+	case len(cfg.Routes) == 0:
+		fmt.Fprintln(w, "routes (the defaults):")
+	case cfg.RoutesMode == config.RoutesExtend:
+		fmt.Fprintln(w, "routes (the defaults, extended by the configuration's: routes_mode: extend):")
+	default:
+		fmt.Fprintln(w, "routes (the configuration's, instead of the defaults: routes_mode: replace):")
+	}
 	for _, r := range p.Routes() {
-		levels := "every level"
+		takes := "every level"
 		if len(r.Levels) > 0 {
-			levels = strings.Join(r.Levels, ", ")
+			takes = strings.Join(r.Levels, ", ")
 		}
-		fmt.Fprintf(w, "  route %-10s %s -> %s (within %v)\n", r.Name, levels, r.Where, r.MaxWait)
+		if len(r.Kinds) > 0 {
+			takes += ", kinds " + strings.Join(r.Kinds, ", ")
+		}
+		if len(r.Paths) > 0 {
+			takes += ", paths " + strings.Join(r.Paths, " ")
+		}
+		how := fmt.Sprintf("within %v, %d events a batch at most", r.MaxWait, r.Batch)
+		if r.Throttle > 0 {
+			how += fmt.Sprintf(", %g events/s", r.Throttle)
+		}
+		fmt.Fprintf(w, "  route %-10s %s -> %s (%s)\n", r.Name, takes, r.Where, how)
 	}
 	fmt.Fprintln(w, "Ctrl-C flushes everything accepted, then exits.")
 }
