@@ -364,6 +364,7 @@ var ignoredEnv = map[string]bool{
 	"SLUICE_CONFIG":            true,
 	"SLUICE_TEST_AZURITE":      true,
 	"SLUICE_TEST_POSTGRES_DSN": true,
+	"SLUICE_AZURITE_STATE":     true, // scripts/azurite.sh's state directory
 }
 
 // walkAll walks c's fields and the registered sink types' sections (c.Sinks), in name order.

@@ -12,7 +12,8 @@ import (
 	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
-func environ() []string { return os.Environ() }
+// environ is the environment the configuration reads (a test replaces it).
+var environ = os.Environ
 
 // migrate applies the schema migrations and prints every migration's status.
 func migrate(ctx context.Context, file string, stdout io.Writer) error {

@@ -12,6 +12,8 @@ import (
 // commands and stray arguments exit 2 saying what was wrong, -config goes before or after the
 // command, and version says what was built.
 func TestCommandLine(t *testing.T) {
+	environ = func() []string { return nil } // the configuration must not see the test's environment
+	t.Cleanup(func() { environ = os.Environ })
 	file := filepath.Join(t.TempDir(), "c.yaml")
 	if err := os.WriteFile(file, []byte("service: from-the-file\n"), 0o644); err != nil {
 		t.Fatal(err)
