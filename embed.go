@@ -23,6 +23,8 @@ func (p *Pipeline) MiddlewareConfig() publishers.Config {
 	c.ResponseBodyTimeout = p.cfg.Capture.ResponseBodyTimeout
 	c.Redaction = p.cfg.Redaction
 	c.Limits = p.cfg.Capture.Limits
+	c.Sampling = p.cfg.Capture.Sampling
+	c.Levels = p.cfg.Capture.Levels.Func()
 	if !p.cfg.Capture.Bodies {
 		c.CaptureBodies = publishers.CaptureNone
 	}

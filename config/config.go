@@ -93,6 +93,10 @@ type Capture struct {
 	// Limits bounds every other captured field (headers, query, path, user agent, error, stack, log
 	// message and attributes): see publishers.Limits for the keys.
 	Limits publishers.Limits `yaml:",inline"`
+	// Sampling keeps a share of the successful requests of chosen routes (rules: route, method, rate).
+	Sampling publishers.Sampling `yaml:"sampling"`
+	// Levels maps status codes, classes and panics to levels ("5xx": ERROR, "404": INFO).
+	Levels publishers.LevelMap `yaml:"levels" env:"-"`
 }
 
 // Defaults of Breaker, the one place they are defined (the root package's NewBreaker uses them too).
@@ -429,6 +433,12 @@ func (c Config) Validate() error {
 	}
 	if c.Capture.MaxEventBytes < 4096 {
 		bad("capture.max_event_bytes", c.Capture.MaxEventBytes, "must be at least 4096")
+	}
+	if err := c.Capture.Sampling.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("config: capture.sampling: %w", err))
+	}
+	if err := c.Capture.Levels.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("config: capture.%w", err))
 	}
 	if err := c.Capture.Limits.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("config: capture.%w", err))

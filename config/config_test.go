@@ -274,3 +274,36 @@ func TestReadmeYAMLLoads(t *testing.T) {
 		}
 	}
 }
+
+// Sampling and levels are configuration like the rest: from YAML, validated by key.
+func TestSamplingAndLevelsFromYAML(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, file, "capture:\n  sampling:\n    rules:\n      - {route: /healthz, rate: 0}\n      - {route: /api/*, method: get, rate: 0.1}\n  levels: {\"404\": INFO, 5xx: WARN, panic: ERROR}\n")
+	c, err := Load(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Capture.Sampling.Rules) != 2 || c.Capture.Sampling.Rules[1].Rate != 0.1 || c.Capture.Levels["5xx"] != "WARN" {
+		t.Errorf("sampling %+v, levels %v", c.Capture.Sampling, c.Capture.Levels)
+	}
+	levels := c.Capture.Levels.Func()
+	for _, tc := range []struct {
+		status   int
+		panicked bool
+		want     string
+	}{{404, false, "INFO"}, {400, false, "WARN"}, {503, false, "WARN"}, {500, true, "ERROR"}, {200, false, "INFO"}} {
+		if got := levels(tc.status, nil, tc.panicked); string(got) != tc.want {
+			t.Errorf("level of %d (panic %v) = %s, want %s", tc.status, tc.panicked, got, tc.want)
+		}
+	}
+	for yaml, want := range map[string]string{
+		"capture:\n  sampling:\n    rules: [{route: /a, rate: 2}]\n": "capture.sampling: `Sampling.Rules[0].Rate` (2)",
+		"capture:\n  levels: {\"4xx\": LOUD}\n":                        `capture.levels.4xx ("LOUD")`,
+		"capture:\n  levels: {\"6xx\": INFO}\n":                        `capture.levels: "6xx" is not a status code`,
+	} {
+		writeFile(t, file, yaml)
+		if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one containing %q", yaml, err, want)
+		}
+	}
+}

@@ -12,18 +12,24 @@ import (
 type Sampling struct {
 	// Rules are tried in order; the first that matches a request decides its rate. A request that no rule
 	// matches is always kept.
-	Rules []SampleRule
+	Rules []SampleRule `yaml:"rules" env:"-"`
 }
 
 // SampleRule sets the rate at which the matching successful requests are kept.
 type SampleRule struct {
 	// Route is the Echo route template (c.Path(), e.g. "/users/:id") or a path.Match pattern over it
 	// ("/static/*", "/api/*/health"). Required.
-	Route string
+	Route string `yaml:"route"`
 	// Method, when set, restricts the rule to one HTTP method (case-insensitive).
-	Method string
+	Method string `yaml:"method"`
 	// Rate is the share of matching requests kept, from 0 (none) to 1 (all).
-	Rate float64
+	Rate float64 `yaml:"rate"`
+}
+
+// Validate names the first bad rule.
+func (s Sampling) Validate() error {
+	_, err := s.compile()
+	return err
 }
 
 type sampler struct {
