@@ -298,8 +298,8 @@ func TestSamplingAndLevelsFromYAML(t *testing.T) {
 	}
 	for yaml, want := range map[string]string{
 		"capture:\n  sampling:\n    rules: [{route: /a, rate: 2}]\n": "capture.sampling: `Sampling.Rules[0].Rate` (2)",
-		"capture:\n  levels: {\"4xx\": LOUD}\n":                        `capture.levels.4xx ("LOUD")`,
-		"capture:\n  levels: {\"6xx\": INFO}\n":                        `capture.levels: "6xx" is not a status code`,
+		"capture:\n  levels: {\"4xx\": LOUD}\n":                      `capture.levels.4xx ("LOUD")`,
+		"capture:\n  levels: {\"6xx\": INFO}\n":                      `capture.levels: "6xx" is not a status code`,
 	} {
 		writeFile(t, file, yaml)
 		if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), want) {
