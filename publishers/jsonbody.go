@@ -55,6 +55,15 @@ type jsonRewriter struct {
 	repl     string
 	suppress int // >0 while scanning a value that is replaced as a whole
 	depth    int
+	// memo remembers the decisions on the last keys seen (slices of in): the keys of an array of
+	// objects repeat, and a decision costs far more than a comparison.
+	memo  [8]keyDecision
+	memoN int
+}
+
+type keyDecision struct {
+	key    []byte
+	secret bool
 }
 
 func (r *jsonRewriter) replace(from, to int, with string) {
@@ -361,7 +370,15 @@ func (r *jsonRewriter) number() error {
 // isKey reports whether a raw object key (without quotes) is one whose value is replaced.
 func (r *jsonRewriter) isKey(raw []byte, escaped bool) bool {
 	if !escaped {
-		return r.red.BodyKey(raw)
+		for i := range min(r.memoN, len(r.memo)) {
+			if string(r.memo[i].key) == string(raw) {
+				return r.memo[i].secret
+			}
+		}
+		secret := r.red.BodyKey(raw)
+		r.memo[r.memoN%len(r.memo)] = keyDecision{key: raw, secret: secret}
+		r.memoN++
+		return secret
 	}
 	var s string
 	if json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &s) != nil {

@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -106,9 +108,12 @@ type Redactor struct {
 	allowBody map[string]struct{} // normal forms; nil: deny-list mode
 	omit      bool
 	detect    bool
-	repl      string
-	replJSON  string
-	path      func(string) string
+
+	headerMemo  sync.Map // header name -> bool (Header's decision)
+	headerMemoN atomic.Int64
+	repl        string
+	replJSON    string
+	path        func(string) string
 }
 
 // Default is the default policy, compiled.
@@ -252,16 +257,30 @@ func (r *Redactor) Key(name string) bool { return matchName(r, name) }
 // KeyBytes is Key for a name in a byte slice.
 func (r *Redactor) KeyBytes(name []byte) bool { return matchName(r, name) }
 
-// Header reports whether the values of a header are replaced as a whole.
+// Header reports whether the values of a header are replaced as a whole. Its decisions are
+// remembered for the first maxHeaderMemo header names (those a service sees again and again); a
+// name after that is decided each time, so that a client sending endless new names costs no memory.
 func (r *Redactor) Header(name string) bool {
 	if r == nil {
 		return false
 	}
-	if r.allowHdr != nil {
-		return !inSet(r.allowHdr, name)
+	if v, ok := r.headerMemo.Load(name); ok {
+		return v.(bool)
 	}
-	return matchName(r, name) || (len(r.headers) > 0 && inSet(r.headers, name))
+	var secret bool
+	if r.allowHdr != nil {
+		secret = !inSet(r.allowHdr, name)
+	} else {
+		secret = matchName(r, name) || (len(r.headers) > 0 && inSet(r.headers, name))
+	}
+	if r.headerMemoN.Add(1) <= maxHeaderMemo {
+		r.headerMemo.Store(strings.Clone(name), secret)
+	}
+	return secret
 }
+
+// maxHeaderMemo bounds the header names whose decisions a Redactor remembers.
+const maxHeaderMemo = 1024
 
 // AllowsBodyKey reports, in allow-list mode for bodies, whether a body key keeps its value; it is
 // false for every key in deny-list mode (where Key decides).
