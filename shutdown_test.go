@@ -87,8 +87,10 @@ func (v blockingValue) MarshalJSON() ([]byte, error) {
 // the routes refused events at Close, it was accepted into a chunk that nothing published before the
 // count.)
 func TestCloseCountsAnEventPublishedWhileItDrains(t *testing.T) {
-	stuck := &fakeSink{}
-	stuck.blocked.Store(true)
+	stuck := map[string]*fakeSink{"a": {}, "b": {}} // a sink per route, to see each route write
+	for _, s := range stuck {
+		s.blocked.Store(true)
+	}
 	cfg := DefaultConfig()
 	cfg.Postgres.Enabled = false
 	route := func(name string) Route {
@@ -99,7 +101,7 @@ func TestCloseCountsAnEventPublishedWhileItDrains(t *testing.T) {
 	}
 	cfg.Routes = []Route{route("a"), route("b")}
 	p, err := New(context.Background(), cfg, WithLogger(slog.New(slog.DiscardHandler)), func(o *options) {
-		o.sinkFor = func(Route) (subscribers.Sink, time.Duration) { return stuck, 10 * time.Second }
+		o.sinkFor = func(r Route) (subscribers.Sink, time.Duration) { return stuck[r.Name], 10 * time.Second }
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -120,9 +122,14 @@ func TestCloseCountsAnEventPublishedWhileItDrains(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	closed := make(chan error, 1)
 	go func() { closed <- p.Close(ctx) }()
-	// Close has sealed the open chunks and handed them to the sink (which holds them until the
-	// deadline) when both routes' writes have begun.
-	waitFor(t, "both routes writing the flushed chunks", func() bool { calls, _ := stuck.snapshot(); return len(calls) == 2 })
+	// Close has sealed the open chunks and handed them to the sinks (which hold them until the
+	// deadline) when both routes' writes have begun. (A route may write its chunks in one batch or
+	// more: a chunk per core, gathered as they come.)
+	waitFor(t, "both routes writing the flushed chunks", func() bool {
+		a, _ := stuck["a"].snapshot()
+		b, _ := stuck["b"].snapshot()
+		return len(a) > 0 && len(b) > 0
+	})
 	close(v.release)
 	want := int64(2 * n)
 	var drop *DropError
