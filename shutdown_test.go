@@ -18,31 +18,42 @@ import (
 	"github.com/sluicelog/sluice/subscribers"
 )
 
+// stuckRoutes starts a pipeline of two routes, a and b, that take every event, each into a sink of
+// its own that never answers (its writes wait for their context): chunks of 10 that linger an hour,
+// batches that wait an hour, no retry.
+func stuckRoutes(t *testing.T, change func(*Config)) (*Pipeline, map[string]*fakeSink) {
+	t.Helper()
+	stuck := map[string]*fakeSink{"a": {}, "b": {}}
+	for _, s := range stuck {
+		s.blocked.Store(true)
+	}
+	cfg := DefaultConfig()
+	cfg.Postgres.Enabled = false
+	route := func(name string) Route {
+		return Route{Name: name, Sink: "blob",
+			Chunk: config.ChunkPolicy{MaxEvents: 10, MaxBytes: 1 << 20, Linger: time.Hour},
+			Batch: config.BatchPolicy{MaxEvents: 50, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 2},
+			Retry: config.RetryPolicy{MaxAttempts: 1}}
+	}
+	cfg.Routes = []Route{route("a"), route("b")}
+	if change != nil {
+		change(&cfg)
+	}
+	p, err := New(context.Background(), cfg, WithLogger(slog.New(slog.DiscardHandler)), func(o *options) {
+		o.sinkFor = func(r Route) (subscribers.Sink, time.Duration) { return stuck[r.Name], 10 * time.Second }
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, stuck
+}
+
 // With a deadline too short for anything to be written, Close reports every accepted event of every
 // route as not written: each route accepted all n events and its sink stored none, so the count is
 // 2n, whatever the order in which the routes' subscriptions end.
 func TestCloseWithExpiredDeadlineCountsEveryRoute(t *testing.T) {
 	for run := range 20 {
-		stuck := map[string]*fakeSink{"a": {}, "b": {}}
-		for _, s := range stuck {
-			s.blocked.Store(true)
-		}
-		cfg := DefaultConfig()
-		cfg.Postgres.Enabled = false
-		cfg.ShutdownTimeout = time.Millisecond
-		route := func(name string) Route {
-			return Route{Name: name, Sink: "blob",
-				Chunk: config.ChunkPolicy{MaxEvents: 10, MaxBytes: 1 << 20, Linger: time.Hour},
-				Batch: config.BatchPolicy{MaxEvents: 50, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 2},
-				Retry: config.RetryPolicy{MaxAttempts: 1}}
-		}
-		cfg.Routes = []Route{route("a"), route("b")}
-		p, err := New(context.Background(), cfg, WithLogger(slog.New(slog.DiscardHandler)), func(o *options) {
-			o.sinkFor = func(r Route) (subscribers.Sink, time.Duration) { return stuck[r.Name], 10 * time.Second }
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p, _ := stuckRoutes(t, func(c *Config) { c.ShutdownTimeout = time.Millisecond })
 		const n = 505
 		for i := range n {
 			if err := p.Publish(context.Background(), appEvent(i)); err != nil {
@@ -50,7 +61,7 @@ func TestCloseWithExpiredDeadlineCountsEveryRoute(t *testing.T) {
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-		err = p.Close(ctx)
+		err := p.Close(ctx)
 		cancel()
 		var u *UndeliveredError
 		if !errors.As(err, &u) {
@@ -87,25 +98,7 @@ func (v blockingValue) MarshalJSON() ([]byte, error) {
 // the routes refused events at Close, it was accepted into a chunk that nothing published before the
 // count.)
 func TestCloseCountsAnEventPublishedWhileItDrains(t *testing.T) {
-	stuck := map[string]*fakeSink{"a": {}, "b": {}} // a sink per route, to see each route write
-	for _, s := range stuck {
-		s.blocked.Store(true)
-	}
-	cfg := DefaultConfig()
-	cfg.Postgres.Enabled = false
-	route := func(name string) Route {
-		return Route{Name: name, Sink: "blob",
-			Chunk: config.ChunkPolicy{MaxEvents: 10, MaxBytes: 1 << 20, Linger: time.Hour},
-			Batch: config.BatchPolicy{MaxEvents: 50, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 2},
-			Retry: config.RetryPolicy{MaxAttempts: 1}}
-	}
-	cfg.Routes = []Route{route("a"), route("b")}
-	p, err := New(context.Background(), cfg, WithLogger(slog.New(slog.DiscardHandler)), func(o *options) {
-		o.sinkFor = func(r Route) (subscribers.Sink, time.Duration) { return stuck[r.Name], 10 * time.Second }
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, stuck := stuckRoutes(t, nil)
 	const n = 5
 	for i := range n {
 		if err := p.Publish(context.Background(), appEvent(i)); err != nil {
@@ -141,7 +134,7 @@ func TestCloseCountsAnEventPublishedWhileItDrains(t *testing.T) {
 		t.Fatalf("the Publish that raced Close: %v", err)
 	}
 	cancel() // the deadline
-	err = <-closed
+	err := <-closed
 	var u *UndeliveredError
 	if !errors.As(err, &u) {
 		t.Fatalf("Close = %v, want an *UndeliveredError", err)
