@@ -258,6 +258,14 @@ func DefaultRoutes() []Route {
 	}
 }
 
+// orDefault sets *v to d when *v is its zero value.
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}
+
 // OtherSinkRoute is the default policy of a route to a sink type that DefaultRoutes does not name
 // (console, or one an embedder registers): batches of 1,000 events or 1 s, one write at a time.
 func OtherSinkRoute() Route {
@@ -304,42 +312,18 @@ func (c Config) EffectiveRoutes() []Route {
 		if !ok {
 			d = OtherSinkRoute()
 		}
-		if r.Chunk.MaxEvents == 0 {
-			r.Chunk.MaxEvents = d.Chunk.MaxEvents
-		}
-		if r.Chunk.MaxBytes == 0 {
-			r.Chunk.MaxBytes = d.Chunk.MaxBytes
-		}
-		if r.Chunk.Linger == 0 {
-			r.Chunk.Linger = d.Chunk.Linger
-		}
-		if r.Batch.MaxEvents == 0 {
-			r.Batch.MaxEvents = d.Batch.MaxEvents
-		}
-		if r.Batch.MaxBytes == 0 {
-			r.Batch.MaxBytes = d.Batch.MaxBytes
-		}
-		if r.Batch.MaxWait == 0 {
-			r.Batch.MaxWait = d.Batch.MaxWait
-		}
-		if r.Batch.MaxConcurrentWrites == 0 {
-			r.Batch.MaxConcurrentWrites = d.Batch.MaxConcurrentWrites
-		}
-		if r.Batch.MaxEventBytes == 0 {
-			r.Batch.MaxEventBytes = d.Batch.MaxEventBytes
-		}
-		if r.Retry == (RetryPolicy{}) {
-			r.Retry = d.Retry
-		}
-		if r.Breaker.Failures == 0 {
-			r.Breaker.Failures = c.Breaker.Failures
-		}
-		if r.Breaker.Cooldown == 0 {
-			r.Breaker.Cooldown = c.Breaker.Cooldown
-		}
-		if r.FailureLogInterval == 0 {
-			r.FailureLogInterval = c.FailureLogInterval
-		}
+		orDefault(&r.Chunk.MaxEvents, d.Chunk.MaxEvents)
+		orDefault(&r.Chunk.MaxBytes, d.Chunk.MaxBytes)
+		orDefault(&r.Chunk.Linger, d.Chunk.Linger)
+		orDefault(&r.Batch.MaxEvents, d.Batch.MaxEvents)
+		orDefault(&r.Batch.MaxBytes, d.Batch.MaxBytes)
+		orDefault(&r.Batch.MaxWait, d.Batch.MaxWait)
+		orDefault(&r.Batch.MaxConcurrentWrites, d.Batch.MaxConcurrentWrites)
+		orDefault(&r.Batch.MaxEventBytes, d.Batch.MaxEventBytes)
+		orDefault(&r.Retry, d.Retry) // the retry policy is taken whole or not at all
+		orDefault(&r.Breaker.Failures, c.Breaker.Failures)
+		orDefault(&r.Breaker.Cooldown, c.Breaker.Cooldown)
+		orDefault(&r.FailureLogInterval, c.FailureLogInterval)
 		out[i] = r
 	}
 	return out
