@@ -142,9 +142,9 @@ func (s *BatchSubscriber) Drain() { s.eager.Do(func() { close(s.drain) }) }
 // chunks of every batch not settled by then stay unacknowledged in the wrapped subscriber, which counts
 // them as not handled when it closes.
 //
-// It returns how many events the batches handed out and still not settled at the end held (their writes
-// or look-ups had not ended): a store may hold some of them although they count as not written. (A
-// batch sealed and not handed out is not written, and not counted here.)
+// It returns how many events the batches being written and still not settled at the end held (their
+// writes or look-ups had not ended): a store may hold some of them although they count as not written.
+// (A batch whose write had not begun is not written, and not counted here.)
 func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
 	s.abort()
 	timer := time.NewTimer(settle)
@@ -153,7 +153,7 @@ func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
 		s.settleMu.Lock()
 		writing := 0
 		for b := range s.out {
-			if b.handed {
+			if b.writing {
 				writing++
 			}
 		}
@@ -171,7 +171,7 @@ func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
 	s.settleMu.Lock()
 	s.cut = true
 	for b := range s.out {
-		if b.handed {
+		if b.writing {
 			inFlight += len(b.events)
 		}
 	}
@@ -179,11 +179,12 @@ func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
 	return inFlight
 }
 
-// handedOut marks a batch as handed out to the handler: from now on its write may be under way.
-func (s *BatchSubscriber) handedOut(b *gathered) {
-	s.settleMu.Lock()
-	b.handed = true
-	s.settleMu.Unlock()
+// startWrite marks the batch as being written (the Writer calls it before the sink): from now on a
+// store may hold its events, and Cut waits for its write to end.
+func (b *gathered) startWrite() {
+	b.sub.settleMu.Lock()
+	b.writing = true
+	b.sub.settleMu.Unlock()
 }
 
 // settle acknowledges (ack) or nacks the chunk messages of a sealed batch, unless it is settled
@@ -264,7 +265,7 @@ type gathered struct {
 	attempts int
 	sub      *BatchSubscriber // settles it
 	settled  bool             // guarded by sub.settleMu
-	handed   bool             // handed out to the handler; guarded by sub.settleMu
+	writing  bool             // its write has begun (startWrite); guarded by sub.settleMu
 }
 
 // confirm settles the batch as written: its chunk messages are acknowledged now, before the handler
@@ -384,7 +385,6 @@ func (g *gatherer) run() {
 				cur = g.add(cur, c, eager)
 			}
 		case out <- msg:
-			g.s.handedOut(ready)
 			g.slots--
 			g.s.wg.Add(1)
 			go g.watch(msg, ready)

@@ -1067,8 +1067,9 @@ func TestBatchSubscriberCutSettlesNothingMore(t *testing.T) {
 	}
 	publishChunks(t, b, 1, 3)
 	s.Drain() // the batch of 3 is handed out without waiting for more
-	cutAt := make(chan struct{})
+	cutAt, entered := make(chan struct{}), make(chan struct{})
 	late := funcSink(func(ctx context.Context, _ subscribers.Batch) error {
+		close(entered)
 		<-ctx.Done()
 		<-cutAt
 		return nil // stored all the same, and says so after the cut
@@ -1077,6 +1078,7 @@ func TestBatchSubscriberCutSettlesNothingMore(t *testing.T) {
 	batch := receive(t, out)
 	errc := make(chan error, 1)
 	go func() { errc <- wl.Handle(batch) }()
+	<-entered // the write is under way
 	if inFlight := s.Cut(time.Second); inFlight != 3 {
 		t.Fatalf("Cut: %d events in flight, want the 3 of the batch being written", inFlight)
 	}

@@ -117,6 +117,9 @@ func (w *Writer) Handle(msg *message.Message) error {
 		msg.SetContext(context.WithValue(msg.Context(), preparedKey{}, p))
 	}
 	if len(p.batch.Events) > 0 {
+		if inBatch {
+			g.startWrite()
+		}
 		ctx := msg.Context()
 		err := w.writeOnce(ctx, p.batch)
 		if err != nil && w.stored(ctx, p.batch, err) {
