@@ -38,9 +38,8 @@ type RouteUndelivered struct {
 	Accepted int64
 	// NotWritten is how many of them its sink did not confirm written.
 	NotWritten int64
-	// InFlight is how many of NotWritten were in batches handed to the sink whose writes (and the
-	// look-ups that follow a write cut without an answer) had not ended when the cut settled: a store
-	// may hold some of them.
+	// InFlight is how many of NotWritten were in batches sealed and not settled when the cut settled
+	// (writes or look-ups not ended, or writes about to begin): a store may hold some of them.
 	InFlight int64
 }
 

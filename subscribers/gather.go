@@ -142,9 +142,10 @@ func (s *BatchSubscriber) Drain() { s.eager.Do(func() { close(s.drain) }) }
 // chunks of every batch not settled by then stay unacknowledged in the wrapped subscriber, which counts
 // them as not handled when it closes.
 //
-// It returns how many events the batches being written and still not settled at the end held (their
-// writes or look-ups had not ended): a store may hold some of them although they count as not written.
-// (A batch whose write had not begun is not written, and not counted here.)
+// It returns how many events the batches sealed and not settled at the end held: those whose writes
+// or look-ups had not ended, and those handed out or held for a free write whose writes had not begun
+// (a write may begin an instant after the last look and store its events all the same: the count
+// stays an upper bound of what a store may hold although it counts as not written).
 func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
 	s.abort()
 	timer := time.NewTimer(settle)
@@ -171,9 +172,7 @@ func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
 	s.settleMu.Lock()
 	s.cut = true
 	for b := range s.out {
-		if b.writing {
-			inFlight += len(b.events)
-		}
+		inFlight += len(b.events)
 	}
 	s.settleMu.Unlock()
 	return inFlight
