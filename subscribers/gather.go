@@ -154,7 +154,7 @@ func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
 		s.settleMu.Lock()
 		writing := 0
 		for b := range s.out {
-			if b.writing {
+			if b.writing && !b.ended {
 				writing++
 			}
 		}
@@ -192,6 +192,17 @@ func (s *BatchSubscriber) settle(b *gathered, ack bool) {
 	s.settleMu.Lock()
 	defer s.settleMu.Unlock()
 	if b.settled || s.cut {
+		return
+	}
+	if !ack && b.writing && s.ctx.Err() != nil {
+		// A write that Cut ended without a verdict (its look-up found nothing, or could not end:
+		// a store may still commit it an instant later): neither written nor known unwritten. It
+		// stays unsettled, and Cut counts it in flight.
+		b.ended = true
+		select {
+		case s.settled <- struct{}{}:
+		default:
+		}
 		return
 	}
 	b.settled = true
@@ -265,6 +276,7 @@ type gathered struct {
 	sub      *BatchSubscriber // settles it
 	settled  bool             // guarded by sub.settleMu
 	writing  bool             // its write has begun (startWrite); guarded by sub.settleMu
+	ended    bool             // its write ended at the cut without a verdict; guarded by sub.settleMu
 }
 
 // confirm settles the batch as written: its chunk messages are acknowledged now, before the handler
