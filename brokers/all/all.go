@@ -4,5 +4,6 @@
 package all
 
 import (
+	_ "github.com/sluicelog/sluice/brokers/nats"  // bus.driver: nats
 	_ "github.com/sluicelog/sluice/brokers/redis" // bus.driver: redis
 )

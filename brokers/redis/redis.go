@@ -69,21 +69,9 @@ import (
 const Name = "redis"
 
 func init() {
-	brokers.Register(brokers.Driver{
-		Name:     Name,
-		URL:      "redis://[user:password@]host:6379/db (rediss:// for TLS; go-redis options as query parameters, e.g. ?pool_size=20)",
-		Settings: func() any { s := DefaultSettings(); return &s },
-		Open: func(ctx context.Context, url string, settings any, log watermill.LoggerAdapter) (brokers.Broker, error) {
-			s, ok := settings.(Settings)
-			if !ok && settings != nil {
-				return nil, fmt.Errorf("brokers/redis: settings of type %T, want redis.Settings", settings)
-			}
-			if settings == nil {
-				s = DefaultSettings()
-			}
-			return Open(ctx, url, s, log)
-		},
-	})
+	brokers.Register(brokers.DriverOf(Name,
+		"redis://[user:password@]host:6379/db (rediss:// for TLS; go-redis options as query parameters, e.g. ?pool_size=20)",
+		DefaultSettings, Open))
 }
 
 // Settings are the section bus.redis.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -21,11 +20,7 @@ type Subscriber struct {
 	b        *Broker
 	group    string
 	consumer string
-
-	mu      sync.Mutex
-	closed  bool
-	cancels []context.CancelFunc
-	wg      sync.WaitGroup
+	subs     delivery.Subscriptions
 }
 
 var _ message.Subscriber = (*Subscriber)(nil)
@@ -33,39 +28,23 @@ var _ message.Subscriber = (*Subscriber)(nil)
 // Subscribe creates the group on the stream topic if it is missing and hands out its entries until
 // ctx ends or Close.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errClosed
+	if s.subs.Closed() {
+		return nil, delivery.ErrClosed
 	}
 	if err := s.b.createGroup(ctx, topic, s.group); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	s.cancels = append(s.cancels, cancel)
 	src := &source{b: s.b, stream: topic, group: s.group, consumer: s.consumer, own: "0"}
-	out := make(chan *message.Message)
-	fields := watermill.LogFields{"stream": topic, "group": s.group, "consumer": s.consumer}
-	s.wg.Go(func() {
-		delivery.Run(ctx, src, out, delivery.Options{MaxInFlight: s.b.s.MaxInFlight, Heartbeat: s.b.s.ClaimIdle / 3, Logger: s.b.log, Fields: fields})
-	})
-	s.b.trim(topic)
-	return out, nil
+	out, err := delivery.Subscribe(&s.subs, ctx, src, delivery.Options{MaxInFlight: s.b.s.MaxInFlight, Heartbeat: s.b.s.ClaimIdle / 3,
+		Logger: s.b.log, Fields: watermill.LogFields{"stream": topic, "group": s.group, "consumer": s.consumer}})
+	if err == nil {
+		s.b.trim(topic)
+	}
+	return out, err
 }
 
 // Close ends the subscriptions, releasing the entries they hold to the group's other members.
-func (s *Subscriber) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	cancels := s.cancels
-	s.cancels = nil
-	s.mu.Unlock()
-	for _, c := range cancels {
-		c()
-	}
-	s.wg.Wait()
-	return nil
-}
+func (s *Subscriber) Close() error { return s.subs.Close() }
 
 // source is one subscription's side at Redis: entries are keyed by their id.
 type source struct {

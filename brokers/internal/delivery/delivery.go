@@ -11,6 +11,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -106,12 +107,8 @@ func (r *run[K]) fetchLoop(ctx context.Context, out chan<- *message.Message, wai
 		}
 		for i, it := range items {
 			r.hold(it.Key)
-			it.Msg.SetContext(ctx)
-			select {
-			case out <- it.Msg:
-				waiting.Go(func() { r.settle(ctx, it) })
-			case <-ctx.Done():
-				for range items[i:] { // held, not handed out: released by Run
+			if !handOut(ctx, out, it.Msg) { // held, not handed out: released by Run
+				for range items[i:] {
 					<-r.slots
 				}
 				for _, rest := range items[i+1:] {
@@ -119,7 +116,22 @@ func (r *run[K]) fetchLoop(ctx context.Context, out chan<- *message.Message, wai
 				}
 				return
 			}
+			waiting.Go(func() { r.settle(ctx, it) })
 		}
+	}
+}
+
+// handOut sends m on out, unless the subscription ended (before or meanwhile).
+func handOut(ctx context.Context, out chan<- *message.Message, m *message.Message) bool {
+	if ctx.Err() != nil { // fetched after the end
+		return false
+	}
+	m.SetContext(ctx)
+	select {
+	case out <- m:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -214,4 +226,50 @@ func (r *run[K]) heartbeat(stop <-chan struct{}) {
 		}
 		cancel()
 	}
+}
+
+// Subscriptions are the subscriptions of one Watermill Subscriber: Close ends them all.
+type Subscriptions struct {
+	mu      sync.Mutex
+	closed  bool
+	cancels []context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// ErrClosed is returned by Subscribe after Close.
+var ErrClosed = errors.New("brokers: subscriber closed")
+
+// Subscribe runs src (Run) until ctx ends or subs close, and returns the channel of its messages.
+func Subscribe[K comparable](subs *Subscriptions, ctx context.Context, src Source[K], o Options) (<-chan *message.Message, error) {
+	subs.mu.Lock()
+	defer subs.mu.Unlock()
+	if subs.closed {
+		return nil, ErrClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	subs.cancels = append(subs.cancels, cancel)
+	out := make(chan *message.Message)
+	subs.wg.Go(func() { Run(ctx, src, out, o) })
+	return out, nil
+}
+
+// Closed says whether Close was called.
+func (subs *Subscriptions) Closed() bool {
+	subs.mu.Lock()
+	defer subs.mu.Unlock()
+	return subs.closed
+}
+
+// Close ends every subscription and waits until each has released what it held.
+func (subs *Subscriptions) Close() error {
+	subs.mu.Lock()
+	subs.closed = true
+	cancels := subs.cancels
+	subs.cancels = nil
+	subs.mu.Unlock()
+	for _, c := range cancels {
+		c()
+	}
+	subs.wg.Wait()
+	return nil
 }
