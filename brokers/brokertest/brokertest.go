@@ -42,10 +42,11 @@ func Run(t *testing.T, open Open, o Options) {
 	t.Run("MembersOfOneGroupShare", func(t *testing.T) { members(t, open, o) })
 	t.Run("NackedIsOfferedAgain", func(t *testing.T) { nacked(t, open, o) })
 	t.Run("UnackedGoesToAnotherMemberWhenItsConsumerCloses", func(t *testing.T) { handover(t, open, o) })
+	t.Run("CloseWhilePublishing", func(t *testing.T) { closeWhilePublishing(t, open) })
 }
 
 // Names returns a topic and group names unique to the test.
-func Names(t *testing.T, groups ...string) (topic string, out []string) {
+func Names(t testing.TB, groups ...string) (topic string, out []string) {
 	base := fmt.Sprintf("sluicetest_%d", time.Now().UnixNano())
 	for _, g := range groups {
 		out = append(out, base+"_"+g)
@@ -261,4 +262,28 @@ func handover(t *testing.T, open Open, o Options) {
 		t.Errorf("the other member got %s, want %s", got.UUID, sent.UUID)
 	}
 	wg.Wait()
+}
+
+// closeWhilePublishing closes a broker while four goroutines publish (as a web node's forwarder
+// does): no data race, and a publish after Close fails instead of writing.
+func closeWhilePublishing(t *testing.T, open Open) {
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 20 {
+				_ = b.Publisher().Publish(topic, Chunk(1))
+			}
+		})
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	wg.Wait()
+	if err := b.Publisher().Publish(topic, Chunk(1)); err == nil {
+		t.Error("Publish after Close succeeded")
+	}
 }

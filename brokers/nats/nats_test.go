@@ -25,7 +25,7 @@ import (
 // cleaned is a broker whose declared streams are deleted when the test ends.
 type cleaned struct {
 	*nats.Broker
-	t  *testing.T
+	t  testing.TB
 	js jetstream.JetStream
 }
 
@@ -34,7 +34,7 @@ func (c cleaned) Declare(ctx context.Context, topic string, groups []string) err
 	return c.Broker.Declare(ctx, topic, groups)
 }
 
-func openAt(t *testing.T, url string, s nats.Settings) cleaned {
+func openAt(t testing.TB, url string, s nats.Settings) cleaned {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -46,9 +46,9 @@ func openAt(t *testing.T, url string, s nats.Settings) cleaned {
 	return cleaned{Broker: b, t: t, js: jetStream(t, url)}
 }
 
-func open(t *testing.T, s nats.Settings) cleaned { return openAt(t, testenv.NATS(t), s) }
+func open(t testing.TB, s nats.Settings) cleaned { return openAt(t, testenv.NATS(t), s) }
 
-func jetStream(t *testing.T, url string) jetstream.JetStream {
+func jetStream(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := natsio.Connect(url)
 	if err != nil {
@@ -419,4 +419,9 @@ func TestSettingsFromConfig(t *testing.T) {
 		"bus:\n  nats:\n    storage: memory\n":      "bus.nats.storage",
 		"bus:\n  driver: nats\n":                    "bus.url",
 	})
+}
+
+// go test -run X -bench . ./brokers/nats/: full chunks published (4 at once) and consumed.
+func BenchmarkChunks(b *testing.B) {
+	brokertest.Bench(b, func(tb testing.TB) brokers.Broker { return open(tb, nats.DefaultSettings()) })
 }

@@ -164,7 +164,7 @@ func Open(ctx context.Context, rawURL string, s Settings, log watermill.LoggerAd
 	}
 	warnWithoutPersistence(ctx, client, log)
 	// The stock Publisher closes its client on Close: it gets one of its own.
-	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: goredis.NewClient(opts)}, log)
+	stock, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: goredis.NewClient(opts)}, log)
 	if err != nil {
 		_ = client.Close()
 		return nil, err
@@ -175,7 +175,7 @@ func Open(ctx context.Context, rawURL string, s Settings, log watermill.LoggerAd
 		consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID()[:6])
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	return &Broker{s: s, client: client, pub: pub, log: log, consumer: consumer, ctx: bctx, cancel: cancel,
+	return &Broker{s: s, client: client, pub: &publisher{stock: stock}, log: log, consumer: consumer, ctx: bctx, cancel: cancel,
 		trimming: map[string]bool{}, members: map[string]int{}}, nil
 }
 
@@ -195,7 +195,7 @@ func warnWithoutPersistence(ctx context.Context, c *goredis.Client, log watermil
 type Broker struct {
 	s        Settings
 	client   *goredis.Client // subscriptions, Declare, trimming
-	pub      *redisstream.Publisher
+	pub      *publisher
 	log      watermill.LoggerAdapter
 	consumer string
 
@@ -212,8 +212,32 @@ type Broker struct {
 
 var _ brokers.Broker = (*Broker)(nil)
 
-// Publisher returns the stock watermill-redisstream Publisher: XADD per message, no trimming.
+// Publisher returns the stock watermill-redisstream Publisher (XADD per message, no trimming),
+// guarded so that Close waits for the publishes under way.
 func (b *Broker) Publisher() message.Publisher { return b.pub }
+
+// publisher guards the stock Publisher, which reads its closed flag without its lock.
+type publisher struct {
+	mu     sync.RWMutex
+	closed bool
+	stock  *redisstream.Publisher
+}
+
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return errClosed
+	}
+	return p.stock.Publish(topic, msgs...)
+}
+
+func (p *publisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	return p.stock.Close()
+}
 
 // Subscriber returns a member of group.
 func (b *Broker) Subscriber(group string) (message.Subscriber, error) {

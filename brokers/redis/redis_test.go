@@ -17,7 +17,7 @@ import (
 // cleaned is a broker whose declared streams are deleted when the test ends.
 type cleaned struct {
 	*redis.Broker
-	t *testing.T
+	t testing.TB
 }
 
 func (c cleaned) Declare(ctx context.Context, topic string, groups []string) error {
@@ -26,7 +26,7 @@ func (c cleaned) Declare(ctx context.Context, topic string, groups []string) err
 	return c.Broker.Declare(ctx, topic, groups)
 }
 
-func open(t *testing.T, s redis.Settings) cleaned {
+func open(t testing.TB, s redis.Settings) cleaned {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -38,7 +38,7 @@ func open(t *testing.T, s redis.Settings) cleaned {
 	return cleaned{Broker: b, t: t}
 }
 
-func client(t *testing.T) *goredis.Client {
+func client(t testing.TB) *goredis.Client {
 	t.Helper()
 	opts, err := redis.ParseURL(testenv.Redis(t))
 	if err != nil {
@@ -276,4 +276,9 @@ func TestSettingsFromConfig(t *testing.T) {
 		"bus:\n  redis:\n    maxlen: 5\n":           "bus.redis.maxlen",
 		"bus:\n  driver: redis\n  url: \"\"\n":      "bus.url",
 	})
+}
+
+// go test -run X -bench . ./brokers/redis/: full chunks published (4 at once) and consumed.
+func BenchmarkChunks(b *testing.B) {
+	brokertest.Bench(b, func(tb testing.TB) brokers.Broker { return open(tb, redis.DefaultSettings()) })
 }
