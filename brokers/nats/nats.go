@@ -27,6 +27,8 @@
 //   - A member killed with kill -9: JetStream redelivers its messages to the other members once
 //     ack_wait (10 s) has passed since their delivery or last heartbeat. A member that closes naks
 //     what it holds: redelivered at once. A nacked message is redelivered after nack_delay (2 s).
+//   - A stream or consumer that is gone (a server whose store was wiped) is declared again, with every
+//     group declared so far, by the first publish or fetch that meets its absence.
 //   - A clean Close never deletes a durable consumer (the stock watermill-nats pkg/nats does, for a
 //     consumer it created, and the next start replays the whole stream: 600 duplicates of 1,000 in the
 //     probe). That, and one unacknowledged message per subscription, is why this driver does not use
@@ -45,6 +47,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -182,7 +185,7 @@ func Open(ctx context.Context, rawURL string, s Settings, log watermill.LoggerAd
 		nc.Close()
 		return nil, fmt.Errorf("bus.url %q: JetStream is not available there (run nats-server with -js): %w", redacted(rawURL), err)
 	}
-	return &Broker{s: s, nc: nc, js: js, log: log}, nil
+	return &Broker{s: s, nc: nc, js: js, log: log, declared: map[string][]string{}}, nil
 }
 
 // Broker is an open NATS JetStream broker.
@@ -192,9 +195,10 @@ type Broker struct {
 	js  jetstream.JetStream
 	log watermill.LoggerAdapter
 
-	mu     sync.Mutex
-	closed bool
-	subs   []*Subscriber
+	mu       sync.Mutex
+	closed   bool
+	subs     []*Subscriber
+	declared map[string][]string // the groups declared per topic: declared again when the stream is lost
 }
 
 var _ brokers.Broker = (*Broker)(nil)
@@ -246,8 +250,30 @@ func (b *Broker) Declare(ctx context.Context, topic string, groups []string) err
 		if _, err := b.consumer(ctx, topic, g); err != nil {
 			return err
 		}
+		b.mu.Lock()
+		if !slices.Contains(b.declared[topic], g) {
+			b.declared[topic] = append(b.declared[topic], g)
+		}
+		b.mu.Unlock()
 	}
 	return nil
+}
+
+// declareAgain declares topic again with every group declared for it so far: after the stream (or
+// a consumer) was lost, as a NATS whose store was wiped loses them. Interest retention keeps only
+// what some consumer will read, so the stream comes back with its consumers.
+func (b *Broker) declareAgain(ctx context.Context, topic string, cause error) error {
+	b.mu.Lock()
+	groups := slices.Clone(b.declared[topic])
+	b.mu.Unlock()
+	b.log.Info("The stream or a consumer is gone: declaring them again", watermill.LogFields{"topic": topic, "groups": groups, "cause": cause.Error()})
+	return b.Declare(ctx, topic, groups)
+}
+
+// lost says whether err means that the stream or the consumer does not exist (any more).
+func lost(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
 }
 
 func orUnlimited(n int64) int64 {

@@ -22,15 +22,16 @@ import (
 	"github.com/sluicelog/sluice/internal/testenv"
 )
 
-// cleaned is a broker whose declared streams are deleted when the test ends.
+// cleaned is a broker whose declared streams are deleted when the test ends, after it is closed
+// (a subscription still open would declare a lost stream again).
 type cleaned struct {
 	*nats.Broker
-	t  testing.TB
-	js jetstream.JetStream
+	js     jetstream.JetStream
+	topics *[]string
 }
 
 func (c cleaned) Declare(ctx context.Context, topic string, groups []string) error {
-	c.t.Cleanup(func() { _ = c.js.DeleteStream(context.Background(), nats.StreamName(topic)) })
+	*c.topics = append(*c.topics, topic)
 	return c.Broker.Declare(ctx, topic, groups)
 }
 
@@ -38,12 +39,19 @@ func openAt(t testing.TB, url string, s nats.Settings) cleaned {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	c := cleaned{js: jetStream(t, url), topics: new([]string)}
+	t.Cleanup(func() { // after Close below, and after the Close of every broker opened later
+		for _, topic := range *c.topics {
+			_ = c.js.DeleteStream(context.Background(), nats.StreamName(topic))
+		}
+	})
 	b, err := nats.Open(ctx, url, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	return cleaned{Broker: b, t: t, js: jetStream(t, url)}
+	c.Broker = b
+	return c
 }
 
 func open(t testing.TB, s nats.Settings) cleaned { return openAt(t, testenv.NATS(t), s) }
@@ -357,6 +365,25 @@ func TestServerKilledLosesNothingAcknowledged(t *testing.T) {
 		}
 	}
 	t.Logf("kill -9 of nats-server: %d acknowledged publishes, %d acknowledged by the group before the kill, %d of them delivered again after it, all %d others delivered", n, len(acked), again, len(got))
+}
+
+// A NATS whose store was wiped lost the stream and its consumers: the publisher declares them again
+// (with every group declared so far, since interest retention keeps only what a consumer will read),
+// and the subscription reads on.
+func TestLostStreamIsDeclaredAgain(t *testing.T) {
+	b := open(t, nats.DefaultSettings())
+	topic, g := declared(t, b, "a")
+	ch := subscribe(t, b, g[0], topic)
+	publish(t, b, topic, brokertest.Chunk(1))
+	receive(t, ch, 30*time.Second).Ack()
+	if err := b.js.DeleteStream(context.Background(), nats.StreamName(topic)); err != nil {
+		t.Fatal(err)
+	}
+	sent := brokertest.Chunk(1)
+	publish(t, b, topic, sent)
+	if m := receive(t, ch, 30*time.Second); m.UUID != sent.UUID {
+		t.Fatalf("got %s, want %s", m.UUID, sent.UUID)
+	}
 }
 
 // A message larger than the server's max_payload is refused with an error that says what to change.

@@ -38,7 +38,11 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 		if size, limit := len(nm.Data)+headerSize(nm.Header)+len(natsio.MsgIdHdr)+len(m.UUID)+4, p.b.nc.MaxPayload(); int64(size) > limit {
 			return fmt.Errorf("brokers/nats: message %s: %d bytes exceed the NATS server's max_payload (%d bytes): lower bus.forward.chunk.max_bytes or raise max_payload in the server's configuration", m.UUID, size, limit)
 		}
-		if _, err := p.b.js.PublishMsg(m.Context(), nm, jetstream.WithMsgID(m.UUID), jetstream.WithExpectStream(stream)); err != nil {
+		_, err := p.b.js.PublishMsg(m.Context(), nm, jetstream.WithMsgID(m.UUID), jetstream.WithExpectStream(stream))
+		if lost(err) && p.b.declareAgain(m.Context(), topic, err) == nil {
+			_, err = p.b.js.PublishMsg(m.Context(), nm, jetstream.WithMsgID(m.UUID), jetstream.WithExpectStream(stream))
+		}
+		if err != nil {
 			return fmt.Errorf("brokers/nats: publishing message %s to %s: %w", m.UUID, topic, err)
 		}
 	}
@@ -73,14 +77,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if s.subs.Closed() {
 		return nil, delivery.ErrClosed
 	}
-	if err := s.b.Declare(ctx, topic, nil); err != nil {
+	if err := s.b.Declare(ctx, topic, []string{s.group}); err != nil {
 		return nil, err
 	}
 	c, err := s.b.consumer(ctx, topic, s.group)
 	if err != nil {
 		return nil, err
 	}
-	return delivery.Subscribe(&s.subs, ctx, source{c: c, nackDelay: s.b.s.NackDelay}, delivery.Options{MaxInFlight: s.b.s.MaxInFlight,
+	src := &source{b: s.b, topic: topic, group: s.group, c: c}
+	return delivery.Subscribe(&s.subs, ctx, src, delivery.Options{MaxInFlight: s.b.s.MaxInFlight,
 		Heartbeat: s.b.s.AckWait / 3, Logger: s.b.log, Fields: watermill.LogFields{"stream": StreamName(topic), "consumer": ConsumerName(s.group)}})
 }
 
@@ -90,8 +95,9 @@ func (s *Subscriber) Close() error { return s.subs.Close() }
 
 // source is one subscription's side at JetStream: messages are keyed by themselves.
 type source struct {
-	c         jetstream.Consumer
-	nackDelay time.Duration
+	b            *Broker
+	topic, group string
+	c            jetstream.Consumer
 }
 
 // fetchWait bounds one pull request that waits for a message, so that a subscription notices its end.
@@ -101,15 +107,27 @@ const fetchWait = time.Second
 // one message (handed out at once, not when n came). The wait is the server's (the pull request
 // expires there first): a request that the client gave up on while the server still had it open
 // would take messages that nobody hands out, delivered again only after ack_wait.
-func (r source) Fetch(ctx context.Context, n int) ([]delivery.Item[jetstream.Msg], error) {
+// When the consumer is gone, it declares the topic again (see Broker.declareAgain).
+func (r *source) Fetch(ctx context.Context, n int) ([]delivery.Item[jetstream.Msg], error) {
 	items, err := r.fetch(r.c.FetchNoWait(n))
-	if len(items) > 0 || err != nil || ctx.Err() != nil {
-		return items, err
+	if len(items) == 0 && err == nil && ctx.Err() == nil {
+		items, err = r.fetch(r.c.Fetch(1, jetstream.FetchMaxWait(fetchWait)))
 	}
-	return r.fetch(r.c.Fetch(1, jetstream.FetchMaxWait(fetchWait)))
+	if lost(err) {
+		if err := r.b.declareAgain(ctx, r.topic, err); err != nil {
+			return items, err
+		}
+		c, cerr := r.b.consumer(ctx, r.topic, r.group)
+		if cerr != nil {
+			return items, cerr
+		}
+		r.c = c
+		return items, nil
+	}
+	return items, err
 }
 
-func (r source) fetch(batch jetstream.MessageBatch, err error) ([]delivery.Item[jetstream.Msg], error) {
+func (r *source) fetch(batch jetstream.MessageBatch, err error) ([]delivery.Item[jetstream.Msg], error) {
 	if err != nil {
 		return nil, err
 	}
@@ -127,13 +145,13 @@ func (r source) fetch(batch jetstream.MessageBatch, err error) ([]delivery.Item[
 	return items, batch.Error()
 }
 
-func (source) Ack(ctx context.Context, m jetstream.Msg) error { return ignoreAcked(m.DoubleAck(ctx)) }
+func (*source) Ack(ctx context.Context, m jetstream.Msg) error { return ignoreAcked(m.DoubleAck(ctx)) }
 
-func (r source) Nack(_ context.Context, m jetstream.Msg) error {
-	return ignoreAcked(m.NakWithDelay(r.nackDelay))
+func (r *source) Nack(_ context.Context, m jetstream.Msg) error {
+	return ignoreAcked(m.NakWithDelay(r.b.s.NackDelay))
 }
 
-func (source) Touch(_ context.Context, ms []jetstream.Msg) error {
+func (*source) Touch(_ context.Context, ms []jetstream.Msg) error {
 	var errs []error
 	for _, m := range ms {
 		errs = append(errs, ignoreAcked(m.InProgress()))
@@ -141,7 +159,7 @@ func (source) Touch(_ context.Context, ms []jetstream.Msg) error {
 	return errors.Join(errs...)
 }
 
-func (source) Release(_ context.Context, ms []jetstream.Msg) error {
+func (*source) Release(_ context.Context, ms []jetstream.Msg) error {
 	var errs []error
 	for _, m := range ms {
 		errs = append(errs, ignoreAcked(m.Nak()))
