@@ -100,7 +100,8 @@ type ArchiveResult struct {
 	Result
 	// Blobs and Lines count what was read.
 	Blobs, Lines int
-	// BadLines counts the lines that were not events (skipped); FirstBad describes the first.
+	// BadLines counts the lines skipped as not events: lines that are not JSON, and lines that match
+	// the filter but are not valid events. FirstBad names the first one's blob and line, and why.
 	BadLines int
 	FirstBad string
 }
