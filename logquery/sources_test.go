@@ -63,15 +63,7 @@ func fixture() (names []string, events []*event.Event) {
 // pgSink returns a pool on a fresh database with the schema, and the PostgreSQL sink writing it.
 func pgSink(t *testing.T) (*pgxpool.Pool, *pgsink.Sink) {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pgsink.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := testenv.MigratedPostgres(t)
 	sink, err := pgsink.New(pool, pgsink.Config{})
 	if err != nil {
 		t.Fatal(err)
