@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -170,6 +171,23 @@ func (m *matcher) match(e *fields) bool {
 func (m *matcher) mayMatch(line []byte) bool {
 	for _, n := range m.needles {
 		if !bytes.Contains(line, n) {
+			return false
+		}
+	}
+	if len(m.f.Levels) > 0 {
+		if v, ok := event.RawMember(line, "level"); ok && len(v) > 2 && v[0] == '"' && bytes.IndexByte(v, '\\') < 0 &&
+			!slices.Contains(m.f.Levels, event.Level(v[1:len(v)-1])) {
+			return false
+		}
+	}
+	if len(m.f.Status) > 0 {
+		v, ok := event.RawMember(line, "status")
+		if !ok {
+			return false // no status: an application log, or a request without one
+		}
+		if n, err := strconv.Atoi(string(v)); err == nil && !slices.ContainsFunc(m.f.Status, func(r StatusRange) bool {
+			return n >= r.Min && n <= r.Max
+		}) {
 			return false
 		}
 	}
