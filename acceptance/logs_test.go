@@ -222,7 +222,7 @@ func TestLogsFromPostgres(t *testing.T) {
 		t.Errorf("table: exit %d\n%s%s", code, out, errs)
 	}
 	out, errs, code = logsRun(t, env, "--level", "error", "--limit", "2", "--json")
-	if got := decodeLines(t, out); code != 0 || len(got) != 2 || !strings.Contains(errs, "the newest 2 matching events") {
+	if got := decodeLines(t, out); code != 0 || len(got) != 2 || !strings.Contains(errs, "more events matched than --limit 2") {
 		t.Errorf("--limit 2: exit %d, %d events, stderr %q", code, len(got), errs)
 	}
 

@@ -156,10 +156,24 @@ func logs(ctx context.Context, file string, f *logsFlags, stdout, stderr io.Writ
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			return nil // Ctrl-C: the end of a follow
 		}
-		return &logsExit{2, err}
+		return &logsExit{2, noTable(err, cfg.Postgres.DSN)}
 	}
 	res, err := src.Query(ctx, filter, out.print)
-	return logsEnd(res, err, filter, stderr)
+	return logsEnd(res, noTable(err, cfg.Postgres.DSN), filter, stderr)
+}
+
+// noTable says what to do when the database has no application_logs table.
+func noTable(err error, dsn string) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42P01" { // undefined_table
+		return err
+	}
+	db := "the database"
+	if pc, perr := pgconn.ParseConfig(dsn); perr == nil {
+		db = fmt.Sprintf("database %s at %s:%d", pc.Database, pc.Host, pc.Port)
+	}
+	return fmt.Errorf("%s has no sluice tables: is postgres.dsn (SLUICE_POSTGRES_DSN) the database the service writes to? "+
+		"(sluice migrate creates them): %w", db, err)
 }
 
 // logsEnd turns a query's outcome into the command's.
@@ -170,7 +184,7 @@ func logsEnd(res logquery.Result, err error, filter logquery.Filter, stderr io.W
 	case res.Events == 0:
 		return &logsExit{1, errNothingMatched}
 	case res.More:
-		fmt.Fprintf(stderr, "sluice logs: the newest %d matching events; older ones were left out (--limit 0 shows all)\n", filter.Limit)
+		fmt.Fprintf(stderr, "sluice logs: more events matched than --limit %d: these are the newest (--limit 0 shows all)\n", filter.Limit)
 	}
 	return nil
 }
@@ -245,8 +259,8 @@ func newLogsPrinter(w io.Writer, jsonOut, wide, color bool) *logsPrinter {
 // duration, request id, then what happened.
 const (
 	tableTime      = "2006-01-02 15:04:05.000"
-	requestIDWidth = 26
-	tableHeader    = "TIME (UTC)               LEVEL  STATUS  DURATION  REQUEST ID                  WHAT\n"
+	requestIDWidth = 36 // a UUID, the ids the middleware makes
+	tableHeader    = "TIME (UTC)               LEVEL  STATUS  DURATION  REQUEST ID                            WHAT\n"
 )
 
 func (p *logsPrinter) print(e *event.Event) error {

@@ -63,8 +63,8 @@ func TestLogsTable(t *testing.T) {
 		}
 	}
 	want := tableHeader +
-		`2026-12-02 07:56:27.260  ERROR  500        0.5ms  req-1                       GET "/fail\x1b[2J" error="boom\nagain"` + "\n" +
-		`2026-12-02 07:56:27.261  INFO   app               req-1                       order shown order=7` + "\n"
+		`2026-12-02 07:56:27.260  ERROR  500        0.5ms  req-1                                 GET "/fail\x1b[2J" error="boom\nagain"` + "\n" +
+		`2026-12-02 07:56:27.261  INFO   app               req-1                                 order shown order=7` + "\n"
 	if out.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", out.String(), want)
 	}
