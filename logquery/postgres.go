@@ -269,13 +269,9 @@ func scan(rows pgx.Rows) (row, error) {
 	}
 	e.TS = e.TS.UTC()
 	e.Level, e.Kind = event.Level(level), event.Kind(kind)
-	for dst, src := range map[*string]*string{&e.Service: service, &e.RequestID: requestID, &e.TraceID: traceID,
-		&e.SpanID: spanID, &e.Method: method, &e.Route: route, &e.Path: path, &e.ClientIP: clientIP,
-		&e.UserAgent: userAgent, &e.Error: errText, &e.Source: source} {
-		if src != nil {
-			*dst = *src
-		}
-	}
+	e.Service, e.RequestID, e.TraceID, e.SpanID = text(service), text(requestID), text(traceID), text(spanID)
+	e.Method, e.Route, e.Path, e.ClientIP = text(method), text(route), text(path), text(clientIP)
+	e.UserAgent, e.Error, e.Source = text(userAgent), text(errText), text(source)
 	if status != nil {
 		e.Status = int(*status)
 	}
@@ -306,6 +302,14 @@ func scan(rows pgx.Rows) (row, error) {
 		return row{}, fmt.Errorf("logquery: %w", err)
 	}
 	return row{event: &e, inserted: inserted}, nil
+}
+
+// text is a nullable text column's value: "" for NULL, as the event's JSON omits it.
+func text(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func message(b []byte) (*event.Message, error) {

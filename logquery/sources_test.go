@@ -105,6 +105,26 @@ func sources(t *testing.T, events []*event.Event) map[string]logquery.Source {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The same rows in a table partitioned by day on ts, as issue 13 makes application_logs: the
+	// queries name the table, never a partition.
+	for _, stmt := range []string{
+		"CREATE TABLE logs_by_day (LIKE application_logs INCLUDING DEFAULTS) PARTITION BY RANGE (ts)",
+		"CREATE TABLE logs_by_day_1129 PARTITION OF logs_by_day FOR VALUES FROM ('2026-11-29') TO ('2026-11-30')",
+		"CREATE TABLE logs_by_day_1130 PARTITION OF logs_by_day FOR VALUES FROM ('2026-11-30') TO ('2026-12-01')",
+		"CREATE TABLE logs_by_day_default PARTITION OF logs_by_day DEFAULT",
+		"CREATE INDEX ON logs_by_day (ts)",
+		"CREATE INDEX ON logs_by_day (request_id) WHERE request_id IS NOT NULL",
+		"CREATE INDEX ON logs_by_day (level, ts)",
+		"INSERT INTO logs_by_day SELECT * FROM application_logs",
+	} {
+		if _, err := pool.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	partitioned, err := logquery.NewPostgres(pool, logquery.PostgresConfig{Table: "logs_by_day"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	archive, err := logquery.NewArchive(store, logquery.ArchiveConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +133,7 @@ func sources(t *testing.T, events []*event.Event) map[string]logquery.Source {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string]logquery.Source{"postgres": pgSource, "archive": archive, "archive/1": serial}
+	return map[string]logquery.Source{"postgres": pgSource, "postgres/partitioned": partitioned, "archive": archive, "archive/1": serial}
 }
 
 func mustLevels(s string) []event.Level {
