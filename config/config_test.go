@@ -363,3 +363,19 @@ func TestBusDriverSection(t *testing.T) {
 		}
 	}
 }
+
+// bus.url's password never reaches a log line or `sluice config`.
+func TestBusURLPasswordIsMasked(t *testing.T) {
+	for in, want := range map[string]string{
+		"amqp://guest:secret@127.0.0.1:5672/":                   "amqp://guest:xxxxx@127.0.0.1:5672/",
+		"host=db user=sluice password=secret dbname=logs":       "host=db user=sluice password=xxxxx dbname=logs",
+		"127.0.0.1:9092,127.0.0.1:9093":                         "127.0.0.1:9092,127.0.0.1:9093",
+		"postgres://sluice:secret@db:5432/logs?sslmode=disable": "postgres://sluice:xxxxx@db:5432/logs?sslmode=disable",
+	} {
+		c := Default()
+		c.Bus.URL = in
+		if got := c.Redacted().Bus.URL; got != want || strings.Contains(got, "secret") {
+			t.Errorf("%s: redacted %s, want %s", in, got, want)
+		}
+	}
+}
