@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,23 +40,13 @@ func (f *flakyPublisher) Publish(topic string, msgs ...*message.Message) error {
 	return f.Publisher.Publish(topic, msgs...)
 }
 
-// Close leaves the GoChannel open: the web node and the worker of a test share it, as two processes
-// share a broker, and the first to close must not close it for the other.
-func (f *flakyPublisher) Close() error { return nil }
-
 // goChannelBroker is a broker in memory: every Subscribe gets every message (one member per group),
 // kept for subscribers that come later.
 func goChannelBroker() (*flakyPublisher, brokers.Broker) {
 	gc := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
 	pub := &flakyPublisher{Publisher: gc, tried: map[string]int{}}
-	return pub, brokers.FromWatermill(pub, func(string) (message.Subscriber, error) { return noClose{gc}, nil })
+	return pub, brokers.FromWatermill(pub, func(string) (message.Subscriber, error) { return gc, nil })
 }
-
-// noClose is a subscriber whose Close leaves the GoChannel open (its subscriptions end with their
-// context).
-type noClose struct{ message.Subscriber }
-
-func (noClose) Close() error { return nil }
 
 func brokerConfig() Config {
 	cfg := DefaultConfig()
@@ -205,5 +196,24 @@ func TestWorkerNeedsABrokerAndDoesNotPublish(t *testing.T) {
 	w := startWorker(t, cfg, b, map[string]*fakeSink{"errors": {}, "all": {}})
 	if err := w.Publish(context.Background(), appEvent(0)); !errors.Is(err, ErrWorker) {
 		t.Errorf("Publish on a worker: %v, want ErrWorker", err)
+	}
+}
+
+// refusingSubscriber refuses every subscription.
+type refusingSubscriber struct{}
+
+func (refusingSubscriber) Subscribe(context.Context, string) (<-chan *message.Message, error) {
+	return nil, errors.New("NOGROUP: no such consumer group")
+}
+func (refusingSubscriber) Close() error { return nil }
+
+// A worker whose broker refuses its subscriptions fails to start, saying why, instead of waiting.
+func TestWorkerFailsWhenTheBrokerRefusesToSubscribe(t *testing.T) {
+	b := brokers.FromWatermill(nil, func(string) (message.Subscriber, error) { return refusingSubscriber{}, nil })
+	_, err := NewWorker(context.Background(), brokerConfig(), quiet(), WithBroker(b), func(o *options) {
+		o.sinkFor = func(Route) (subscribers.Sink, time.Duration) { return &fakeSink{}, time.Second }
+	})
+	if err == nil || !strings.Contains(err.Error(), "NOGROUP") {
+		t.Fatalf("NewWorker: %v, want the subscription's error", err)
 	}
 }

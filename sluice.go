@@ -191,19 +191,29 @@ func newPipeline(cfg Config, opts []Option) (*Pipeline, options, error) {
 	return p, o, nil
 }
 
-// run starts the router and waits until it runs.
+// run starts the router and waits until it runs: it fails when the router stops first (a
+// subscription refused) or ctx ends.
 func (p *Pipeline) run(ctx context.Context) error {
+	stopped := make(chan error, 1)
 	go func() {
-		if err := p.router.Run(context.Background()); err != nil {
+		err := p.router.Run(context.Background())
+		if err != nil {
 			p.log.Error("router stopped", "error", err)
 		}
+		stopped <- err
 	}()
 	select {
 	case <-p.router.Running():
+		return nil
+	case err := <-stopped:
+		p.closeSinks()
+		if err == nil {
+			err = errors.New("the router stopped at start")
+		}
+		return fmt.Errorf("sluice: %w", err)
 	case <-ctx.Done():
 		_ = p.router.Close()
 		p.closeSinks()
 		return ctx.Err()
 	}
-	return nil
 }
