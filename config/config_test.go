@@ -1,6 +1,8 @@
 package config
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -9,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
+
+	"github.com/sluicelog/sluice/brokers"
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/publishers"
+	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
 	"github.com/sluicelog/sluice/subscribers/console"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
@@ -304,6 +310,72 @@ func TestSamplingAndLevelsFromYAML(t *testing.T) {
 		writeFile(t, file, yaml)
 		if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want one containing %q", yaml, err, want)
+		}
+	}
+}
+
+// testDriverSettings is a broker driver's settings, registered by the test below as driver "testmq".
+type testDriverSettings struct {
+	Stream   string `yaml:"stream"`
+	Replicas int    `yaml:"replicas"`
+}
+
+func (s testDriverSettings) Validate() error {
+	if s.Replicas <= 0 {
+		return &subscribers.SettingError{Key: "replicas", Value: s.Replicas, Msg: "must be positive"}
+	}
+	return nil
+}
+
+func init() {
+	brokers.Register(brokers.Driver{Name: "testmq", URL: "testmq://host",
+		Settings: func() any { return &testDriverSettings{Stream: "logs", Replicas: 1} },
+		Open: func(context.Context, string, any, watermill.LoggerAdapter) (brokers.Broker, error) {
+			return nil, errors.New("not a real driver")
+		}})
+}
+
+// A registered broker driver's section is bus.<driver>, configured from YAML and the environment,
+// strictly, with errors naming its keys; an unknown driver is refused naming the registered ones.
+func TestBusDriverSection(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, file, "bus:\n  driver: testmq\n  url: testmq://10.0.0.1\n  testmq:\n    stream: audit\n")
+	c, err := Load(file, []string{"SLUICE_BUS_TESTMQ_REPLICAS=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.BusSettings().(testDriverSettings); got.Stream != "audit" || got.Replicas != 3 {
+		t.Errorf("bus.testmq = %+v", got)
+	}
+	if _, ok := c.SinkSections()["bus.testmq"]; ok {
+		t.Error("a driver's section is listed as a sink's")
+	}
+	for yml, want := range map[string]string{
+		"bus:\n  testmq:\n    streem: x\n":                               "bus.testmq.streem",
+		"bus:\n  driver: testmq\n  url: x\n  testmq:\n    replicas: 0\n": "bus.testmq.replicas",
+		"bus:\n  driver: testmq\n":                                       "bus.url",
+		"bus:\n  driver: kafkaa\n":                                       "testmq",
+		"bus:\n  forward:\n    max_concurrent_publishes: 0\n":            "bus.forward.max_concurrent_publishes",
+	} {
+		writeFile(t, file, yml)
+		if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one naming %s", yml, err, want)
+		}
+	}
+}
+
+// bus.url's password never reaches a log line or `sluice config`.
+func TestBusURLPasswordIsMasked(t *testing.T) {
+	for in, want := range map[string]string{
+		"amqp://guest:secret@127.0.0.1:5672/":                   "amqp://guest:xxxxx@127.0.0.1:5672/",
+		"host=db user=sluice password=secret dbname=logs":       "host=db user=sluice password=xxxxx dbname=logs",
+		"127.0.0.1:9092,127.0.0.1:9093":                         "127.0.0.1:9092,127.0.0.1:9093",
+		"postgres://sluice:secret@db:5432/logs?sslmode=disable": "postgres://sluice:xxxxx@db:5432/logs?sslmode=disable",
+	} {
+		c := Default()
+		c.Bus.URL = in
+		if got := c.Redacted().Bus.URL; got != want || strings.Contains(got, "secret") {
+			t.Errorf("%s: redacted %s, want %s", in, got, want)
 		}
 	}
 }

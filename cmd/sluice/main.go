@@ -1,6 +1,7 @@
 // Command sluice runs sluice's demo service and its maintenance commands.
 //
 //	sluice demo      an Echo service with sluice embedded (see the README)
+//	sluice worker    write what web nodes forward to a broker (bus.driver), with /metrics and /readyz
 //	sluice migrate   apply the PostgreSQL schema migrations and print their status
 //	sluice logs      read the logs back from PostgreSQL or the archive, filtered; follow new ones
 //	sluice config    print the effective configuration (secrets masked) and every key
@@ -26,6 +27,7 @@ import (
 	"strings"
 	"syscall"
 
+	_ "github.com/sluicelog/sluice/brokers/all"                     // bus.driver: every broker driver
 	_ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore" // blob.connection_string: Azure Blob Storage
 )
 
@@ -36,6 +38,7 @@ func main() {
 // commands are sluice's commands, in the order help lists them.
 var commands = []struct{ name, summary string }{
 	{"demo", "run the demo Echo service with sluice embedded (SLUICE_HTTP_ADDR, default 127.0.0.1:8080)"},
+	{"worker", "write the events that web nodes forward to the broker (bus.driver, bus.url) to the routes' sinks; /metrics, /readyz on SLUICE_ADMIN_ADDR"},
 	{"migrate", "apply the PostgreSQL schema migrations (SLUICE_POSTGRES_DSN) and print their status"},
 	{"logs", "read the logs back from PostgreSQL (or the archive: --archive), filtered; -f follows new ones. " +
 		"Exit 0 found, 1 nothing matched, 2 bad usage or an error"},
@@ -151,6 +154,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "demo":
 		err = demoFlags.withProfiles(ctx, func() error { return demo(ctx, *configFile, demoFlags.logging, stdout, log) })
+	case "worker":
+		err = worker(ctx, *configFile, stdout, log)
 	case "migrate":
 		err = migrate(ctx, *configFile, stdout)
 	case "logs":
