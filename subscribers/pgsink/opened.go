@@ -81,7 +81,9 @@ func (o *opened) Prune(ctx context.Context, cutoff time.Time, dryRun bool) (subs
 }
 
 // TryPruneLock implements subscribers.PruneLocker: a PostgreSQL advisory lock.
-func (o *opened) TryPruneLock(ctx context.Context) (func(), bool, error) { return o.sink.TryPruneLock(ctx) }
+func (o *opened) TryPruneLock(ctx context.Context) (func(), bool, error) {
+	return o.sink.TryPruneLock(ctx)
+}
 
 var (
 	_ subscribers.Pruner      = (*opened)(nil)
