@@ -24,6 +24,7 @@
 //	throttle_middleware.go, breaker_middleware.go, failure_log.go   the batch-level router middleware
 //	readiness.go           Routes and Readiness (/readyz)
 //	close.go               Close: the drain, the cut at the deadline, the exact count, the release
+//	retention.go           the stores pruned to their retention: hourly, and Prune (sluice prune)
 //	metrics.go             the Prometheus metrics
 package sluice
 
@@ -74,19 +75,20 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // Build it with New, hand Middleware to Echo and Logger to the application, and Close it on shutdown
 // after the HTTP server has stopped accepting requests.
 type Pipeline struct {
-	cfg      Config
-	log      *slog.Logger
-	wmLogger watermill.LoggerAdapter
-	bus      *bus.Bus
-	pub      message.Publisher
-	router   *message.Router
-	routes   []*route
-	opened   map[string]subscribers.Opened // the sink types the routes name, opened
-	metrics  *metrics
-	closers  []func() error // what else the pipeline must close (a sink a test gives it)
-	closing  atomic.Bool
-	closed   sync.Once
-	closeErr error
+	cfg       Config
+	log       *slog.Logger
+	wmLogger  watermill.LoggerAdapter
+	bus       *bus.Bus
+	pub       message.Publisher
+	router    *message.Router
+	routes    []*route
+	opened    map[string]subscribers.Opened // the sink types the routes name, opened
+	metrics   *metrics
+	closers   []func() error // what else the pipeline must close (a sink a test gives it)
+	retention *retentionLoop // prunes the stores to their retention (retention.go)
+	closing   atomic.Bool
+	closed    sync.Once
+	closeErr  error
 }
 
 // New builds and starts a pipeline from cfg. It fails on an invalid configuration or a sink that
@@ -139,5 +141,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Pipeline, error) {
 		p.closeSinks()
 		return nil, ctx.Err()
 	}
+	p.retention = p.startRetention()
 	return p, nil
 }

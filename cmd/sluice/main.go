@@ -2,6 +2,7 @@
 //
 //	sluice demo      an Echo service with sluice embedded (see the README)
 //	sluice migrate   apply the PostgreSQL schema migrations and print their status
+//	sluice prune     remove what is older than the retention, in PostgreSQL and the archive
 //	sluice config    print the effective configuration (secrets masked) and every key
 //	sluice version   print the version and the commit it was built from
 //	sluice help      print the commands, or a command's flags (also sluice COMMAND -h)
@@ -36,6 +37,7 @@ func main() {
 var commands = []struct{ name, summary string }{
 	{"demo", "run the demo Echo service with sluice embedded (SLUICE_HTTP_ADDR, default 127.0.0.1:8080)"},
 	{"migrate", "apply the PostgreSQL schema migrations (SLUICE_POSTGRES_DSN) and print their status"},
+	{"prune", "remove what is older than the retention (postgres.retention, blob.retention) and print it; -dry-run"},
 	{"config", "print the effective configuration, secrets masked, and the environment variable of every key"},
 	{"version", "print the version and the commit this binary was built from"},
 	{"help", "print this, or a command's flags: sluice help COMMAND (or sluice COMMAND -h)"},
@@ -65,6 +67,7 @@ func newFlags(cmd string, stderr io.Writer) (*flag.FlagSet, *string, *demoFlags)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", os.Getenv("SLUICE_CONFIG"), "YAML configuration `file` (also SLUICE_CONFIG)")
 	demo := flagDemo(fs, cmd)
+	flagPrune(fs, cmd)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: sluice %s [flags]\n\n", cmd)
 		for _, c := range commands {
@@ -149,6 +152,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = demoFlags.withProfiles(ctx, func() error { return demo(ctx, *configFile, demoFlags.logging, stdout, log) })
 	case "migrate":
 		err = migrate(ctx, *configFile, stdout)
+	case "prune":
+		err = prune(ctx, *configFile, fs, stdout, log)
 	case "config":
 		err = printConfig(*configFile, stdout)
 	case "version":

@@ -54,7 +54,7 @@ type migration struct {
 
 // goMigrations are the migrations that SQL in one transaction cannot do.
 var goMigrations = []migration{
-	{Migration: Migration{Version: 3, Name: "0003_partition_by_day (Go: convert.go)"}, run: partitionByDay},
+	{Migration: Migration{Version: 3, Name: "0003_partition_by_day (Go)"}, run: partitionByDay},
 }
 
 // migrations returns the embedded migrations in version order.
