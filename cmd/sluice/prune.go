@@ -79,7 +79,9 @@ func printPruneReport(w io.Writer, r subscribers.PruneReport, now time.Time) {
 		if u.Events >= 0 {
 			fmt.Fprintf(w, "  %d events", u.Events)
 		}
-		if u.Objects > 0 {
+		if u.Objects == 1 {
+			fmt.Fprint(w, "  1 object")
+		} else if u.Objects > 1 {
 			fmt.Fprintf(w, "  %d objects", u.Objects)
 		}
 		if u.Bytes >= 0 {
