@@ -42,6 +42,9 @@ type dayRange struct {
 	pending  bool // DETACH CONCURRENTLY was interrupted: finish it with FINALIZE
 }
 
+// covers reports whether the partition is the one for rows of time t. One being detached (retention
+// is dropping it) still is: an event older than the retention that arrives in that instant fails its
+// partition and is dead-lettered, rather than failing its route's writes until the detach ends.
 func (r dayRange) covers(t time.Time) bool {
 	return (r.from.IsZero() || !t.Before(r.from)) && t.Before(r.to)
 }

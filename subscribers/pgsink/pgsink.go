@@ -298,7 +298,7 @@ func (s *Sink) Stored(ctx context.Context, b subscribers.Batch) (bool, error) {
 	}
 	var n int
 	err := s.pool.QueryRow(ctx, "SELECT count(DISTINCT id) FROM "+s.table.Sanitize()+" WHERE id = ANY($1) AND ts BETWEEN $2 AND $3",
-		ids, from, to).Scan(&n)
+		ids, from.Add(-time.Millisecond), to.Add(time.Millisecond)).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("pgsink: look up batch %s: %w", b.ID, err)
 	}
