@@ -1,5 +1,7 @@
 // Package pgsink owns sluice's PostgreSQL store: the application_logs schema and its versioned
-// migrations (Migrate), and the Sink that writes batches of events to it, one row per event.
+// migrations (Migrate), its day partitions (partition.go: made ahead and on demand) and their
+// retention (Prune: whole partitions dropped), and the Sink that writes batches of events to it, one
+// row per event.
 //
 // A write is one transaction, idempotent on the event id: writing a batch again, or an event that is
 // already stored, leaves one row per event. Text and jsonb values are cleaned of what PostgreSQL
