@@ -110,8 +110,8 @@ func Names() []string {
 
 // FromWatermill makes a Broker of a Watermill Publisher and a function that returns a Subscriber in a
 // consumer group (for example a team's own watermill-kafka set-up, its ConsumerGroup set to group).
-// Declare does nothing: the topology is the caller's. Close closes the publisher and the subscribers
-// it made.
+// Declare does nothing: the topology is the caller's. Close closes nothing either: the publisher and
+// the subscribers are the caller's, to close after the pipeline (which may share them with others).
 func FromWatermill(pub message.Publisher, subscriber func(group string) (message.Subscriber, error)) Broker {
 	return &watermillBroker{pub: pub, newSub: subscriber}
 }
@@ -119,8 +119,6 @@ func FromWatermill(pub message.Publisher, subscriber func(group string) (message
 type watermillBroker struct {
 	pub    message.Publisher
 	newSub func(group string) (message.Subscriber, error)
-	mu     sync.Mutex
-	subs   []message.Subscriber
 }
 
 func (b *watermillBroker) Publisher() message.Publisher { return b.pub }
@@ -129,29 +127,9 @@ func (b *watermillBroker) Subscriber(group string) (message.Subscriber, error) {
 	if b.newSub == nil {
 		return nil, errors.New("brokers: this broker was given no subscriber (FromWatermill with a nil subscriber function)")
 	}
-	s, err := b.newSub(group)
-	if err != nil {
-		return nil, err
-	}
-	b.mu.Lock()
-	b.subs = append(b.subs, s)
-	b.mu.Unlock()
-	return s, nil
+	return b.newSub(group)
 }
 
 func (b *watermillBroker) Declare(context.Context, string, []string) error { return nil }
 
-func (b *watermillBroker) Close() error {
-	b.mu.Lock()
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
-	if b.pub != nil {
-		errs = append(errs, b.pub.Close())
-	}
-	return errors.Join(errs...)
-}
+func (b *watermillBroker) Close() error { return nil }

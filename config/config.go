@@ -107,12 +107,12 @@ type Forward struct {
 	Breaker                Breaker       `yaml:"breaker"`
 }
 
-// DefaultForward is the forwarding of a web node: chunks of 1,000 events, 1 MiB or 1 s (each becomes
+// DefaultForward is the forwarding of a web node: chunks of 1,000 events, 512 KiB or 1 s (each becomes
 // one broker message, and one archive object per hour on the workers), 4 publishes at once of 10 s
 // at most, 3 attempts, and a breaker that opens after 5 failures for 5 s.
 func DefaultForward() Forward {
 	return Forward{
-		Chunk:                  ChunkPolicy{MaxEvents: 1000, MaxBytes: 1 << 20, Linger: time.Second},
+		Chunk:                  ChunkPolicy{MaxEvents: 1000, MaxBytes: 512 << 10, Linger: time.Second},
 		MaxConcurrentPublishes: 4,
 		PublishTimeout:         10 * time.Second,
 		Retry:                  RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second, MaxElapsed: 5 * time.Second},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -476,7 +477,22 @@ func setValue(f reflect.Value, s string) error {
 func (c Config) Redacted() Config {
 	c.Postgres = c.Postgres.Redacted()
 	c.Blob = c.Blob.Redacted()
+	c.Bus.URL = redactURL(c.Bus.URL)
 	return c
+}
+
+// passwordSetting is a password=… setting of a key=value connection string.
+var passwordSetting = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
+
+// redactURL masks the password of a URL (amqp://user:xxxxx@host) or of a key=value connection
+// string (password=xxxxx).
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return passwordSetting.ReplaceAllString(s, "${1}xxxxx")
 }
 
 // KeyValue is one configuration key, its environment variable and its value as text.

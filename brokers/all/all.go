@@ -1,6 +1,6 @@
-// Package all registers every broker driver that sluice ships (bus.driver): a program that imports
-// it (cmd/sluice does) can be configured with any of them. It owns nothing else: import a driver's
-// own package instead to link only that driver's client.
+// Package all registers every broker driver that sluice ships (bus.driver: kafka, redis, amqp, nats,
+// postgres). The sluice command imports it; a Go program that embeds sluice imports only the driver
+// it uses (github.com/sluicelog/sluice/brokers/<driver>), and links only that driver's client.
 package all
 
 import (
