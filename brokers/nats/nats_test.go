@@ -3,12 +3,8 @@ package nats_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -282,89 +278,13 @@ func TestStreamKeepsWhatAGroupHasNotAcknowledged(t *testing.T) {
 // acknowledged publish is there after the restart, and every message not acknowledged by the group
 // is delivered.
 func TestServerKilledLosesNothingAcknowledged(t *testing.T) {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if _, err := os.Stat("/usr/sbin/nats-server"); err != nil {
-			t.Fatal("nats-server is not installed (this machine kind has it in /usr/sbin)")
-		}
-		bin = "/usr/sbin/nats-server"
-	}
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", dir, "-l", filepath.Join(dir, "log"))
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-				_ = c.Close()
-				return cmd
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("nats-server did not start within 30 s")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	kill := func(cmd *exec.Cmd) {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_, _ = cmd.Process.Wait()
-	}
-	srv := start()
-	t.Cleanup(func() { kill(srv) })
-
+	srv := testenv.StartServer(t, "nats-server", func(port int, dir string) []string {
+		return []string{"-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", dir, "-l", filepath.Join(dir, "log")}
+	})
+	url := fmt.Sprintf("nats://127.0.0.1:%d", srv.Port)
 	s := nats.DefaultSettings()
 	s.AckWait = 2 * time.Second
-	b := openAt(t, url, s)
-	topic, g := declared(t, b, "a")
-	const n = 200
-	sent := map[string]bool{}
-	for range n {
-		m := brokertest.Chunk(5)
-		sent[m.UUID] = true
-		publish(t, b, topic, m)
-	}
-	ch := subscribe(t, b, g[0], topic)
-	acked := map[string]bool{}
-	for range n / 2 {
-		m := receive(t, ch, 30*time.Second)
-		m.Ack()
-		acked[m.UUID] = true
-	}
-	time.Sleep(time.Second) // the acks are confirmed in the subscription's goroutines
-	kill(srv)
-	srv = start()
-
-	// The old connection reconnects; a new member reads on.
-	ch2 := subscribe(t, openAt(t, url, s), g[0], topic)
-	got, again := map[string]bool{}, 0
-	for len(got) < n-len(acked) {
-		var m *message.Message
-		select {
-		case m = <-ch:
-		case m = <-ch2:
-		case <-time.After(60 * time.Second):
-			t.Fatalf("after the restart %d of the %d messages not acknowledged came within 60 s", len(got), n-len(acked))
-		}
-		m.Ack()
-		switch {
-		case !sent[m.UUID]:
-			t.Fatalf("unknown message %s", m.UUID)
-		case acked[m.UUID]:
-			again++ // an acknowledgement the killed server had not stored
-		default:
-			got[m.UUID] = true
-		}
-	}
-	t.Logf("kill -9 of nats-server: %d acknowledged publishes, %d acknowledged by the group before the kill, %d of them delivered again after it, all %d others delivered", n, len(acked), again, len(got))
+	brokertest.SurvivesKill(t, func(t *testing.T) brokers.Broker { return openAt(t, url, s) }, func() { srv.Kill(); srv.Start() })
 }
 
 // A NATS whose store was wiped lost the stream and its consumers: the publisher declares them again

@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -281,4 +282,27 @@ func TestSettingsFromConfig(t *testing.T) {
 // go test -run X -bench . ./brokers/redis/: full chunks published (4 at once) and consumed.
 func BenchmarkChunks(b *testing.B) {
 	brokertest.Bench(b, func(tb testing.TB) brokers.Broker { return open(tb, redis.DefaultSettings()) })
+}
+
+// kill -9 of a Redis that persists every write (a server of this test's own: appendonly yes,
+// appendfsync always): every acknowledged publish is there after the restart, and every entry the
+// group had not acknowledged is delivered. (The Redis of this machine kind persists nothing: there a
+// restart loses the stream, as TestGroupLostWithTheStreamIsCreatedAgain shows.)
+func TestServerKilledWithAppendOnlyLosesNothingAcknowledged(t *testing.T) {
+	srv := testenv.StartServer(t, "redis-server", func(port int, dir string) []string {
+		return []string{"--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always"}
+	})
+	url := fmt.Sprintf("redis://127.0.0.1:%d/0", srv.Port)
+	s := redis.DefaultSettings()
+	s.ClaimIdle, s.ClaimInterval, s.NackDelay = 2*time.Second, 200*time.Millisecond, time.Second
+	brokertest.SurvivesKill(t, func(t *testing.T) brokers.Broker {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b, err := redis.Open(ctx, url, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	}, func() { srv.Kill(); srv.Start() })
 }
