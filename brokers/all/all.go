@@ -1,0 +1,8 @@
+// Package all registers every broker driver of sluice (bus.driver): import it for its side effect,
+// as cmd/sluice does. It owns nothing else; a program that needs one driver imports that driver's
+// package instead, and links only its client.
+package all
+
+import (
+	_ "github.com/sluicelog/sluice/brokers/postgres" // bus.driver: postgres
+)

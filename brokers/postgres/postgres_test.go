@@ -1,0 +1,282 @@
+package postgres
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/brokertest"
+	"github.com/sluicelog/sluice/config"
+	"github.com/sluicelog/sluice/internal/testenv"
+)
+
+// testSettings polls often, so that the tests do not wait for the production poll interval.
+func testSettings() Settings {
+	s := DefaultSettings()
+	s.PollInterval = 20 * time.Millisecond
+	s.NackDelay = 100 * time.Millisecond
+	return s
+}
+
+func open(t *testing.T, dsn string, s Settings) *Broker {
+	t.Helper()
+	b, err := Open(context.Background(), dsn, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b
+}
+
+// The conformance suite against the real PostgreSQL, a database of its own.
+func TestConformance(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	brokertest.Run(t, func(t *testing.T) brokers.Broker { return open(t, dsn, testSettings()) },
+		brokertest.Options{Redelivery: 15 * time.Second})
+}
+
+// The driver registers itself with its settings as the configuration's section.
+func TestRegistered(t *testing.T) {
+	d, ok := brokers.Lookup(Driver)
+	if !ok {
+		t.Fatal("driver postgres not registered")
+	}
+	if got := *d.Settings().(*Settings); got != DefaultSettings() {
+		t.Errorf("Settings() = %+v, want the defaults", got)
+	}
+	if err := DefaultSettings().Validate(); err != nil {
+		t.Errorf("the defaults do not validate: %v", err)
+	}
+}
+
+// A bus.url that is no DSN, or a server that does not answer, fails Open with an error naming bus.url.
+func TestOpenNamesBusURL(t *testing.T) {
+	for _, url := range []string{
+		"postgres://user:secret@127.0.0.1:notaport/db",
+		"host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable",
+	} {
+		d, _ := brokers.Lookup(Driver)
+		_, err := d.Open(context.Background(), url, DefaultSettings(), nil)
+		if err == nil || !strings.Contains(err.Error(), "bus.url") {
+			t.Errorf("Open(%q) = %v, want an error naming bus.url", url, err)
+		}
+		t.Logf("Open(%q): %v", url, err)
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("Open(%q) error shows the password: %v", url, err)
+		}
+	}
+}
+
+// A topic that cannot name a table, or whose tables' names PostgreSQL would cut, is refused.
+func TestDeclareRefusesBadTopics(t *testing.T) {
+	b := open(t, testenv.Postgres(t), testSettings())
+	for _, topic := range []string{"a b", "x;drop", strings.Repeat("t", 50)} {
+		if err := b.Declare(context.Background(), topic, []string{"g"}); err == nil || !strings.Contains(err.Error(), "bus.topic") {
+			t.Errorf("Declare(%q) = %v, want an error naming bus.topic", topic, err)
+		}
+	}
+}
+
+// The trap of watermill-sql's queue schema (a polled batch marked acked as a whole) does not bite the
+// log schema this driver uses: with 10 rows per poll, a subscriber that acks 3 and closes with the 4th
+// unacked leaves the other 7 to the next member, and the 3 are not offered again.
+func TestPartBatch(t *testing.T) {
+	s := testSettings()
+	s.SubscribeBatchSize = 10
+	b := open(t, testenv.Postgres(t), s)
+	topic, g := brokertest.Names(t, "a")
+	ctx := context.Background()
+	if err := b.Declare(ctx, topic, g); err != nil {
+		t.Fatal(err)
+	}
+	var sent []string
+	for range 10 {
+		m := brokertest.Chunk(1)
+		sent = append(sent, m.UUID)
+		if err := b.Publisher().Publish(topic, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s1, ch1 := subscribe(t, b, g[0], topic)
+	for i := range 4 {
+		m := next(t, ch1)
+		if m.UUID != sent[i] {
+			t.Fatalf("message %d is %s, want %s (commit order)", i, m.UUID, sent[i])
+		}
+		if i < 3 {
+			m.Ack()
+		}
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, ch2 := subscribe(t, b, g[0], topic)
+	for i := 3; i < 10; i++ {
+		m := next(t, ch2)
+		m.Ack()
+		if m.UUID != sent[i] {
+			t.Errorf("after the close, message %s, want %s", m.UUID, sent[i])
+		}
+	}
+	select {
+	case m := <-ch2:
+		t.Errorf("message %s offered again after it was acked", m.UUID)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+func next(t *testing.T, ch <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(30 * time.Second):
+		t.Fatal("no message within 30 s")
+		return nil
+	}
+}
+
+// Chunks published before the groups were declared or subscribed are not lost: a group starts at the
+// beginning of the topic.
+func TestPublishedBeforeDeclareIsKept(t *testing.T) {
+	b := open(t, testenv.Postgres(t), testSettings())
+	topic, g := brokertest.Names(t, "late")
+	sent := brokertest.Chunk(2)
+	if err := b.Publisher().Publish(topic, sent); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Declare(context.Background(), topic, g); err != nil {
+		t.Fatal(err)
+	}
+	_, ch := subscribe(t, b, g[0], topic)
+	if m := next(t, ch); m.UUID != sent.UUID {
+		t.Errorf("got %s, want %s", m.UUID, sent.UUID)
+	} else {
+		m.Ack()
+	}
+}
+
+// A worker killed while it holds a chunk: PostgreSQL ends its connection (pg_terminate_backend, what
+// a kill -9 of the worker comes to for the server), and another member of the group gets the chunk.
+func TestKilledWorkersChunkGoesToAnotherMember(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	worker, other := open(t, dsn, testSettings()), open(t, dsn, testSettings())
+	topic, g := brokertest.Names(t, "a")
+	ctx := context.Background()
+	if err := worker.Declare(ctx, topic, g); err != nil {
+		t.Fatal(err)
+	}
+	sent := brokertest.Chunk(1)
+	if err := worker.Publisher().Publish(topic, sent); err != nil {
+		t.Fatal(err)
+	}
+	_, ch1 := subscribe(t, worker, g[0], topic)
+	next(t, ch1) // held, never acked
+	_, ch2 := subscribe(t, other, g[0], topic)
+	// The worker's transaction is the one idle in a transaction, holding the group's row.
+	var killed int
+	if err := other.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()`).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminated %d worker sessions (%v), want 1", killed, err)
+	}
+	m := next(t, ch2)
+	m.Ack()
+	if m.UUID != sent.UUID {
+		t.Errorf("the other member got %s, want %s", m.UUID, sent.UUID)
+	}
+}
+
+// Rows are pruned once every group has consumed them, and not before.
+func TestPruneDeletesWhatEveryGroupConsumed(t *testing.T) {
+	s := testSettings()
+	s.Retention = 0
+	s.PruneInterval = time.Hour // the test prunes itself
+	b := open(t, testenv.Postgres(t), s)
+	topic, g := brokertest.Names(t, "pg", "blob")
+	ctx := context.Background()
+	if err := b.Declare(ctx, topic, g); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := b.Publisher().Publish(topic, brokertest.Chunk(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consume := func(group string) {
+		sub, ch := subscribe(t, b, group, topic)
+		defer sub.Close()
+		for range 5 {
+			next(t, ch).Ack()
+		}
+		// The offsets are committed after the last ack: wait until the group's position has moved.
+		waitFor(t, func() bool {
+			var acked int64
+			_ = b.pool.QueryRow(ctx, `SELECT offset_acked FROM `+b.offsets.MessagesOffsetsTable(topic)+` WHERE consumer_group = $1`, group).Scan(&acked)
+			return acked == 5
+		})
+	}
+	consume(g[0])
+	if n, err := b.prune(ctx, topic); err != nil || n != 0 {
+		t.Fatalf("prune with one group behind deleted %d rows (%v), want 0", n, err)
+	}
+	consume(g[1])
+	if n, err := b.prune(ctx, topic); err != nil || n != 5 {
+		t.Fatalf("prune with every group done deleted %d rows (%v), want 5", n, err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 30 s")
+		}
+	}
+}
+
+// The section bus.postgres comes from YAML and SLUICE_BUS_POSTGRES_<KEY>, and its errors name the key.
+func TestSettingsFromConfiguration(t *testing.T) {
+	base := []string{"SLUICE_BUS_DRIVER=postgres", "SLUICE_BUS_URL=" + testenv.DefaultPostgresDSN}
+	c, err := config.Load("", append(base, "SLUICE_BUS_POSTGRES_POLL_INTERVAL=100ms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.BusSettings().(Settings).PollInterval; got != 100*time.Millisecond {
+		t.Errorf("poll_interval = %s, want 100ms", got)
+	}
+	for env, key := range map[string]string{
+		"SLUICE_BUS_POSTGRES_POLL_INTERVAL=0":        "bus.postgres.poll_interval",
+		"SLUICE_BUS_POSTGRES_SUBSCRIBE_BATCH_SIZE=0": "bus.postgres.subscribe_batch_size",
+		"SLUICE_BUS_POSTGRES_TABLE_PREFIX=a b":       "bus.postgres.table_prefix",
+		"SLUICE_BUS_POSTGRES_MAX_CONNS=1":            "bus.postgres.max_conns",
+		"SLUICE_BUS_POSTGRES_RETENTION=-1s":          "bus.postgres.retention",
+	} {
+		if _, err := config.Load("", append(base, env)); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: error %v, want one naming %s", env, err, key)
+		}
+	}
+}
+
+// subscribe subscribes a new member of group to topic, until the test ends.
+func subscribe(t *testing.T, b *Broker, group, topic string) (message.Subscriber, <-chan *message.Message) {
+	t.Helper()
+	sub, err := b.Subscriber(group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub, ch
+}
