@@ -72,20 +72,10 @@ func publish(t *testing.T, b brokers.Broker, topic string, msgs ...*message.Mess
 	}
 }
 
-func subscribe(t *testing.T, b brokers.Broker, group, topic string) (<-chan *message.Message, context.CancelFunc) {
+func subscribe(t *testing.T, b brokers.Broker, group, topic string) <-chan *message.Message {
 	t.Helper()
-	s, err := b.Subscriber(group)
-	if err != nil {
-		t.Fatalf("Subscriber(%s): %v", group, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := s.Subscribe(ctx, topic)
-	if err != nil {
-		cancel()
-		t.Fatalf("Subscribe(%s): %v", topic, err)
-	}
-	t.Cleanup(cancel)
-	return ch, cancel
+	_, ch := Subscribe(t, b, group, topic)
+	return ch
 }
 
 // receive takes n messages from ch (acking each when ack), within wait.
@@ -132,7 +122,7 @@ func declared(t *testing.T, open Open, o Options) {
 		want[m.UUID] = true
 		publish(t, b, topic, m)
 	}
-	ch, _ := subscribe(t, b, g[0], topic)
+	ch := subscribe(t, b, g[0], topic)
 	for _, m := range receive(t, ch, 5, true, o.Wait) {
 		if !want[m.UUID] {
 			t.Errorf("unexpected or repeated message %s", m.UUID)
@@ -148,7 +138,7 @@ func unchanged(t *testing.T, open Open, o Options) {
 	sent := Chunk(50)
 	sent.Metadata.Set("x-extra", "kept")
 	publish(t, b, topic, sent)
-	ch, _ := subscribe(t, b, g[0], topic)
+	ch := subscribe(t, b, g[0], topic)
 	got := receive(t, ch, 1, true, o.Wait)[0]
 	if got.UUID != sent.UUID {
 		t.Errorf("UUID = %s, want %s", got.UUID, sent.UUID)
@@ -175,7 +165,7 @@ func groups(t *testing.T, open Open, o Options) {
 		publish(t, b, topic, Chunk(1))
 	}
 	for _, group := range g {
-		ch, _ := subscribe(t, b, group, topic)
+		ch := subscribe(t, b, group, topic)
 		receive(t, ch, 10, true, o.Wait)
 	}
 }
@@ -184,8 +174,8 @@ func members(t *testing.T, open Open, o Options) {
 	b1, b2 := open(t), open(t) // two processes' members of one group
 	topic, g := Names(t, "a")
 	declare(t, b1, topic, g)
-	ch1, _ := subscribe(t, b1, g[0], topic)
-	ch2, _ := subscribe(t, b2, g[0], topic)
+	ch1 := subscribe(t, b1, g[0], topic)
+	ch2 := subscribe(t, b2, g[0], topic)
 	const n = 20
 	sent := map[string]bool{}
 	for range n {
@@ -228,7 +218,7 @@ func nacked(t *testing.T, open Open, o Options) {
 	declare(t, b, topic, g)
 	sent := Chunk(2)
 	publish(t, b, topic, sent)
-	ch, _ := subscribe(t, b, g[0], topic)
+	ch := subscribe(t, b, g[0], topic)
 	first := receive(t, ch, 1, false, o.Wait)[0]
 	first.Nack()
 	again := receive(t, ch, 1, true, o.Redelivery+o.Wait)[0]
@@ -255,7 +245,7 @@ func handover(t *testing.T, open Open, o Options) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s1.Close() })
 	other := open(t) // another process's member of the group
-	ch2, _ := subscribe(t, other, g[0], topic)
+	ch2 := subscribe(t, other, g[0], topic)
 	got := receive(t, ch2, 1, true, o.Redelivery+o.Wait)[0]
 	if got.UUID != sent.UUID {
 		t.Errorf("the other member got %s, want %s", got.UUID, sent.UUID)

@@ -6,11 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-
 	"github.com/sluicelog/sluice/brokers"
 	"github.com/sluicelog/sluice/brokers/brokertest"
-	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/internal/testenv"
 )
 
@@ -43,36 +40,14 @@ func TestConformance(t *testing.T) {
 		brokertest.Options{Redelivery: 15 * time.Second})
 }
 
-// The driver registers itself with its settings as the configuration's section.
-func TestRegistered(t *testing.T) {
-	d, ok := brokers.Lookup(Driver)
-	if !ok {
-		t.Fatal("driver postgres not registered")
-	}
-	if got := *d.Settings().(*Settings); got != DefaultSettings() {
-		t.Errorf("Settings() = %+v, want the defaults", got)
-	}
-	if err := DefaultSettings().Validate(); err != nil {
-		t.Errorf("the defaults do not validate: %v", err)
-	}
-}
+// The driver registers itself, with its settings as the section bus.postgres.
+func TestRegistered(t *testing.T) { brokertest.Registered(t, Driver, DefaultSettings()) }
 
 // A bus.url that is no DSN, or a server that does not answer, fails Open with an error naming bus.url.
 func TestOpenNamesBusURL(t *testing.T) {
-	for _, url := range []string{
+	brokertest.RefusesURLs(t, Driver, DefaultSettings(), "secret",
 		"postgres://user:secret@127.0.0.1:notaport/db",
-		"host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable",
-	} {
-		d, _ := brokers.Lookup(Driver)
-		_, err := d.Open(context.Background(), url, DefaultSettings(), nil)
-		if err == nil || !strings.Contains(err.Error(), "bus.url") {
-			t.Errorf("Open(%q) = %v, want an error naming bus.url", url, err)
-		}
-		t.Logf("Open(%q): %v", url, err)
-		if err != nil && strings.Contains(err.Error(), "secret") {
-			t.Errorf("Open(%q) error shows the password: %v", url, err)
-		}
-	}
+		"host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable")
 }
 
 // A topic that cannot name a table, or whose tables' names PostgreSQL would cut, is refused.
@@ -105,7 +80,7 @@ func TestPartBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s1, ch1 := subscribe(t, b, g[0], topic)
+	s1, ch1 := brokertest.Subscribe(t, b, g[0], topic)
 	for i := range 4 {
 		m := next(t, ch1)
 		if m.UUID != sent[i] {
@@ -118,7 +93,7 @@ func TestPartBatch(t *testing.T) {
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, ch2 := subscribe(t, b, g[0], topic)
+	_, ch2 := brokertest.Subscribe(t, b, g[0], topic)
 	for i := 3; i < 10; i++ {
 		m := next(t, ch2)
 		m.Ack()
@@ -133,16 +108,7 @@ func TestPartBatch(t *testing.T) {
 	}
 }
 
-func next(t *testing.T, ch <-chan *message.Message) *message.Message {
-	t.Helper()
-	select {
-	case m := <-ch:
-		return m
-	case <-time.After(30 * time.Second):
-		t.Fatal("no message within 30 s")
-		return nil
-	}
-}
+var next = brokertest.Next
 
 // Chunks published before the groups were declared or subscribed are not lost: a group starts at the
 // beginning of the topic.
@@ -156,7 +122,7 @@ func TestPublishedBeforeDeclareIsKept(t *testing.T) {
 	if err := b.Declare(context.Background(), topic, g); err != nil {
 		t.Fatal(err)
 	}
-	_, ch := subscribe(t, b, g[0], topic)
+	_, ch := brokertest.Subscribe(t, b, g[0], topic)
 	if m := next(t, ch); m.UUID != sent.UUID {
 		t.Errorf("got %s, want %s", m.UUID, sent.UUID)
 	} else {
@@ -178,9 +144,9 @@ func TestKilledWorkersChunkGoesToAnotherMember(t *testing.T) {
 	if err := worker.Publisher().Publish(topic, sent); err != nil {
 		t.Fatal(err)
 	}
-	_, ch1 := subscribe(t, worker, g[0], topic)
+	_, ch1 := brokertest.Subscribe(t, worker, g[0], topic)
 	next(t, ch1) // held, never acked
-	_, ch2 := subscribe(t, other, g[0], topic)
+	_, ch2 := brokertest.Subscribe(t, other, g[0], topic)
 	// The worker's transaction is the one idle in a transaction, holding the group's row.
 	var killed int
 	if err := other.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -211,7 +177,7 @@ func TestPruneDeletesWhatEveryGroupConsumed(t *testing.T) {
 		}
 	}
 	consume := func(group string) {
-		sub, ch := subscribe(t, b, group, topic)
+		sub, ch := brokertest.Subscribe(t, b, group, topic)
 		defer sub.Close()
 		for range 5 {
 			next(t, ch).Ack()
@@ -244,39 +210,14 @@ func waitFor(t *testing.T, cond func() bool) {
 
 // The section bus.postgres comes from YAML and SLUICE_BUS_POSTGRES_<KEY>, and its errors name the key.
 func TestSettingsFromConfiguration(t *testing.T) {
-	base := []string{"SLUICE_BUS_DRIVER=postgres", "SLUICE_BUS_URL=" + testenv.DefaultPostgresDSN}
-	c, err := config.Load("", append(base, "SLUICE_BUS_POSTGRES_POLL_INTERVAL=100ms"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c.BusSettings().(Settings).PollInterval; got != 100*time.Millisecond {
-		t.Errorf("poll_interval = %s, want 100ms", got)
-	}
-	for env, key := range map[string]string{
+	s := brokertest.SettingErrors(t, Driver, testenv.DefaultPostgresDSN, []string{"SLUICE_BUS_POSTGRES_POLL_INTERVAL=100ms"}, map[string]string{
 		"SLUICE_BUS_POSTGRES_POLL_INTERVAL=0":        "bus.postgres.poll_interval",
 		"SLUICE_BUS_POSTGRES_SUBSCRIBE_BATCH_SIZE=0": "bus.postgres.subscribe_batch_size",
 		"SLUICE_BUS_POSTGRES_TABLE_PREFIX=a b":       "bus.postgres.table_prefix",
 		"SLUICE_BUS_POSTGRES_MAX_CONNS=1":            "bus.postgres.max_conns",
 		"SLUICE_BUS_POSTGRES_RETENTION=-1s":          "bus.postgres.retention",
-	} {
-		if _, err := config.Load("", append(base, env)); err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("%s: error %v, want one naming %s", env, err, key)
-		}
+	})
+	if got := s.(Settings).PollInterval; got != 100*time.Millisecond {
+		t.Errorf("poll_interval = %s, want 100ms", got)
 	}
-}
-
-// subscribe subscribes a new member of group to topic, until the test ends.
-func subscribe(t *testing.T, b *Broker, group, topic string) (message.Subscriber, <-chan *message.Message) {
-	t.Helper()
-	sub, err := b.Subscriber(group)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ch, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sub, ch
 }
