@@ -38,6 +38,7 @@ func Run(t *testing.T, open Open, o Options) {
 	}
 	t.Run("DeclaredGroupsGetWhatWasPublishedBeforeTheySubscribed", func(t *testing.T) { declared(t, open, o) })
 	t.Run("UUIDMetadataAndPayloadArriveUnchanged", func(t *testing.T) { unchanged(t, open, o) })
+	t.Run("AChunkOfOneMiBArrivesWhole", func(t *testing.T) { large(t, open, o) })
 	t.Run("EveryGroupGetsEveryMessage", func(t *testing.T) { groups(t, open, o) })
 	t.Run("MembersOfOneGroupShare", func(t *testing.T) { members(t, open, o) })
 	t.Run("NackedIsOfferedAgain", func(t *testing.T) { nacked(t, open, o) })
@@ -154,6 +155,22 @@ func unchanged(t *testing.T, open Open, o Options) {
 	events, bad := event.Decode(got.Payload)
 	if len(events) != 50 || len(bad) != 0 {
 		t.Errorf("decoded %d events and %d bad lines, want 50 and 0", len(events), len(bad))
+	}
+}
+
+// large sends a chunk as large as a web node seals by default (bus.forward.chunk.max_bytes, 1 MiB).
+func large(t *testing.T, open Open, o Options) {
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	sent := Chunk(1)
+	for len(sent.Payload) < 1<<20-200 {
+		sent.Payload = append(sent.Payload, Chunk(1).Payload...)
+	}
+	publish(t, b, topic, sent)
+	got := receive(t, subscribe(t, b, g[0], topic), 1, true, o.Wait)[0]
+	if got.UUID != sent.UUID || string(got.Payload) != string(sent.Payload) {
+		t.Errorf("got %s with %d bytes, want %s with %d bytes", got.UUID, len(got.Payload), sent.UUID, len(sent.Payload))
 	}
 }
 
