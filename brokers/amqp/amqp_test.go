@@ -31,7 +31,7 @@ func testSettings() Settings {
 	return s
 }
 
-func open(t *testing.T, s Settings) *Broker {
+func open(t testing.TB, s Settings) *Broker {
 	t.Helper()
 	b, err := Open(context.Background(), testURL(), s, nil)
 	if err != nil {
@@ -245,5 +245,16 @@ func TestPrefetchedChunksAreHandedOutAtOnce(t *testing.T) {
 	}
 	for range publishers*each - s.Prefetch {
 		next(t, ch).Ack()
+	}
+}
+
+// Chunks of 1,000 events through RabbitMQ: publish, then consume (figures, not asserted).
+func BenchmarkBroker(b *testing.B) {
+	for _, queueType := range []string{QueueQuorum, QueueClassic} {
+		b.Run(queueType, func(b *testing.B) {
+			s := DefaultSettings()
+			s.QueueType = queueType
+			brokertest.Bench(b, func(b *testing.B) brokers.Broker { return open(b, s) })
+		})
 	}
 }

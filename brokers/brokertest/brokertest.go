@@ -46,7 +46,7 @@ func Run(t *testing.T, open Open, o Options) {
 }
 
 // Names returns a topic and group names unique to the test.
-func Names(t *testing.T, groups ...string) (topic string, out []string) {
+func Names(t testing.TB, groups ...string) (topic string, out []string) {
 	base := fmt.Sprintf("sluicetest_%d", time.Now().UnixNano())
 	for _, g := range groups {
 		out = append(out, base+"_"+g)
@@ -66,21 +66,21 @@ func Chunk(n int) *message.Message {
 	return msg
 }
 
-func publish(t *testing.T, b brokers.Broker, topic string, msgs ...*message.Message) {
+func publish(t testing.TB, b brokers.Broker, topic string, msgs ...*message.Message) {
 	t.Helper()
 	if err := b.Publisher().Publish(topic, msgs...); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
 }
 
-func subscribe(t *testing.T, b brokers.Broker, group, topic string) <-chan *message.Message {
+func subscribe(t testing.TB, b brokers.Broker, group, topic string) <-chan *message.Message {
 	t.Helper()
 	_, ch := Subscribe(t, b, group, topic)
 	return ch
 }
 
 // receive takes n messages from ch (acking each when ack), within wait.
-func receive(t *testing.T, ch <-chan *message.Message, n int, ack bool, wait time.Duration) []*message.Message {
+func receive(t testing.TB, ch <-chan *message.Message, n int, ack bool, wait time.Duration) []*message.Message {
 	t.Helper()
 	var out []*message.Message
 	deadline := time.After(wait)
@@ -101,7 +101,7 @@ func receive(t *testing.T, ch <-chan *message.Message, n int, ack bool, wait tim
 	return out
 }
 
-func declare(t *testing.T, b brokers.Broker, topic string, groups []string) {
+func declare(t testing.TB, b brokers.Broker, topic string, groups []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -66,7 +66,7 @@ func RefusesURLs(t *testing.T, name string, settings any, secret string, urls ..
 }
 
 // Subscribe makes a new member of group and subscribes it to topic until the test ends.
-func Subscribe(t *testing.T, b brokers.Broker, group, topic string) (message.Subscriber, <-chan *message.Message) {
+func Subscribe(t testing.TB, b brokers.Broker, group, topic string) (message.Subscriber, <-chan *message.Message) {
 	t.Helper()
 	s, err := b.Subscriber(group)
 	if err != nil {
@@ -82,7 +82,7 @@ func Subscribe(t *testing.T, b brokers.Broker, group, topic string) (message.Sub
 }
 
 // Next returns the next message from ch, failing the test when none comes within 30 s.
-func Next(t *testing.T, ch <-chan *message.Message) *message.Message {
+func Next(t testing.TB, ch <-chan *message.Message) *message.Message {
 	t.Helper()
 	return receive(t, ch, 1, false, 30*time.Second)[0]
 }

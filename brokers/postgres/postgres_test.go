@@ -19,7 +19,7 @@ func testSettings() Settings {
 	return s
 }
 
-func open(t *testing.T, dsn string, s Settings) *Broker {
+func open(t testing.TB, dsn string, s Settings) *Broker {
 	t.Helper()
 	b, err := Open(context.Background(), dsn, s, nil)
 	if err != nil {
@@ -220,4 +220,10 @@ func TestSettingsFromConfiguration(t *testing.T) {
 	if got := s.(Settings).PollInterval; got != 100*time.Millisecond {
 		t.Errorf("poll_interval = %s, want 100ms", got)
 	}
+}
+
+// Chunks of 1,000 events through PostgreSQL: publish, then consume (figures, not asserted).
+func BenchmarkBroker(b *testing.B) {
+	dsn := testenv.Postgres(b)
+	brokertest.Bench(b, func(b *testing.B) brokers.Broker { return open(b, dsn, DefaultSettings()) })
 }
