@@ -90,6 +90,8 @@ type Broker struct {
 	log      watermill.LoggerAdapter
 	pub      *publisher
 	blocked  atomic.Bool // RabbitMQ blocks this connection's publishes (connection.blocked)
+	// declared, when set (by tests, before use), is told every exchange and queue declared.
+	declared func(exchange string, queues []string)
 
 	mu     sync.Mutex
 	conn   *amqp091.Connection
@@ -191,8 +193,14 @@ func (b *Broker) declare(ch *amqp091.Channel, topic string, groups []string) err
 	if err := declareExchange(ch, topic); err != nil {
 		return fmt.Errorf("brokers/amqp: %w", err)
 	}
-	for _, g := range groups {
-		q := QueueName(topic, g)
+	queues := make([]string, len(groups))
+	for i, g := range groups {
+		queues[i] = QueueName(topic, g)
+	}
+	if b.declared != nil {
+		b.declared(topic, queues)
+	}
+	for _, q := range queues {
 		if _, err := ch.QueueDeclare(q, true, false, false, false, b.queueArgs()); err != nil {
 			return fmt.Errorf("brokers/amqp: declare queue %q (bus.amqp.queue_type %s): %w (an existing queue keeps the type and arguments it was declared with)",
 				q, b.settings.QueueType, err)

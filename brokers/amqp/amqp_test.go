@@ -37,12 +37,49 @@ func open(t testing.TB, s Settings) *Broker {
 	if err != nil {
 		t.Fatalf("%v (is RabbitMQ running? .ci/run starts it with rabbitmq-server -detached)", err)
 	}
+	removeAtEnd(t, b)
 	t.Cleanup(func() {
 		if err := b.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
 	return b
+}
+
+// removeAtEnd deletes the exchanges and queues that b declares once the test is over: durable queues
+// would pile up in the broker, run after run.
+func removeAtEnd(t testing.TB, b *Broker) {
+	var mu sync.Mutex
+	exchanges, queues := map[string]bool{}, map[string]bool{}
+	b.declared = func(exchange string, qs []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		exchanges[exchange] = true
+		for _, q := range qs {
+			queues[q] = true
+		}
+	}
+	t.Cleanup(func() {
+		conn, err := amqp091.Dial(testURL())
+		if err != nil {
+			t.Logf("remove the test's queues: %v", err)
+			return
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Logf("remove the test's queues: %v", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for q := range queues {
+			_, _ = ch.QueueDelete(q, false, false, false)
+		}
+		for e := range exchanges {
+			_ = ch.ExchangeDelete(e, false, false)
+		}
+	})
 }
 
 // The conformance suite against the real RabbitMQ, with the default quorum queues and with classic ones.

@@ -88,6 +88,7 @@ func TestConnectionDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	removeAtEnd(t, worker)
 	t.Cleanup(func() { _ = worker.Close() })
 	other := open(t, s) // not through the proxy
 	topic, g := brokertest.Names(t, "a")

@@ -158,7 +158,7 @@ func (s *subscriber) handOut(ctx context.Context, c *consumer, out chan<- *messa
 }
 
 // settle passes msg's ack on to RabbitMQ, or its nack after nack_delay; once the consumption ended
-// (lost) it gives up: the connection's close requeues the delivery.
+// (lost) it gives up, unless msg is acked by then: the connection's close requeues the delivery.
 func (s *subscriber) settle(d amqp091.Delivery, msg *message.Message, lost <-chan struct{}) {
 	select {
 	case <-msg.Acked():
@@ -166,6 +166,11 @@ func (s *subscriber) settle(d amqp091.Delivery, msg *message.Message, lost <-cha
 	case <-msg.Nacked():
 		s.nack(d, lost)
 	case <-lost:
+		select {
+		case <-msg.Acked(): // acked as the consumption ended: the connection is still open
+			_ = d.Ack(false)
+		default:
+		}
 	}
 }
 
