@@ -43,7 +43,7 @@ func ExampleOpen() {
 		return
 	}
 	for got := range msgs {
-		got.Ack() // after the write
+		got.Ack()                   // after the write
 		if got.UUID == chunk.UUID { // (an earlier run's chunk, left unacknowledged, comes first)
 			fmt.Printf("queue %s: %s", amqp.QueueName(topic, group), got.Payload)
 			fmt.Println("events:", got.Metadata.Get(event.MetadataEvents))
