@@ -23,14 +23,16 @@
 //     polled batch acked, a batch that was only partly handled loses nothing; TestPartBatch proves
 //     it). A kill -9 of a worker rolls its transaction back: the chunks of its current poll (one by
 //     default, subscribe_batch_size) are offered again. A nack offers the chunk again after
-//     nack_delay; a chunk not acknowledged within ack_deadline is offered again too.
+//     nack_delay; a chunk not acknowledged within ack_deadline is offered again too (and the context of
+//     the message handed out is cancelled).
 //   - Members of a group take turns: a poll locks the group's row (SELECT … FOR UPDATE) until the
 //     rows it read are handled, so one member hands out at a time, in commit order. A second worker
 //     of a group is a hot standby for it, not more throughput (each route is a group of its own, so
 //     routes do run in parallel). When a worker is killed its connection closes, PostgreSQL aborts its
 //     transaction at once and another member takes over at its next poll (poll_interval); a worker
-//     whose machine vanished is cut off by idle_in_transaction_session_timeout (ack_deadline times
-//     subscribe_batch_size, plus 10 s), which this driver sets on its connections.
+//     whose machine vanished is found by the server's TCP keepalives, which this driver sets to
+//     about 11 s, and one that hangs with its connection open by idle_in_transaction_session_timeout
+//     (ack_deadline times subscribe_batch_size, plus 10 s).
 //   - Visibility: a row is read only once every transaction older than it has ended
 //     (pg_snapshot_xmin), so a long transaction in the same database delays delivery (never loses).
 //     Give the bus a database of its own under load.
@@ -91,7 +93,7 @@ type Broker struct {
 	log       watermill.LoggerAdapter
 	schema    wsql.DefaultPostgreSQLSchema
 	offsets   wsql.DefaultPostgreSQLOffsetsAdapter
-	publisher *wsql.Publisher
+	publisher *publisher
 
 	mu     sync.Mutex
 	subs   []*wsql.Subscriber
@@ -118,6 +120,11 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 	// A worker that vanished without closing its connection must not hold its group's row forever.
 	idle := s.AckDeadline*time.Duration(s.SubscribeBatchSize) + 10*time.Second
 	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(idle.Milliseconds(), 10)
+	// A worker whose machine vanished is found by the server's TCP keepalives within about 11 s
+	// (5 s idle, then 3 probes 2 s apart) while its transaction waits for it.
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_idle"] = "5"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_interval"] = "2"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_count"] = "3"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "sluice-bus"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -145,7 +152,7 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	b.publisher, err = wsql.NewPublisher(wsql.BeginnerFromPgx(pool), wsql.PublisherConfig{
+	stock, err := wsql.NewPublisher(wsql.BeginnerFromPgx(pool), wsql.PublisherConfig{
 		SchemaAdapter:        b.schema,
 		AutoInitializeSchema: true,
 	}, log)
@@ -153,12 +160,43 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 		pool.Close()
 		return nil, err
 	}
+	b.publisher = &publisher{stock: stock}
 	go b.pruneLoop()
 	return b, nil
 }
 
-// Publisher returns the stock SQL publisher: Publish returns once its INSERT is committed.
+// Publisher returns the stock SQL publisher (with a safe Close): Publish returns once its INSERT is
+// committed.
 func (b *Broker) Publisher() message.Publisher { return b.publisher }
+
+// publisher is the stock SQL publisher with a Close that is safe while publishes run: the stock one
+// sets a plain flag that Publish reads, and may Wait on its WaitGroup before a Publish's Add.
+type publisher struct {
+	mu     sync.RWMutex
+	closed bool
+	stock  *wsql.Publisher
+}
+
+// Publish returns once the INSERT of msgs is committed.
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return wsql.ErrPublisherClosed
+	}
+	return p.stock.Publish(topic, msgs...)
+}
+
+// Close waits for the publishes under way and refuses the next ones.
+func (p *publisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	return p.stock.Close()
+}
 
 // Subscriber returns a subscriber in the consumer group group.
 func (b *Broker) Subscriber(group string) (message.Subscriber, error) {

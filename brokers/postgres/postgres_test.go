@@ -2,9 +2,13 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 
 	"github.com/sluicelog/sluice/brokers"
 	"github.com/sluicelog/sluice/brokers/brokertest"
@@ -226,4 +230,48 @@ func TestSettingsFromConfiguration(t *testing.T) {
 func BenchmarkBroker(b *testing.B) {
 	dsn := testenv.Postgres(b)
 	brokertest.Bench(b, func(b *testing.B) brokers.Broker { return open(b, dsn, DefaultSettings()) })
+}
+
+// The sessions carry the settings that cut off a vanished or hung worker: TCP keepalives of about
+// 11 s, and idle_in_transaction_session_timeout of ack_deadline × subscribe_batch_size + 10 s.
+func TestSessionsCutOffAVanishedWorker(t *testing.T) {
+	b := open(t, testenv.Postgres(t), DefaultSettings())
+	var idle, count, interval, timeout string
+	if err := b.pool.QueryRow(context.Background(), `SELECT current_setting('tcp_keepalives_idle'),
+		current_setting('tcp_keepalives_count'), current_setting('tcp_keepalives_interval'),
+		current_setting('idle_in_transaction_session_timeout')`).Scan(&idle, &count, &interval, &timeout); err != nil {
+		t.Fatal(err)
+	}
+	if idle != "5" || count != "3" || interval != "2" || timeout != "40s" {
+		t.Errorf("keepalives idle %s, count %s, interval %s; idle_in_transaction_session_timeout %s; want 5, 3, 2 and 40s",
+			idle, count, interval, timeout)
+	}
+}
+
+// Close while publishes run: they finish or are refused with ErrPublisherClosed, and the race
+// detector finds nothing (the stock publisher's Close races with its Publish).
+func TestCloseWhilePublishing(t *testing.T) {
+	b, err := Open(context.Background(), testenv.Postgres(t), testSettings(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, g := brokertest.Names(t, "a")
+	if err := b.Declare(context.Background(), topic, g); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for b.Publisher().Publish(topic, brokertest.Chunk(1)) == nil {
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err := b.Publisher().Publish(topic, brokertest.Chunk(1)); !errors.Is(err, wsql.ErrPublisherClosed) {
+		t.Errorf("Publish after Close = %v, want ErrPublisherClosed", err)
+	}
 }
