@@ -131,3 +131,38 @@ func TestConnectionDrops(t *testing.T) {
 	// The worker's subscription, which noticed the drop though it held a chunk, has connected again.
 	next(t, workerCh).Ack()
 }
+
+// When RabbitMQ cancels the consumer (its queue deleted, as an operator may), the subscription
+// connects again, declares the queue again and goes on: it does not hang on a channel that stays open.
+func TestQueueDeletedUnderTheConsumer(t *testing.T) {
+	b := open(t, testSettings())
+	topic, g := brokertest.Names(t, "a")
+	if err := b.Declare(context.Background(), topic, g); err != nil {
+		t.Fatal(err)
+	}
+	ch := subscribe(t, b, g[0], topic)
+	conn, err := b.connection(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.QueueDelete(QueueName(topic, g[0]), false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	// Publish until the queue is back (the subscription declares it again when it reconnects).
+	sent := brokertest.Chunk(1)
+	deadline := time.Now().Add(30 * time.Second)
+	for b.Publisher().Publish(topic, sent) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the queue was not declared again within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if m := next(t, ch); m.UUID != sent.UUID {
+		t.Errorf("got %s, want %s", m.UUID, sent.UUID)
+	}
+}

@@ -120,8 +120,8 @@ func (s *subscriber) handOut(ctx context.Context, c *consumer, out chan<- *messa
 	for {
 		select {
 		case d, ok := <-c.deliveries:
-			if !ok {
-				return fmt.Errorf("the consumer's channel closed: %v", <-c.closed)
+			if !ok { // the channel closed, or RabbitMQ cancelled the consumer (its queue deleted)
+				return errors.New("the deliveries ended (channel closed or consumer cancelled)")
 			}
 			msg, err := s.b.pub.marshaler.Unmarshal(d)
 			if err != nil { // not a message of sluice's: offered again later, never dropped
