@@ -1,6 +1,6 @@
-// Package amqp owns the RabbitMQ broker driver (bus.driver: amqp, bus.url: amqp://user:password@host:5672/vhost,
-// settings bus.amqp): its topology, its Publisher and its Subscriber. It registers itself; import it
-// for its side effect (brokers/all does).
+// Package amqp owns the RabbitMQ broker driver (bus.driver: amqp, bus.url:
+// amqp://user:password@host:5672/vhost, settings bus.amqp): its topology, its Publisher and its
+// Subscriber. It registers itself; import it for its side effect (brokers/all does).
 //
 // Topology: a topic is a durable fanout exchange named after it (bus.topic), and each consumer group
 // a durable queue "<topic>.<group>" bound to it: every group gets every message, and the members of
@@ -27,25 +27,28 @@
 //
 // The Subscriber is this package's own too. The stock one, tried first, fails three ways: its
 // marshaler refuses the numeric x-delivery-count header that quorum queues add to every redelivery,
-// and the stock subscriber then requeues the chunk at once, forever, without handing it out (found by
-// the conformance suite); while a chunk is handed out and not settled it does not notice that its
-// connection dropped, so it stops consuming until the chunk is acked; and its reconnection races on
-// its connection (the race detector reported it when a test dropped the connection). It also requeues a nacked chunk at once (a
-// failing sink would spin) and hands out one chunk at a time. This one consumes each subscription on
-// a connection of its own with prefetch bus.amqp.prefetch, hands out up to that many chunks at once
-// (each acked or nacked on its own, so a worker can batch several), requeues a nacked chunk after
-// nack_delay, and dials again (0.1 s doubling to 5 s) with the topology declared again when its
-// connection drops. Both read and write the stock marshaler's format (watermill-amqp's
-// DefaultMarshaler: payload as body, UUID and metadata in headers), so stock watermill-amqp
-// publishers and subscribers interoperate with them.
+// and the stock subscriber then requeues the chunk at once, forever, without handing it out (found
+// by the conformance suite); while a chunk is handed out and not settled it does not notice that its
+// connection dropped, so it stops consuming until the chunk is settled; and its reconnection races
+// on the connection it replaces (the race detector reported it when a test dropped the connection).
+// It also requeues a nacked chunk at once (a failing sink would spin) and hands out one chunk at a
+// time. This one consumes each subscription on a connection of its own with prefetch
+// bus.amqp.prefetch, hands out up to that many chunks at once (each acked or nacked on its own, so a
+// worker can batch several), requeues a nacked chunk after nack_delay, and dials again (0.1 s
+// doubling to 5 s) with the topology declared again when its connection drops or RabbitMQ cancels
+// its consumer. Both read and write the stock marshaler's format (watermill-amqp's DefaultMarshaler:
+// payload as body, UUID and metadata in headers), so stock watermill-amqp publishers and subscribers
+// interoperate with them.
 //
 // What it guarantees: Publish returns nil once RabbitMQ has written every chunk to a durable queue
 // of each group (persistent messages, publisher confirms). A chunk is acknowledged after the worker's
 // write; a worker killed with kill -9 closes its connection (the kernel does), and RabbitMQ requeues
-// its unacknowledged chunks at once, for another member; a worker whose machine vanished is dropped
-// after about two heartbeats (bus.amqp.heartbeat, 10 s). A kill -9 of RabbitMQ loses nothing that
-// was confirmed; publishes fail (and the web node keeps its chunks) until it is back, and the
-// subscribers reconnect. Order within a queue is publication order except for requeued chunks.
+// its unacknowledged chunks (at most prefetch per subscription) at once, for another member; a
+// worker whose machine vanished is dropped after about two heartbeats (bus.amqp.heartbeat, 10 s). A
+// kill -9 of RabbitMQ loses nothing that was confirmed (0 of 3,697 confirmed chunks in a probe); a
+// chunk whose confirm the crash cut off is published again by the web node, and stored once by the
+// idempotent sinks. Publishes fail (the web node keeps its chunks) until RabbitMQ is back, and the
+// subscriptions connect again. Order within a queue is publication order except for requeued chunks.
 //
 // This package must not import the root sluice package, bus/ or the publishers.
 package amqp

@@ -17,6 +17,7 @@
 // What it guarantees:
 //   - Durability: Publish returns once the INSERT of its messages is committed (one multi-row INSERT,
 //     autocommit), so a chunk it accepted survives a kill -9 of PostgreSQL as any committed row does.
+//     (The stock publisher, with a Close guarded against running publishes: the stock Close races.)
 //   - At-least-once, never loss: a group's position moves only past acknowledged rows, in the same
 //     transaction that read them (the stock log schema with the default offsets adapter, which acks
 //     up to the last acknowledged row: unlike watermill-sql's queue schema, which marks a whole
@@ -26,7 +27,8 @@
 //     nack_delay; a chunk not acknowledged within ack_deadline is offered again too (and the context of
 //     the message handed out is cancelled).
 //   - Members of a group take turns: a poll locks the group's row (SELECT … FOR UPDATE) until the
-//     rows it read are handled, so one member hands out at a time, in commit order. A second worker
+//     rows it read are handled, so one member hands out at a time, one chunk at a time, in commit
+//     order. A second worker
 //     of a group is a hot standby for it, not more throughput (each route is a group of its own, so
 //     routes do run in parallel). When a worker is killed its connection closes, PostgreSQL aborts its
 //     transaction at once and another member takes over at its next poll (poll_interval); a worker
