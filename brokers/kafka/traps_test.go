@@ -24,9 +24,9 @@ import (
 
 func TestParseURL(t *testing.T) {
 	for url, want := range map[string][]string{
-		"127.0.0.1:9092":              {"127.0.0.1:9092"},
+		"127.0.0.1:9092":               {"127.0.0.1:9092"},
 		" kafka-1:9092 , kafka-2:9093": {"kafka-1:9092", "kafka-2:9093"},
-		"[::1]:9092":                  {"[::1]:9092"},
+		"[::1]:9092":                   {"[::1]:9092"},
 	} {
 		got, err := kafka.ParseURL(url)
 		if err != nil || strings.Join(got, ",") != strings.Join(want, ",") {
