@@ -45,7 +45,7 @@ func Run(t *testing.T, open Open, o Options) {
 }
 
 // Names returns a topic and group names unique to the test.
-func Names(t *testing.T, groups ...string) (topic string, out []string) {
+func Names(t testing.TB, groups ...string) (topic string, out []string) {
 	base := fmt.Sprintf("sluicetest_%d", time.Now().UnixNano())
 	for _, g := range groups {
 		out = append(out, base+"_"+g)
