@@ -89,6 +89,9 @@ func subscribe(ctx context.Context, b *Broker, group, topic string) (*subscripti
 		kgo.SessionTimeout(b.settings.SessionTimeout),
 		kgo.HeartbeatInterval(b.settings.HeartbeatInterval),
 		kgo.RebalanceTimeout(b.settings.RebalanceTimeout),
+		// A partition assigned while a fetch long-polls the others joins the next fetch: a short
+		// wait keeps a hand-over from waiting kgo's default 5 s for it.
+		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.FetchMaxBytes(int32(max(b.settings.MaxMessageBytes, 16<<20))),
 		kgo.BrokerMaxReadBytes(int32(max(b.settings.MaxMessageBytes, 16<<20)+1<<20)),
 		kgo.OnPartitionsRevoked(s.revoked),

@@ -391,3 +391,40 @@ func takeFor(ch <-chan *message.Message, d time.Duration) []string {
 		}
 	}
 }
+
+// A subscription that closes commits what it acknowledged (here the periodic commit never comes): the
+// next member gets only the rest.
+func TestClosedConsumerCommitsWhatItAcknowledged(t *testing.T) {
+	k := testenv.Kafka(t, testenv.KafkaOptions{})
+	s := testSettings()
+	s.CommitInterval = time.Hour
+	b := open(t, k.Addr(), s)
+	topic, g := brokertest.Names(t, "a")
+	if err := b.Declare(context.Background(), topic, g); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := b.Publisher().Publish(topic, brokertest.Chunk(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := b.Subscriber(g[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := first.Subscribe(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	take(t, ch, 5, 30*time.Second)
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	last := brokertest.Chunk(1)
+	if err := b.Publisher().Publish(topic, last); err != nil {
+		t.Fatal(err)
+	}
+	if got := take(t, subscribe(t, b, g[0], topic), 1, 30*time.Second); got[0] != last.UUID {
+		t.Errorf("the next member got %s first, want %s (the one published after the close)", got[0], last.UUID)
+	}
+}
