@@ -46,7 +46,9 @@ type Settings struct {
 	// per worker process and stable across its restarts (a StatefulSet pod name); two live workers
 	// with one id fence each other. Empty (the default): dynamic members.
 	InstanceID string `yaml:"instance_id"`
-	// MaxInFlight is how many messages (chunks) a subscription hands out unacknowledged at most (32).
+	// MaxInFlight is how many messages (chunks) a subscription hands out unacknowledged at most (32):
+	// what one sink batch can gather, and the memory it holds (32 MiB of 1 MiB chunks, plus one fetch
+	// of at most max(max_message_bytes, 16 MiB) buffered).
 	MaxInFlight int `yaml:"max_in_flight"`
 	// CommitInterval is how often a subscription commits its acknowledged offsets (1 s): what a kill
 	// -9 of a worker may deliver again, beyond what it had not acknowledged.
