@@ -167,18 +167,28 @@ func (s *subscription) deliver(rec *kgo.Record, tr *track, p *pending) {
 		}
 		select {
 		case <-msg.Acked():
-			if head, ok := tr.ack(p); ok {
-				s.client.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{s.topic: {tr.partition: head}})
-			}
+			s.acked(tr, p)
 			return
 		case <-msg.Nacked():
 		case <-s.ctx.Done():
+			select {
+			case <-msg.Acked(): // acknowledged before the close, which then commits it
+				s.acked(tr, p)
+			default:
+			}
 			return
 		}
 		if !s.sleep(delay) {
 			return
 		}
 		delay = min(2*delay, 32*s.settings.RedeliveryDelay)
+	}
+}
+
+// acked marks the partition's new watermark for commit, when p moved it.
+func (s *subscription) acked(tr *track, p *pending) {
+	if head, ok := tr.ack(p); ok {
+		s.client.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{s.topic: {tr.partition: head}})
 	}
 }
 
@@ -233,13 +243,14 @@ func (s *subscription) forget(partitions map[string][]int32) {
 	}
 }
 
-// close stops polling and handing out, leaves the group (committing the marks first) and closes the
-// channel. Messages handed out and not acknowledged go to the partitions' next owner.
+// close stops polling and handing out, marks what was acknowledged before it, leaves the group
+// (committing the marks first) and closes the channel. Messages handed out and not acknowledged go to
+// the partitions' next owner.
 func (s *subscription) close() {
 	s.once.Do(func() {
 		s.cancel()
+		s.wg.Wait()      // the deliveries have marked what was acknowledged
 		s.client.Close() // revokes everything: commits the marks, then leaves the group
-		s.wg.Wait()
 		close(s.out)
 	})
 }
