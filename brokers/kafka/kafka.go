@@ -39,7 +39,7 @@
 // (about 10 messages/s against kfake), and a nack blocks its partition. A worker gathers many
 // chunks into one sink write and acknowledges them together, so it needs many messages in flight:
 // this subscriber hands out max_in_flight of them and commits the watermark (against kfake, 64 KiB
-// chunks gathered into 20 ms writes: 476 chunks/s against the stock adapter's 69; see
+// chunks gathered into 20 ms writes: 476-571 chunks/s against the stock adapter's 69-76; see
 // docs/SCALING.md). The stock adapter still works through brokers.FromWatermill: the package's tests
 // run the conformance suite over it, set up as stock_test.go shows (protocol version, acks=all,
 // idempotence, oldest offset, static membership). The two interoperate: the Publisher writes the
