@@ -24,14 +24,14 @@ func SurvivesKill(t *testing.T, open Open, restart func()) (again int) {
 		sent[m.UUID] = true
 		publish(t, b, topic, m)
 	}
-	ch, _ := subscribe(t, b, g[0], topic)
+	ch := subscribe(t, b, g[0], topic)
 	acked := map[string]bool{}
 	for _, m := range receive(t, ch, n/2, true, 30*time.Second) {
 		acked[m.UUID] = true
 	}
 	time.Sleep(time.Second) // the acks are passed on by the subscription's goroutines
 	restart()
-	ch2, _ := subscribe(t, open(t), g[0], topic)
+	ch2 := subscribe(t, open(t), g[0], topic)
 	got := map[string]bool{}
 	for len(got) < n-len(acked) {
 		var m *message.Message
