@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/event"
@@ -159,14 +158,7 @@ func TestDemoBadConfigFailsNamingTheKey(t *testing.T) {
 func TestReplayedBatchCreatesNoDuplicates(t *testing.T) {
 	ctx := context.Background()
 	dsn := testenv.Postgres(t)
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if _, err := pgsink.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := migratedPool(t, dsn)
 	pg, err := pgsink.New(pool, pgsink.Config{})
 	if err != nil {
 		t.Fatal(err)

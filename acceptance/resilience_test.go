@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicelog/sluice"
 	"github.com/sluicelog/sluice/config"
@@ -29,6 +30,7 @@ import (
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
 	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
+	"github.com/sluicelog/sluice/subscribers/pgsink"
 	"github.com/sluicelog/sluice/subscribers/sinktest"
 )
 
@@ -789,8 +791,9 @@ func TestDrainAfterBurstOnSIGTERM(t *testing.T) {
 // event is written, and exactly the bad ones are dead letters, on the routes that refuse them, with
 // their reason.
 //
-//   - numeric: a response body of {"n":1e1000000}, valid JSON that PostgreSQL refuses (numeric out
-//     of range, SQLSTATE 22003): bad for the postgres route only, the archive stores it as it is;
+//   - refused: an event that a CHECK constraint of the user's on application_logs refuses (installed in
+//     the test's database: SQLSTATE 23514, check_violation), which only PostgreSQL can find bad: bad
+//     for the postgres route only, the archive stores it;
 //   - undecodable: a line whose timestamp is not a time (an event whose Raw is that line);
 //   - oversize: an event with a 10 MB attribute, over the routes' batch.max_event_bytes (1 MiB).
 func TestPoisonBatch(t *testing.T) {
@@ -809,6 +812,8 @@ func TestPoisonBatch(t *testing.T) {
 		{Name: "postgres", Sink: config.SinkPostgres, Batch: batch},
 		{Name: "blob", Sink: config.SinkBlob, Batch: batch},
 	}
+	const refusedMessage = "poison: refused by a constraint of the user"
+	refuseInPostgres(t, cfg.Postgres.DSN, `ALTER TABLE application_logs ADD CONSTRAINT no_poison CHECK (message <> '`+refusedMessage+`')`)
 	logs := &syncBuffer{}
 	p, err := sluice.New(ctx, cfg, sluice.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	if err != nil {
@@ -823,10 +828,10 @@ func TestPoisonBatch(t *testing.T) {
 
 	goods := sinktest.Events(1000, time.Now().UTC().Add(-time.Minute))
 
-	numeric := event.New(event.LevelError, event.KindHTTP, "poison: a number PostgreSQL cannot hold")
-	numeric.Status = 500
-	numeric.Response = &event.Message{Body: &event.Body{ContentType: "application/json", Size: 15, JSON: json.RawMessage(`{"n":1e1000000}`)}}
-	numericRaw, err := numeric.AppendJSON(nil)
+	refused := event.New(event.LevelError, event.KindHTTP, refusedMessage)
+	refused.Status = 500
+	refused.Response = &event.Message{Body: &event.Body{ContentType: "application/json", Size: 15, JSON: json.RawMessage(`{"n":1}`)}}
+	refusedRaw, err := refused.AppendJSON(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -849,7 +854,7 @@ func TestPoisonBatch(t *testing.T) {
 		}
 	}
 	publish(goods[:500]...)
-	publish(numeric, undecodable)
+	publish(refused, undecodable)
 	publish(goods[500:]...)
 	publish(oversize)
 
@@ -882,7 +887,7 @@ func TestPoisonBatch(t *testing.T) {
 		t.Errorf("postgres: %v events written, want 1000", got)
 	}
 	if got := m.get("sluice_sink_events_written_total", "route", "blob"); got != 1001 {
-		t.Errorf("blob: %v events written, want 1001 (the numeric one is fine there)", got)
+		t.Errorf("blob: %v events written, want 1001 (the refused one is fine there)", got)
 	}
 	wantLetters := map[[2]string]float64{
 		{"postgres", subscribers.ReasonInvalidData}: 1,
@@ -955,7 +960,7 @@ func TestPoisonBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []letter{
-		{numeric.ID, "postgres", subscribers.ReasonInvalidData, numericRaw, ""},
+		{refused.ID, "postgres", subscribers.ReasonInvalidData, refusedRaw, ""},
 		{uuid.Nil, "postgres", subscribers.ReasonDecodeError, undecodable.Raw, ""},
 		{oversize.ID, "postgres", subscribers.ReasonOversize, oversizeRaw, ""},
 	}
@@ -981,12 +986,12 @@ func TestPoisonBatch(t *testing.T) {
 	}
 	checkLetters("application_logs_dead_letter", pgLetters, want)
 	for _, l := range pgLetters {
-		if l.reason == subscribers.ReasonInvalidData && !strings.Contains(l.detail, "22003") {
-			t.Errorf("the numeric event's dead letter says %q, want PostgreSQL's refusal (SQLSTATE 22003)", l.detail)
+		if l.reason == subscribers.ReasonInvalidData && !strings.Contains(l.detail, "23514") {
+			t.Errorf("the refused event's dead letter says %q, want PostgreSQL's refusal (SQLSTATE 23514)", l.detail)
 		}
 	}
 
-	// The archive: every good event and the numeric one, and the two letters of the blob route under
+	// The archive: every good event and the refused one, and the two letters of the blob route under
 	// dead-letter/.
 	events, letters, blobs := archive(t, cfg.Blob.ConnectionString, cfg.Blob.Container)
 	archived := map[uuid.UUID]bool{}
@@ -1000,12 +1005,36 @@ func TestPoisonBatch(t *testing.T) {
 	for _, l := range letters {
 		blobLetters = append(blobLetters, letter{l.ID, l.Route, l.Reason, l.Raw, l.Detail})
 	}
-	checkIDs(t, "archive", archived, append(slices.Clone(goods), numeric))
+	checkIDs(t, "archive", archived, append(slices.Clone(goods), refused))
 	checkLetters("dead-letter blobs", blobLetters, []letter{
 		{uuid.Nil, "blob", subscribers.ReasonDecodeError, undecodable.Raw, ""},
 		{oversize.ID, "blob", subscribers.ReasonOversize, oversizeRaw, ""},
 	})
 	t.Logf("%d rows and %d dead-letter rows; %d blobs holding %d events and %d dead letters", len(stored), len(pgLetters), blobs, len(archived), len(blobLetters))
+}
+
+// refuseInPostgres migrates the test's database at dsn and runs stmt there: a rule of the user's
+// (a constraint, a trigger) that refuses some events, as only PostgreSQL can.
+func refuseInPostgres(t *testing.T, dsn, stmt string) {
+	t.Helper()
+	if _, err := migratedPool(t, dsn).Exec(context.Background(), stmt); err != nil {
+		t.Fatalf("%s: %v", stmt, err)
+	}
+}
+
+// migratedPool returns a pool on the database at dsn, migrated; it is closed when the test ends.
+func migratedPool(t *testing.T, dsn string) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pgsink.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool
 }
 
 // checkIDs asserts that got holds exactly the ids of want.
