@@ -74,10 +74,8 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	if len(b.Events) == 0 {
 		return nil
 	}
-	for i, e := range b.Events {
-		if e == nil {
-			return subscribers.Permanent(fmt.Errorf("console: batch %s: %w: event %d is nil", b.ID, ErrInvalidEvent, i))
-		}
+	if err := b.CheckEvents("console"); err != nil {
+		return err
 	}
 	id := b.ID
 	if id == uuid.Nil { // a batch made by hand; subscribers.NewBatch always sets it

@@ -44,7 +44,7 @@ var (
 	// ErrInvalidEvent marks an event that cannot be stored whatever the retries: it fails
 	// event.Validate, its time is outside PostgreSQL's range, or it cannot be encoded. Write's error
 	// wraps it, is permanent, and names the event; nothing of its batch is written.
-	ErrInvalidEvent = errors.New("invalid event")
+	ErrInvalidEvent = subscribers.ErrInvalidEvent
 )
 
 // Config configures a Sink. Its zero value is valid: every field has a default.
