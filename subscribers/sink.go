@@ -36,16 +36,16 @@ func NewBatch(events []*event.Event) Batch {
 // event and dead-letters it. The ErrInvalidEvent of each sink package is this error.
 var ErrInvalidEvent = errors.New("invalid event")
 
-// CheckEvents is the check every sink makes of a batch before it writes: a nil event is one that no
-// sink can store. It returns a permanent error that wraps ErrInvalidEvent and names the sink, the
-// batch and the event's place in it, or nil.
-func (b Batch) CheckEvents(sink string) error {
+// Check is the check every sink makes of a batch before it writes: an empty batch needs no write
+// (empty is true, and Write returns nil), and a nil event is one that no sink can store: err is then
+// permanent, wraps ErrInvalidEvent and names the sink, the batch and the event's place in it.
+func (b Batch) Check(sink string) (empty bool, err error) {
 	for i, e := range b.Events {
 		if e == nil {
-			return Permanent(fmt.Errorf("%s: batch %s: %w: event %d is nil", sink, b.ID, ErrInvalidEvent, i))
+			return false, Permanent(fmt.Errorf("%s: batch %s: %w: event %d is nil", sink, b.ID, ErrInvalidEvent, i))
 		}
 	}
-	return nil
+	return len(b.Events) == 0, nil
 }
 
 // Sink is a store that events are written to in batches.

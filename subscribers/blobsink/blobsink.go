@@ -179,10 +179,7 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if len(b.Events) == 0 {
-		return nil
-	}
-	if err := b.CheckEvents("blobsink"); err != nil {
+	if empty, err := b.Check("blobsink"); empty || err != nil {
 		return err
 	}
 	parts := splitByHour(b.Events)

@@ -71,10 +71,7 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if len(b.Events) == 0 {
-		return nil
-	}
-	if err := b.CheckEvents("console"); err != nil {
+	if empty, err := b.Check("console"); empty || err != nil {
 		return err
 	}
 	id := b.ID
