@@ -1,4 +1,6 @@
-// Package event owns sluice's log event: its fields, its one JSON encoding, and the bus message format.
+// Package event owns sluice's log event: its fields, its one JSON encoding, and the bus message format;
+// and the one rule for storable text (SafeString for Go strings, SafeJSON, the one JSON scanner, for
+// JSON documents), which the encoder applies as it writes and Decode to what it reads.
 //
 // The same JSON object is a PostgreSQL row's source (its field names are the table's column names), a
 // line of a blob (gzip NDJSON), and a line of a bus message. A bus message carries one or more events as
