@@ -72,7 +72,10 @@ func (e *UndeliveredError) Unwrap() error { return e.Err }
 // is left running in the background when it would take longer (a server that does not answer holds
 // pgxpool.Close for pgx's 15 s cancel request). Closing twice returns the first result.
 func (p *Pipeline) Close(ctx context.Context) error {
-	p.closed.Do(func() { p.closeErr = p.close(ctx) })
+	p.closed.Do(func() {
+		p.retention.stop(ctx)
+		p.closeErr = p.close(ctx)
+	})
 	return p.closeErr
 }
 
@@ -84,6 +87,13 @@ const cutSettle = subscribers.DefaultVerifyTimeout + 100*time.Millisecond
 func (p *Pipeline) close(ctx context.Context) error {
 	start := time.Now()
 	p.closing.Store(true)
+	if p.role == roleWorker {
+		// The chunks a worker has not acknowledged stay in the broker, which offers them to another
+		// worker (or to this one when it is back): nothing is lost, and nothing is counted here.
+		p.release(ctx)
+		p.log.Info("sluice worker closed", "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
 	accepted := make([]int64, len(p.routes))
 	for i, r := range p.routes {
 		accepted[i] = r.chunks.close() // final: no event is accepted any more, the open chunks are on the bus
@@ -152,8 +162,8 @@ func (p *Pipeline) release(ctx context.Context) {
 	}
 }
 
-// closeSinks closes the sinks, the stores the pipeline opened, and the PostgreSQL pool.
-// closeSinks closes the sink types the pipeline opened (each closes its sinks, then its connection).
+// closeSinks closes the sink types the pipeline opened (each closes its sinks, then its connection),
+// and a worker's broker.
 func (p *Pipeline) closeSinks() {
 	for name, o := range p.opened {
 		if err := o.Close(); err != nil {
@@ -165,4 +175,10 @@ func (p *Pipeline) closeSinks() {
 		_ = c()
 	}
 	p.closers = nil
+	if p.broker != nil {
+		if err := p.broker.Close(); err != nil {
+			p.log.Warn("close broker", "error", err)
+		}
+		p.broker = nil
+	}
 }

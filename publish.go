@@ -25,6 +25,9 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 		p.metrics.drop(bus.ReasonClosed, "", 1)
 		return &DropError{Why: bus.ReasonClosed, Err: ErrClosed}
 	}
+	if p.role == roleWorker {
+		return &DropError{Why: publishers.ReasonPublishError, Err: ErrWorker}
+	}
 	foreign := len(e.Raw) > 0
 	line := e.Raw
 	matched, accepted := 0, 0

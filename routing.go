@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/sluicelog/sluice/config"
@@ -70,7 +71,8 @@ func matchPath(pattern, p string) bool {
 	return ok
 }
 
-// route is one running route: its bus topic and filter, the chunker that publishes its events, the
+// route is one running route: its bus topic and filter, the chunker that publishes its events (none on
+// a worker, whose routes read a broker), the
 // batch subscriber that gathers them into batches, the writer of its sink, its breaker, and the log
 // of its failed writes.
 type route struct {
@@ -91,11 +93,39 @@ type route struct {
 // line per failed write attempt, at most one per failure_log_interval), the circuit Breaker (counts
 // every write attempt), then the Writer that writes the sink.
 func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duration) error {
+	if p.role == roleWorker {
+		sub, err := p.broker.Subscriber(p.cfg.Bus.Group + "." + r.Name)
+		if err != nil {
+			return fmt.Errorf("subscribe to the broker in group %s.%s: %w", p.cfg.Bus.Group, r.Name, err)
+		}
+		return p.addRouteFrom(r, sink, timeout, source{sub: sub, topic: p.cfg.Bus.Topic, oneChunk: true})
+	}
+	topic := p.cfg.Bus.Topic + "." + r.Name
+	return p.addRouteFrom(r, sink, timeout, source{sub: p.bus, topic: topic, chunked: true})
+}
+
+// source is where a route's router handler reads its chunks: the bus topic that its own chunker
+// publishes to (this process's Publish), or a broker's topic (a worker), one chunk per batch.
+type source struct {
+	sub      message.Subscriber
+	topic    string
+	chunked  bool // a chunker publishes the route's events to topic on the bus
+	oneChunk bool // subscribers.OneChunkPerBatch
+	// match, when set, selects the route's events instead of its levels, kinds and paths (the
+	// forward route takes what any configured route takes).
+	match func(*event.Event) bool
+}
+
+// addRouteFrom is addRoute reading src.
+func (p *Pipeline) addRouteFrom(r Route, sink subscribers.Sink, timeout time.Duration, src source) error {
 	p.metrics.sinkOf[r.Name] = sink.Name()
 	p.metrics.route(r.Name, sink.Name())
 	br := NewBreaker(BreakerConfig{Name: r.Name, Failures: r.Breaker.Failures, Cooldown: r.Breaker.Cooldown,
 		OnStateChange: p.breakerChanged, OnWait: p.metrics.breakerWaited})
-	match := matcher(r)
+	match := src.match
+	if match == nil {
+		match = matcher(r)
+	}
 	var deadLetters subscribers.DeadLetterSink
 	if dl, ok := sink.(subscribers.DeadLetterSink); ok {
 		deadLetters = dl
@@ -112,11 +142,15 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 	if err != nil {
 		return err
 	}
-	batches, err := subscribers.NewBatchSubscriber(p.bus, r.Batch)
+	var opts []subscribers.BatchOption
+	if src.oneChunk {
+		opts = append(opts, subscribers.OneChunkPerBatch())
+	}
+	batches, err := subscribers.NewBatchSubscriber(src.sub, r.Batch, opts...)
 	if err != nil {
 		return err
 	}
-	topic := p.cfg.Bus.Topic + "." + r.Name
+	topic := src.topic
 	h := p.router.AddConsumerHandler("sluice."+r.Name, topic, batches, writer.Handle)
 	if r.Throttle.EventsPerSecond > 0 {
 		th := NewThrottle(r.Throttle.EventsPerSecond)
@@ -140,7 +174,10 @@ func (p *Pipeline) addRoute(r Route, sink subscribers.Sink, timeout time.Duratio
 	failures := newFailureLog(r.Name, r.FailureLogInterval, p.log, br)
 	h.AddMiddleware(failures.Retry(retry))
 	h.AddMiddleware(br.Middleware)
-	chunks := newChunker(topic, p.bus, r.Chunk, func(reason string, n int) { p.metrics.drop(reason, r.Name, n) })
+	var chunks *chunker
+	if src.chunked {
+		chunks = newChunker(topic, p.bus, r.Chunk, func(reason string, n int) { p.metrics.drop(reason, r.Name, n) })
+	}
 	p.routes = append(p.routes, &route{cfg: r, topic: topic, match: match, sink: sink, breaker: br, chunks: chunks,
 		batches: batches, failures: failures})
 	return nil

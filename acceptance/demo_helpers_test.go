@@ -90,11 +90,20 @@ func freePort(t *testing.T) string {
 // config given (may be empty) and extra SLUICE_ variables, and waits until it serves.
 func startDemo(t *testing.T, yaml string, env ...string) *demo {
 	t.Helper()
-	d := &demo{t: t, dsn: testenv.Postgres(t), azure: testenv.Azurite(t), cont: testenv.Container(t),
+	st := &demo{dsn: testenv.Postgres(t), azure: testenv.Azurite(t), cont: testenv.Container(t)}
+	return startSluice(t, st, "demo", yaml, env...)
+}
+
+// startSluice runs a sluice command (demo, or worker) against the stores of st (its dsn, azure and
+// cont), with the YAML config given (may be empty) and extra SLUICE_ variables, and waits until it
+// answers /healthz: the demo on http_addr, a worker on admin_addr.
+func startSluice(t *testing.T, st *demo, command, yaml string, env ...string) *demo {
+	t.Helper()
+	d := &demo{t: t, dsn: st.dsn, azure: st.azure, cont: st.cont,
 		stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	addr := freePort(t)
 	d.base = "http://" + addr
-	args := []string{"demo"}
+	args := []string{command}
 	if yaml != "" {
 		file := filepath.Join(t.TempDir(), "sluice.yaml")
 		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
@@ -102,10 +111,14 @@ func startDemo(t *testing.T, yaml string, env ...string) *demo {
 		}
 		args = append(args, "-config", file)
 	}
+	listen := "SLUICE_HTTP_ADDR="
+	if command == "worker" {
+		listen = "SLUICE_ADMIN_ADDR="
+	}
 	d.cmd = exec.Command(sluiceBin, args...)
 	d.cmd.Dir = t.TempDir()
 	d.cmd.Env = append(cleanEnv(),
-		"SLUICE_HTTP_ADDR="+addr,
+		listen+addr,
 		"SLUICE_POSTGRES_DSN="+d.dsn,
 		"SLUICE_BLOB_CONNECTION_STRING="+d.azure,
 		"SLUICE_BLOB_CONTAINER="+d.cont,
@@ -124,7 +137,7 @@ func startDemo(t *testing.T, yaml string, env ...string) *demo {
 			<-d.done
 		}
 		if t.Failed() {
-			t.Logf("sluice stdout:\n%s\nsluice stderr (tail):\n%s", d.stdout, tail(d.stderr.String(), 4000))
+			t.Logf("sluice %s stdout:\n%s\nsluice %s stderr (tail):\n%s", command, d.stdout, command, tail(d.stderr.String(), 4000))
 		}
 	})
 	deadline := time.Now().Add(60 * time.Second)
@@ -138,11 +151,11 @@ func startDemo(t *testing.T, yaml string, env ...string) *demo {
 		}
 		select {
 		case <-d.done:
-			t.Fatalf("sluice demo exited at start: %v\n%s", d.err, d.stderr)
+			t.Fatalf("sluice %s exited at start: %v\n%s", command, d.err, d.stderr)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sluice demo did not serve within 60s\n%s", d.stderr)
+			t.Fatalf("sluice %s did not serve within 60s\n%s", command, d.stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -168,7 +181,7 @@ func (d *demo) stop(timeout time.Duration) int {
 	select {
 	case <-d.done:
 	case <-time.After(timeout):
-		d.t.Fatalf("sluice demo did not exit within %v of SIGTERM", timeout)
+		d.t.Fatalf("sluice %s did not exit within %v of SIGTERM", d.cmd.Args[1], timeout)
 	}
 	return d.cmd.ProcessState.ExitCode()
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
 	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
-	"github.com/sluicelog/sluice/subscribers/pgsink"
 	"github.com/sluicelog/sluice/subscribers/sinktest"
 )
 
@@ -157,12 +156,7 @@ func TestDemoBadConfigFailsNamingTheKey(t *testing.T) {
 // and no second blob.
 func TestReplayedBatchCreatesNoDuplicates(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.Postgres(t)
-	pool := migratedPool(t, dsn)
-	pg, err := pgsink.New(pool, pgsink.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, pg, _ := migratedSink(t)
 	store, err := azurestore.Open(ctx, azurestore.Config{ConnectionString: testenv.Azurite(t), Container: testenv.Container(t)})
 	if err != nil {
 		t.Fatal(err)

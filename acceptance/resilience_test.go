@@ -21,7 +21,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicelog/sluice"
 	"github.com/sluicelog/sluice/config"
@@ -30,7 +29,6 @@ import (
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
 	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
-	"github.com/sluicelog/sluice/subscribers/pgsink"
 	"github.com/sluicelog/sluice/subscribers/sinktest"
 )
 
@@ -799,7 +797,8 @@ func TestDrainAfterBurstOnSIGTERM(t *testing.T) {
 func TestPoisonBatch(t *testing.T) {
 	ctx := context.Background()
 	cfg := sluice.DefaultConfig()
-	cfg.Postgres.DSN = testenv.Postgres(t)
+	pool := testenv.MigratedPostgres(t)
+	cfg.Postgres.DSN = pool.Config().ConnString()
 	cfg.Blob.ConnectionString = testenv.Azurite(t)
 	cfg.Blob.Container = testenv.Container(t)
 	// Publish would shed the oversize event's attribute (capture.max_event_bytes, 256 KiB): let it
@@ -813,7 +812,10 @@ func TestPoisonBatch(t *testing.T) {
 		{Name: "blob", Sink: config.SinkBlob, Batch: batch},
 	}
 	const refusedMessage = "poison: refused by a constraint of the user"
-	refuseInPostgres(t, cfg.Postgres.DSN, `ALTER TABLE application_logs ADD CONSTRAINT no_poison CHECK (message <> '`+refusedMessage+`')`)
+	// A rule of the user's, in the test's own database, that only PostgreSQL can apply.
+	if _, err := pool.Exec(ctx, `ALTER TABLE application_logs ADD CONSTRAINT no_poison CHECK (message <> '`+refusedMessage+`')`); err != nil {
+		t.Fatal(err)
+	}
 	logs := &syncBuffer{}
 	p, err := sluice.New(ctx, cfg, sluice.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	if err != nil {
@@ -1011,30 +1013,6 @@ func TestPoisonBatch(t *testing.T) {
 		{oversize.ID, "blob", subscribers.ReasonOversize, oversizeRaw, ""},
 	})
 	t.Logf("%d rows and %d dead-letter rows; %d blobs holding %d events and %d dead letters", len(stored), len(pgLetters), blobs, len(archived), len(blobLetters))
-}
-
-// refuseInPostgres migrates the test's database at dsn and runs stmt there: a rule of the user's
-// (a constraint, a trigger) that refuses some events, as only PostgreSQL can.
-func refuseInPostgres(t *testing.T, dsn, stmt string) {
-	t.Helper()
-	if _, err := migratedPool(t, dsn).Exec(context.Background(), stmt); err != nil {
-		t.Fatalf("%s: %v", stmt, err)
-	}
-}
-
-// migratedPool returns a pool on the database at dsn, migrated; it is closed when the test ends.
-func migratedPool(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pgsink.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	return pool
 }
 
 // checkIDs asserts that got holds exactly the ids of want.

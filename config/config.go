@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicelog/sluice/brokers"
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/publishers"
@@ -44,7 +45,8 @@ type Config struct {
 	Postgres pgsink.Settings   `yaml:"postgres"`
 	Blob     blobsink.Settings `yaml:"blob"`
 	// Sinks holds the sections of the other registered sink types (subscribers.SinkType.Settings: a
-	// pointer to each type's settings), by name: the console's, an embedder's own.
+	// pointer to each type's settings), by name: the console's, an embedder's own; and those of the
+	// registered broker drivers (brokers.Driver.Settings), by their key, "bus.<driver>".
 	Sinks   map[string]any `yaml:"-" env:"-"`
 	Bus     Bus            `yaml:"bus"`
 	Capture Capture        `yaml:"capture"`
@@ -61,12 +63,24 @@ type Config struct {
 	RoutesMode string `yaml:"routes_mode"`
 }
 
-// Bus configures the in-process bounded bus.
+// Bus configures the in-process bounded bus and, when Driver names a broker, the broker that carries
+// the events from the web nodes to the workers (package brokers; each driver's own keys are the
+// section bus.<driver>).
 type Bus struct {
-	// Driver selects the bus; "memory" (the bounded in-process bus) is the one built today.
+	// Driver selects the bus: "memory" (the bounded in-process bus: the service writes its own
+	// events) or a registered broker driver (kafka, redis, amqp, nats, postgres: the service forwards
+	// its events to the broker, and `sluice worker` processes write them).
 	Driver string `yaml:"driver"`
+	// URL locates the broker (brokers.Driver.URL says what each driver reads: a broker list, a
+	// redis://, amqp:// or nats:// URL, a PostgreSQL DSN). Unused with the memory bus.
+	URL string `yaml:"url"`
 	// Topic carries every event.
 	Topic string `yaml:"topic"`
+	// Group names the workers' consumer groups: each route reads the topic in the group
+	// "<group>.<route>", so that every route gets every chunk and the workers share each route's.
+	Group string `yaml:"group"`
+	// Forward says how a web node forwards its events to the broker (unused with the memory bus).
+	Forward Forward `yaml:"forward"`
 	// MaxEvents bounds the events waiting for each route (each subscriber).
 	MaxEvents int `yaml:"max_events"`
 	// MaxBytes bounds the bytes waiting for each route.
@@ -77,6 +91,33 @@ type Bus struct {
 	// RedeliveryDelay is the first wait before a failed event is offered again (doubling up to MaxRedeliveryDelay).
 	RedeliveryDelay    time.Duration `yaml:"redelivery_delay"`
 	MaxRedeliveryDelay time.Duration `yaml:"max_redelivery_delay"`
+}
+
+// Forward is how a web node forwards events to the broker: it appends every event that some route
+// takes to an open chunk (Chunk), publishes each sealed chunk as one broker message, at most
+// MaxConcurrentPublishes at once, and removes it from its local bus only once the broker has
+// acknowledged it. A failed publish is retried (Retry), then offered again by the local bus after
+// bus.redelivery_delay; Breaker stops trying for Cooldown after Failures failed publishes in a row.
+// While the broker is down the local bus fills up to its bound, and then drops are counted.
+type Forward struct {
+	Chunk                  ChunkPolicy   `yaml:"chunk"`
+	MaxConcurrentPublishes int           `yaml:"max_concurrent_publishes"`
+	PublishTimeout         time.Duration `yaml:"publish_timeout"`
+	Retry                  RetryPolicy   `yaml:"retry"`
+	Breaker                Breaker       `yaml:"breaker"`
+}
+
+// DefaultForward is the forwarding of a web node: chunks of 1,000 events, 512 KiB or 1 s (each becomes
+// one broker message, and one archive object per hour on the workers), 4 publishes at once of 10 s
+// at most, 3 attempts, and a breaker that opens after 5 failures for 5 s.
+func DefaultForward() Forward {
+	return Forward{
+		Chunk:                  ChunkPolicy{MaxEvents: 1000, MaxBytes: 512 << 10, Linger: time.Second},
+		MaxConcurrentPublishes: 4,
+		PublishTimeout:         10 * time.Second,
+		Retry:                  RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second, MaxElapsed: 5 * time.Second},
+		Breaker:                Breaker{Failures: 5, Cooldown: 5 * time.Second},
+	}
 }
 
 // Capture configures what the Echo middleware keeps of each request.
@@ -200,8 +241,10 @@ func Default() Config {
 		Postgres:           pgsink.DefaultSettings(),
 		Blob:               blobsink.DefaultSettings(),
 		Bus: Bus{
-			Driver:             "memory",
+			Driver:             brokers.Memory,
 			Topic:              "sluice.events",
+			Group:              "sluice",
+			Forward:            DefaultForward(),
 			MaxEvents:          bus.DefaultMaxEvents,
 			MaxBytes:           bus.DefaultMaxBytes,
 			MaxInFlight:        bus.DefaultMaxInFlight,
@@ -222,9 +265,16 @@ func Default() Config {
 }
 
 // registeredSections returns a new default section (a pointer) for every registered sink type that
-// declares its settings (subscribers.SinkType.Settings) and is not one of the built-in typed fields.
+// declares its settings (subscribers.SinkType.Settings) and is not one of the built-in typed fields,
+// and for every registered broker driver that declares its settings (brokers.Driver.Settings), under
+// "bus.<driver>".
 func registeredSections() map[string]any {
 	out := map[string]any{}
+	for _, name := range brokers.Names() {
+		if d, _ := brokers.Lookup(name); d.Settings != nil {
+			out["bus."+name] = d.Settings()
+		}
+	}
 	for _, name := range subscribers.SinkTypeNames() {
 		if name == pgsink.SinkType || name == blobsink.SinkType {
 			continue
@@ -377,17 +427,24 @@ func (c Config) Validate() error {
 	if c.RoutesMode != RoutesReplace && c.RoutesMode != RoutesExtend {
 		bad("routes_mode", strconv.Quote(c.RoutesMode), "must be %q (only the configured routes) or %q (the default routes too)", RoutesReplace, RoutesExtend)
 	}
-	for name, section := range c.SinkSections() {
+	for name, section := range c.sections(func(string) bool { return true }) { // sinks' and drivers'
 		if v, ok := section.(interface{ Validate() error }); ok {
 			errs = append(errs, sectionErrors(name, v.Validate())...)
 		}
 	}
-	if c.Bus.Driver != "memory" {
-		bad("bus.driver", c.Bus.Driver, `unknown bus driver (want "memory")`)
+	if _, ok := brokers.Lookup(c.Bus.Driver); !ok && c.Bus.Driver != brokers.Memory {
+		bad("bus.driver", strconv.Quote(c.Bus.Driver), "unknown bus driver (want one of %s; a Go program registers a driver by importing its package, github.com/sluicelog/sluice/brokers/<driver>)",
+			strings.Join(append([]string{brokers.Memory}, brokers.Names()...), ", "))
+	} else if c.Bus.Driver != brokers.Memory && c.Bus.URL == "" {
+		bad("bus.url", `""`, "must locate the %s broker (bus.driver is %q)", c.Bus.Driver, c.Bus.Driver)
 	}
 	if c.Bus.Topic == "" {
 		bad("bus.topic", `""`, "must not be empty")
 	}
+	if c.Bus.Group == "" {
+		bad("bus.group", `""`, "must not be empty")
+	}
+	errs = append(errs, c.Bus.Forward.validate("bus.forward")...)
 	if c.Bus.MaxEvents <= 0 {
 		bad("bus.max_events", c.Bus.MaxEvents, "must be positive")
 	}
@@ -438,6 +495,39 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateRoutes()...)
 	return errors.Join(errs...)
+}
+
+// validate returns the problems of the forwarding, each naming its key under prefix.
+func (f Forward) validate(prefix string) []error {
+	var errs []error
+	bad := func(key string, v any, msg string) {
+		errs = append(errs, &FieldError{Key: prefix + "." + key, Value: v, Msg: msg})
+	}
+	if f.Chunk.MaxEvents <= 0 {
+		bad("chunk.max_events", f.Chunk.MaxEvents, "must be positive")
+	}
+	if f.Chunk.MaxBytes <= 0 {
+		bad("chunk.max_bytes", f.Chunk.MaxBytes, "must be positive")
+	}
+	if f.Chunk.Linger <= 0 {
+		bad("chunk.linger", f.Chunk.Linger, "must be positive")
+	}
+	if f.MaxConcurrentPublishes <= 0 {
+		bad("max_concurrent_publishes", f.MaxConcurrentPublishes, "must be positive")
+	}
+	if f.PublishTimeout <= 0 {
+		bad("publish_timeout", f.PublishTimeout, "must be positive")
+	}
+	if f.Retry.MaxAttempts <= 0 {
+		bad("retry.max_attempts", f.Retry.MaxAttempts, "must be positive")
+	}
+	if f.Breaker.Failures <= 0 {
+		bad("breaker.failures", f.Breaker.Failures, "must be positive")
+	}
+	if f.Breaker.Cooldown <= 0 {
+		bad("breaker.cooldown", f.Breaker.Cooldown, "must be positive")
+	}
+	return errs
 }
 
 func (c Config) validateRoutes() []error {
@@ -541,9 +631,25 @@ func (c Config) validateRoutes() []error {
 // SinkSections returns every sink type's section of the configuration, by sink type name: what the
 // pipeline opens a sink type with. A sink type without a section gets nil.
 func (c Config) SinkSections() map[string]any {
-	sections := map[string]any{pgsink.SinkType: c.Postgres, blobsink.SinkType: c.Blob}
+	return c.sections(func(name string) bool { return !strings.HasPrefix(name, "bus.") })
+}
+
+// BusSettings returns the settings of the configured broker driver (its section bus.<driver>, as
+// brokers.Driver.Open takes it), or nil for the memory bus or a driver without settings.
+func (c Config) BusSettings() any {
+	return c.sections(func(name string) bool { return name == "bus."+c.Bus.Driver })["bus."+c.Bus.Driver]
+}
+
+// sections returns the sections whose key keep accepts, by key, as values (not pointers).
+func (c Config) sections(keep func(key string) bool) map[string]any {
+	sections := map[string]any{}
+	if keep(pgsink.SinkType) {
+		sections[pgsink.SinkType], sections[blobsink.SinkType] = c.Postgres, c.Blob
+	}
 	for name, settings := range c.Sinks {
-		sections[name] = reflect.ValueOf(settings).Elem().Interface()
+		if keep(name) {
+			sections[name] = reflect.ValueOf(settings).Elem().Interface()
+		}
 	}
 	return sections
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -9,8 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
+
+	"github.com/sluicelog/sluice/brokers"
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/publishers"
+	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
 	"github.com/sluicelog/sluice/subscribers/console"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
@@ -107,6 +113,10 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{name: "bad container", env: []string{"SLUICE_BLOB_CONTAINER=Logs_1"}, want: []string{"blob.container (SLUICE_BLOB_CONTAINER)"}},
 		{name: "bad gzip level", env: []string{"SLUICE_BLOB_GZIP_LEVEL=12"},
 			want: []string{"blob.gzip_level (SLUICE_BLOB_GZIP_LEVEL) = 12: must be 1 (fastest) to 9 (smallest)"}},
+		{name: "tiny retention", env: []string{"SLUICE_POSTGRES_RETENTION=720s"},
+			want: []string{"postgres.retention (SLUICE_POSTGRES_RETENTION) = 12m0s: must be 0 (keep forever) or at least 1h"}},
+		{name: "negative blob retention", yaml: "blob:\n  retention: -1h\n",
+			want: []string{"blob.retention (", "negative_blob_retention.yaml:2) = -1h0m0s: must be 0 (keep forever) or at least 1h"}},
 		{name: "bad chunk policy", yaml: "routes:\n  - {name: x, sink: blob, chunk: {max_events: -1, linger: -5ms}}\n",
 			want: []string{"routes[0](x).chunk.max_events (", "bad_chunk_policy.yaml:2) = -1", "routes[0](x).chunk.linger (", "bad_chunk_policy.yaml:2) = -5ms"}},
 		{name: "bad path pattern", yaml: "routes:\n  - {name: x, sink: blob, paths: [\"api/[\"]}\n", want: []string{"routes[0](x).paths"}},
@@ -223,6 +233,7 @@ func TestDefaultsHaveOneOwner(t *testing.T) {
 		{"postgres.write_timeout", d.Postgres.WriteTimeout, pgsink.DefaultWriteTimeout},
 		{"blob.write_timeout", d.Blob.WriteTimeout, blobsink.DefaultWriteTimeout},
 		{"blob.gzip_level", d.Blob.GzipLevel, blobsink.DefaultGzipLevel},
+		{"postgres.retention", d.Postgres.Retention, pgsink.DefaultRetention},
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s: the configuration's default %v differs from its owner's %v", c.key, c.got, c.want)
@@ -304,6 +315,72 @@ func TestSamplingAndLevelsFromYAML(t *testing.T) {
 		writeFile(t, file, yaml)
 		if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want one containing %q", yaml, err, want)
+		}
+	}
+}
+
+// testDriverSettings is a broker driver's settings, registered by the test below as driver "testmq".
+type testDriverSettings struct {
+	Stream   string `yaml:"stream"`
+	Replicas int    `yaml:"replicas"`
+}
+
+func (s testDriverSettings) Validate() error {
+	if s.Replicas <= 0 {
+		return &subscribers.SettingError{Key: "replicas", Value: s.Replicas, Msg: "must be positive"}
+	}
+	return nil
+}
+
+func init() {
+	brokers.Register(brokers.Driver{Name: "testmq", URL: "testmq://host",
+		Settings: func() any { return &testDriverSettings{Stream: "logs", Replicas: 1} },
+		Open: func(context.Context, string, any, watermill.LoggerAdapter) (brokers.Broker, error) {
+			return nil, errors.New("not a real driver")
+		}})
+}
+
+// A registered broker driver's section is bus.<driver>, configured from YAML and the environment,
+// strictly, with errors naming its keys; an unknown driver is refused naming the registered ones.
+func TestBusDriverSection(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, file, "bus:\n  driver: testmq\n  url: testmq://10.0.0.1\n  testmq:\n    stream: audit\n")
+	c, err := Load(file, []string{"SLUICE_BUS_TESTMQ_REPLICAS=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.BusSettings().(testDriverSettings); got.Stream != "audit" || got.Replicas != 3 {
+		t.Errorf("bus.testmq = %+v", got)
+	}
+	if _, ok := c.SinkSections()["bus.testmq"]; ok {
+		t.Error("a driver's section is listed as a sink's")
+	}
+	for yml, want := range map[string]string{
+		"bus:\n  testmq:\n    streem: x\n":                               "bus.testmq.streem",
+		"bus:\n  driver: testmq\n  url: x\n  testmq:\n    replicas: 0\n": "bus.testmq.replicas",
+		"bus:\n  driver: testmq\n":                                       "bus.url",
+		"bus:\n  driver: kafkaa\n":                                       "testmq",
+		"bus:\n  forward:\n    max_concurrent_publishes: 0\n":            "bus.forward.max_concurrent_publishes",
+	} {
+		writeFile(t, file, yml)
+		if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one naming %s", yml, err, want)
+		}
+	}
+}
+
+// bus.url's password never reaches a log line or `sluice config`.
+func TestBusURLPasswordIsMasked(t *testing.T) {
+	for in, want := range map[string]string{
+		"amqp://guest:secret@127.0.0.1:5672/":                   "amqp://guest:xxxxx@127.0.0.1:5672/",
+		"host=db user=sluice password=secret dbname=logs":       "host=db user=sluice password=xxxxx dbname=logs",
+		"127.0.0.1:9092,127.0.0.1:9093":                         "127.0.0.1:9092,127.0.0.1:9093",
+		"postgres://sluice:secret@db:5432/logs?sslmode=disable": "postgres://sluice:xxxxx@db:5432/logs?sslmode=disable",
+	} {
+		c := Default()
+		c.Bus.URL = in
+		if got := c.Redacted().Bus.URL; got != want || strings.Contains(got, "secret") {
+			t.Errorf("%s: redacted %s, want %s", in, got, want)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -109,17 +110,14 @@ func (c *Config) decodeYAML(path string, data []byte) error {
 	root := doc.Content[0]
 	var errs []error
 	sections := map[string]bool{}
-	if root.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(root.Content); i += 2 {
-			key, value := root.Content[i], root.Content[i+1]
-			settings, ok := c.Sinks[key.Value]
-			if !ok {
-				continue
-			}
-			sections[key.Value] = true
-			if err := decodeStrict(value, settings); err != nil {
-				errs = append(errs, yamlErrors(path, value, err, key.Value, -1)...)
-			}
+	for name, settings := range c.Sinks {
+		value := lookupNode(root, strings.Split(name, "."))
+		if value == nil {
+			continue
+		}
+		sections[name] = true
+		if err := decodeStrict(value, settings); err != nil {
+			errs = append(errs, yamlErrors(path, value, err, name, -1)...)
 		}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -127,13 +125,30 @@ func (c *Config) decodeYAML(path string, data []byte) error {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		for _, e := range yamlErrors(path, root, err, "", 0) {
 			var ue *unknownKey
-			if errors.As(e, &ue) && ue.path == ue.key && sections[ue.key] {
+			if errors.As(e, &ue) && sections[ue.path] {
 				continue // a registered sink type's section, decoded above
 			}
 			errs = append(errs, e)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// lookupNode returns the value at the key path under the mapping node n, or nil.
+func lookupNode(n *yaml.Node, path []string) *yaml.Node {
+	for _, key := range path {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+			}
+		}
+		n = next
+	}
+	return n
 }
 
 // decodeStrict decodes a node into v, refusing unknown keys (Node.Decode would ignore them).
@@ -462,7 +477,22 @@ func setValue(f reflect.Value, s string) error {
 func (c Config) Redacted() Config {
 	c.Postgres = c.Postgres.Redacted()
 	c.Blob = c.Blob.Redacted()
+	c.Bus.URL = redactURL(c.Bus.URL)
 	return c
+}
+
+// passwordSetting is a password=… setting of a key=value connection string.
+var passwordSetting = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
+
+// redactURL masks the password of a URL (amqp://user:xxxxx@host) or of a key=value connection
+// string (password=xxxxx).
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return passwordSetting.ReplaceAllString(s, "${1}xxxxx")
 }
 
 // KeyValue is one configuration key, its environment variable and its value as text.

@@ -69,8 +69,9 @@ const drainWait = 20 * time.Millisecond
 // Policy.MaxConcurrentWrites): none per chunk or per event. It holds at most one open batch, one
 // sealed batch waiting for a free write, and MaxConcurrentWrites batches handed out.
 type BatchSubscriber struct {
-	sub    message.Subscriber
-	policy BatchPolicy
+	sub      message.Subscriber
+	policy   BatchPolicy
+	oneChunk bool // OneChunkPerBatch
 
 	ctx   context.Context // parent of the batch messages' contexts; Cut and Close cancel it
 	abort context.CancelFunc
@@ -92,7 +93,7 @@ var _ message.Subscriber = (*BatchSubscriber)(nil)
 
 // NewBatchSubscriber returns a BatchSubscriber over sub (which must hand out several unacknowledged
 // messages at once for a batch to gather more than one chunk; the bounded bus does).
-func NewBatchSubscriber(sub message.Subscriber, policy BatchPolicy) (*BatchSubscriber, error) {
+func NewBatchSubscriber(sub message.Subscriber, policy BatchPolicy, opts ...BatchOption) (*BatchSubscriber, error) {
 	if sub == nil {
 		return nil, errors.New("subscribers: invalid config: a Subscriber is required")
 	}
@@ -100,9 +101,23 @@ func NewBatchSubscriber(sub message.Subscriber, policy BatchPolicy) (*BatchSubsc
 		return nil, fmt.Errorf("subscribers: invalid config: %w", err)
 	}
 	ctx, abort := context.WithCancel(context.Background())
-	return &BatchSubscriber{sub: sub, policy: policy, ctx: ctx, abort: abort, drain: make(chan struct{}),
-		out: make(map[*gathered]struct{}), settled: make(chan struct{}, 1)}, nil
+	s := &BatchSubscriber{sub: sub, policy: policy, ctx: ctx, abort: abort, drain: make(chan struct{}),
+		out: make(map[*gathered]struct{}), settled: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
+
+// BatchOption changes how a BatchSubscriber gathers.
+type BatchOption func(*BatchSubscriber)
+
+// OneChunkPerBatch makes every batch exactly one chunk message, handed out as soon as it arrives: for
+// a broker, whose subscriber hands out one unacknowledged message at a time (so a batch would only
+// wait), and whose unit of redelivery is the chunk. A chunk redelivered after a crash is then the same
+// batch as the first time (same events, same batch id), so a sink that names what it writes after the
+// batch (the archive's objects) writes nothing twice, whichever worker writes it.
+func OneChunkPerBatch() BatchOption { return func(s *BatchSubscriber) { s.oneChunk = true } }
 
 // Subscribe subscribes to topic on the wrapped subscriber and returns its messages gathered into
 // batch messages. The channel closes when ctx ends, the wrapped subscription ends, or Close.
@@ -343,7 +358,9 @@ func (g *gatherer) run() {
 			g.s.settle(ready, false)
 		}
 	}()
-	full := func(b *gathered) bool { return len(b.events) >= p.MaxEvents || b.bytes >= p.MaxBytes }
+	full := func(b *gathered) bool {
+		return len(b.events) >= p.MaxEvents || b.bytes >= p.MaxBytes || (g.s.oneChunk && len(b.chunks) > 0)
+	}
 	seal := func() { // at most one sealed batch waits
 		ready, cur = cur, nil
 		timer.Stop() // Go 1.23 timers: no stale tick is received after Stop or Reset

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -141,20 +142,47 @@ func configAttrs(cfg sluice.Config) []any {
 	return attrs
 }
 
-// effective renders the configuration as YAML, secrets masked.
+// effective renders the configuration as YAML, secrets masked, with the registered sink types' and
+// broker drivers' sections (which the struct does not hold) where they belong: a sink type's at the
+// top, a driver's (key "bus.<driver>") inside bus.
 func effective(cfg sluice.Config) string {
 	r := cfg.Redacted()
 	r.Routes = r.EffectiveRoutes()
-	b, err := yaml.Marshal(r)
+	var doc yaml.Node
+	if err := doc.Encode(r); err != nil {
+		return err.Error()
+	}
+	names := make([]string, 0, len(r.Sinks))
+	for name := range r.Sinks {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		var section yaml.Node
+		if err := section.Encode(r.Sinks[name]); err != nil {
+			return err.Error()
+		}
+		parent, key := &doc, name
+		if rest, ok := strings.CutPrefix(name, "bus."); ok {
+			parent, key = mappingValue(&doc, "bus"), rest
+		}
+		if parent != nil {
+			parent.Content = append(parent.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key}, &section)
+		}
+	}
+	b, err := yaml.Marshal(&doc)
 	if err != nil {
 		return err.Error()
 	}
-	if len(r.Sinks) > 0 { // the registered sink types' sections, which the struct does not hold
-		more, err := yaml.Marshal(r.Sinks)
-		if err != nil {
-			return err.Error()
-		}
-		b = append(b, more...)
-	}
 	return string(b)
+}
+
+// mappingValue returns the value of key in the mapping node m, or nil.
+func mappingValue(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
 }

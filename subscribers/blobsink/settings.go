@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,6 +31,11 @@ type Settings struct {
 	WriteTimeout     time.Duration `yaml:"write_timeout"`
 	// GzipLevel is the archive's gzip level, 1 (fastest) to 9 (smallest).
 	GzipLevel int `yaml:"gzip_level"`
+	// Retention is how long the archive is kept: the hour prefixes (YYYY/MM/DD/HH/) that end before
+	// now minus Retention are deleted, every hour by the running pipeline and by sluice prune. 0 (the
+	// default) keeps everything: the archive is the record of every event, and for a large archive in
+	// Azure a lifecycle management policy deletes by age at no cost to sluice (see the README).
+	Retention time.Duration `yaml:"retention"`
 }
 
 // DefaultSettings are the embedded defaults: blobs in ./sluice-data/blobs/logs.
@@ -57,6 +63,9 @@ func (s Settings) Validate() error {
 	}
 	if s.GzipLevel < 1 || s.GzipLevel > 9 {
 		bad("gzip_level", s.GzipLevel, "must be 1 (fastest) to 9 (smallest)")
+	}
+	if err := subscribers.ValidRetention(s.Retention); err != nil {
+		bad("retention", s.Retention, err.Error())
 	}
 	return errors.Join(errs...)
 }
@@ -136,6 +145,8 @@ type opened struct {
 	mu       sync.Mutex
 	sinks    map[string]*Sink
 	closers  []func() error
+	// containers are the containers the routes write (Prune prunes each), the default one included.
+	containers map[string]bool
 }
 
 func open(_ context.Context, section any, log *slog.Logger) (subscribers.Opened, error) {
@@ -143,7 +154,7 @@ func open(_ context.Context, section any, log *slog.Logger) (subscribers.Opened,
 	if !ok {
 		return nil, fmt.Errorf("blobsink: the %s section is a %T, not blobsink.Settings", SinkType, section)
 	}
-	return &opened{settings: s, log: log, sinks: map[string]*Sink{}}, nil
+	return &opened{settings: s, log: log, sinks: map[string]*Sink{}, containers: map[string]bool{s.Container: true}}, nil
 }
 
 // Sink opens the store of the route's container (an Azure store that does not answer now is opened
@@ -157,12 +168,12 @@ func (o *opened) Sink(r subscribers.Route) (subscribers.Sink, error) {
 	if s := o.sinks[key]; s != nil {
 		return s, nil
 	}
+	o.containers[container] = true
 	var store Store
 	if o.settings.ConnectionString != "" {
-		openRemote := remote.Load()
-		if openRemote == nil {
-			return nil, errors.New("blob.connection_string is set, but this program has no Azure store: " +
-				`import _ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore"`)
+		openRemote, err := remoteOpener()
+		if err != nil {
+			return nil, err
 		}
 		tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s, closeStore, err := (*openRemote)(tctx, o.settings.ConnectionString, container)
@@ -286,6 +297,42 @@ func (l *lazyStore) List(ctx context.Context, prefix string) ([]string, error) {
 	return s.List(ctx, prefix)
 }
 
+func (l *lazyStore) Dirs(ctx context.Context, prefix string) ([]string, error) {
+	s, err := l.pruneStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Dirs(ctx, prefix)
+}
+
+func (l *lazyStore) Objects(ctx context.Context, prefix string) ([]Object, error) {
+	s, err := l.pruneStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Objects(ctx, prefix)
+}
+
+func (l *lazyStore) Delete(ctx context.Context, name string) error {
+	s, err := l.pruneStore(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Delete(ctx, name)
+}
+
+func (l *lazyStore) pruneStore(ctx context.Context) (PruneStore, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ps, ok := s.(PruneStore)
+	if !ok {
+		return nil, fmt.Errorf("blobsink: a %T cannot be pruned", s)
+	}
+	return ps, nil
+}
+
 func (l *lazyStore) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -293,6 +340,42 @@ func (l *lazyStore) Close() error {
 		return l.close()
 	}
 	return nil
+}
+
+// remoteOpener returns the registered remote store, or an error saying how to register it.
+func remoteOpener() (*RemoteOpener, error) {
+	openRemote := remote.Load()
+	if openRemote == nil {
+		return nil, errors.New("blob.connection_string is set, but this program has no Azure store: " +
+			`import _ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore"`)
+	}
+	return openRemote, nil
+}
+
+// OpenStore opens the archive's store as the settings say, for a reader of the archive (the sink's
+// routes open theirs themselves): the Azure container when ConnectionString is set, else the
+// directory Dir/container. An empty container is the settings' Container. It returns what closes the
+// store.
+func OpenStore(ctx context.Context, s Settings, container string) (Store, func() error, error) {
+	if container == "" {
+		container = s.Container
+	}
+	if err := ValidContainer(container); err != nil {
+		return nil, nil, fmt.Errorf("blobsink: container %q: %w", container, err)
+	}
+	if s.ConnectionString != "" {
+		openRemote, err := remoteOpener()
+		if err != nil {
+			return nil, nil, err
+		}
+		return (*openRemote)(ctx, s.ConnectionString, container)
+	}
+	dir := filepath.Join(s.Dir, container)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, nil, fmt.Errorf("blobsink: the archive directory: %w", err)
+	}
+	// Not NewDirStore: a reader must not remove the temporary files of a running sink's writes.
+	return &DirStore{root: dir}, func() error { return nil }, nil
 }
 
 // RemoteOpener opens the remote store of a connection string's container, and returns what closes it.

@@ -1,0 +1,264 @@
+// Package brokertest is the conformance suite every broker driver runs (brokers.Broker): what sluice
+// relies on a broker for, checked against the real broker.
+package brokertest
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/event"
+)
+
+// Options tune the suite to a broker.
+type Options struct {
+	// Redelivery is how long a message whose consumer went away (its subscription closed without an
+	// ack) may take to be offered to another member of its group; 0 means 30 s.
+	Redelivery time.Duration
+	// Wait bounds every other wait for a message; 0 means 30 s.
+	Wait time.Duration
+}
+
+// Open opens a new broker for one test; every call of one test must reach the same broker server.
+type Open func(t *testing.T) brokers.Broker
+
+// Run runs the suite. Each test uses topics and groups of its own, named after the test.
+func Run(t *testing.T, open Open, o Options) {
+	if o.Redelivery <= 0 {
+		o.Redelivery = 30 * time.Second
+	}
+	if o.Wait <= 0 {
+		o.Wait = 30 * time.Second
+	}
+	t.Run("DeclaredGroupsGetWhatWasPublishedBeforeTheySubscribed", func(t *testing.T) { declared(t, open, o) })
+	t.Run("UUIDMetadataAndPayloadArriveUnchanged", func(t *testing.T) { unchanged(t, open, o) })
+	t.Run("EveryGroupGetsEveryMessage", func(t *testing.T) { groups(t, open, o) })
+	t.Run("MembersOfOneGroupShare", func(t *testing.T) { members(t, open, o) })
+	t.Run("NackedIsOfferedAgain", func(t *testing.T) { nacked(t, open, o) })
+	t.Run("UnackedGoesToAnotherMemberWhenItsConsumerCloses", func(t *testing.T) { handover(t, open, o) })
+}
+
+// Names returns a topic and group names unique to the test.
+func Names(t *testing.T, groups ...string) (topic string, out []string) {
+	base := fmt.Sprintf("sluicetest_%d", time.Now().UnixNano())
+	for _, g := range groups {
+		out = append(out, base+"_"+g)
+	}
+	return base, out
+}
+
+// Chunk returns a chunk message of n small events, as sluice publishes them.
+func Chunk(n int) *message.Message {
+	var payload []byte
+	for i := range n {
+		payload = append(payload, fmt.Sprintf(`{"id":%q,"ts":"2026-12-02T10:00:00Z","level":"INFO","kind":"app","message":"m%d"}`+"\n", event.NewID(), i)...)
+	}
+	msg := message.NewMessage(event.NewID().String(), payload)
+	msg.Metadata.Set(event.MetadataEvents, strconv.Itoa(n))
+	msg.Metadata.Set(event.MetadataFormat, event.ChunkFormat)
+	return msg
+}
+
+func publish(t *testing.T, b brokers.Broker, topic string, msgs ...*message.Message) {
+	t.Helper()
+	if err := b.Publisher().Publish(topic, msgs...); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+}
+
+func subscribe(t *testing.T, b brokers.Broker, group, topic string) (<-chan *message.Message, context.CancelFunc) {
+	t.Helper()
+	s, err := b.Subscriber(group)
+	if err != nil {
+		t.Fatalf("Subscriber(%s): %v", group, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := s.Subscribe(ctx, topic)
+	if err != nil {
+		cancel()
+		t.Fatalf("Subscribe(%s): %v", topic, err)
+	}
+	t.Cleanup(cancel)
+	return ch, cancel
+}
+
+// receive takes n messages from ch (acking each when ack), within wait.
+func receive(t *testing.T, ch <-chan *message.Message, n int, ack bool, wait time.Duration) []*message.Message {
+	t.Helper()
+	var out []*message.Message
+	deadline := time.After(wait)
+	for len(out) < n {
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				t.Fatalf("subscription ended after %d of %d messages", len(out), n)
+			}
+			if ack {
+				m.Ack()
+			}
+			out = append(out, m)
+		case <-deadline:
+			t.Fatalf("received %d of %d messages within %s", len(out), n, wait)
+		}
+	}
+	return out
+}
+
+func declare(t *testing.T, b brokers.Broker, topic string, groups []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.Declare(ctx, topic, groups); err != nil {
+		t.Fatalf("Declare(%s, %v): %v", topic, groups, err)
+	}
+	if err := b.Declare(ctx, topic, groups); err != nil {
+		t.Fatalf("Declare a second time (it must be idempotent): %v", err)
+	}
+}
+
+func declared(t *testing.T, open Open, o Options) {
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	want := map[string]bool{}
+	for range 5 {
+		m := Chunk(3)
+		want[m.UUID] = true
+		publish(t, b, topic, m)
+	}
+	ch, _ := subscribe(t, b, g[0], topic)
+	for _, m := range receive(t, ch, 5, true, o.Wait) {
+		if !want[m.UUID] {
+			t.Errorf("unexpected or repeated message %s", m.UUID)
+		}
+		delete(want, m.UUID)
+	}
+}
+
+func unchanged(t *testing.T, open Open, o Options) {
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	sent := Chunk(50)
+	sent.Metadata.Set("x-extra", "kept")
+	publish(t, b, topic, sent)
+	ch, _ := subscribe(t, b, g[0], topic)
+	got := receive(t, ch, 1, true, o.Wait)[0]
+	if got.UUID != sent.UUID {
+		t.Errorf("UUID = %s, want %s", got.UUID, sent.UUID)
+	}
+	for _, k := range []string{event.MetadataEvents, event.MetadataFormat, "x-extra"} {
+		if got.Metadata.Get(k) != sent.Metadata.Get(k) {
+			t.Errorf("metadata %s = %q, want %q", k, got.Metadata.Get(k), sent.Metadata.Get(k))
+		}
+	}
+	if string(got.Payload) != string(sent.Payload) {
+		t.Errorf("payload changed: %d bytes, want %d", len(got.Payload), len(sent.Payload))
+	}
+	events, bad := event.Decode(got.Payload)
+	if len(events) != 50 || len(bad) != 0 {
+		t.Errorf("decoded %d events and %d bad lines, want 50 and 0", len(events), len(bad))
+	}
+}
+
+func groups(t *testing.T, open Open, o Options) {
+	b := open(t)
+	topic, g := Names(t, "pg", "blob")
+	declare(t, b, topic, g)
+	for range 10 {
+		publish(t, b, topic, Chunk(1))
+	}
+	for _, group := range g {
+		ch, _ := subscribe(t, b, group, topic)
+		receive(t, ch, 10, true, o.Wait)
+	}
+}
+
+func members(t *testing.T, open Open, o Options) {
+	b1, b2 := open(t), open(t) // two processes' members of one group
+	topic, g := Names(t, "a")
+	declare(t, b1, topic, g)
+	ch1, _ := subscribe(t, b1, g[0], topic)
+	ch2, _ := subscribe(t, b2, g[0], topic)
+	const n = 20
+	sent := map[string]bool{}
+	for range n {
+		m := Chunk(1)
+		sent[m.UUID] = true
+		publish(t, b1, topic, m)
+	}
+	got := map[string]int{}
+	deadline := time.After(o.Wait)
+	for len(got) < n {
+		select {
+		case m := <-ch1:
+			m.Ack()
+			got[m.UUID]++
+		case m := <-ch2:
+			m.Ack()
+			got[m.UUID]++
+		case <-deadline:
+			t.Fatalf("the group's two members received %d of %d messages within %s", len(got), n, o.Wait)
+		}
+	}
+	// A message acknowledged by one member is not offered to the other.
+	select {
+	case m := <-ch1:
+		got[m.UUID]++
+	case m := <-ch2:
+		got[m.UUID]++
+	case <-time.After(time.Second):
+	}
+	for id, k := range got {
+		if !sent[id] || k != 1 {
+			t.Errorf("message %s received %d times (sent: %v), want once", id, k, sent[id])
+		}
+	}
+}
+
+func nacked(t *testing.T, open Open, o Options) {
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	sent := Chunk(2)
+	publish(t, b, topic, sent)
+	ch, _ := subscribe(t, b, g[0], topic)
+	first := receive(t, ch, 1, false, o.Wait)[0]
+	first.Nack()
+	again := receive(t, ch, 1, true, o.Redelivery+o.Wait)[0]
+	if again.UUID != sent.UUID {
+		t.Errorf("offered again %s, want %s", again.UUID, sent.UUID)
+	}
+}
+
+func handover(t *testing.T, open Open, o Options) {
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	sent := Chunk(2)
+	publish(t, b, topic, sent)
+	s1, err := b.Subscriber(g[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch1, err := s1.Subscribe(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive(t, ch1, 1, false, o.Wait) // neither acked nor nacked: its consumer goes away
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s1.Close() })
+	other := open(t) // another process's member of the group
+	ch2, _ := subscribe(t, other, g[0], topic)
+	got := receive(t, ch2, 1, true, o.Redelivery+o.Wait)[0]
+	if got.UUID != sent.UUID {
+		t.Errorf("the other member got %s, want %s", got.UUID, sent.UUID)
+	}
+	wg.Wait()
+}
