@@ -379,9 +379,11 @@ func (s *jsonScanner) str() bool {
 	s.strStart = s.i + 1
 	for i := s.i + 1; i < len(in); {
 		if i+8 <= len(in) { // eight bytes at a time while none needs a look
-			m := stringStop(load64(in[i:]))
-			if s.compact {
-				m = stringSpecial(load64(in[i:]))
+			var m uint64
+			if x := load64(in[i:]); s.compact {
+				m = stringSpecial(x)
+			} else {
+				m = stringStop(x)
 			}
 			if m == 0 {
 				i += 8
