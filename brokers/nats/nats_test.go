@@ -374,5 +374,5 @@ func TestSettingsFromConfig(t *testing.T) {
 
 // go test -run X -bench . ./brokers/nats/: full chunks published (4 at once) and consumed.
 func BenchmarkChunks(b *testing.B) {
-	brokertest.Bench(b, func(b *testing.B) brokers.Broker { return open(b, nats.DefaultSettings()) })
+	brokertest.Bench(b, func(tb testing.TB) brokers.Broker { return open(tb, nats.DefaultSettings()) })
 }

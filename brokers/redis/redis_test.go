@@ -281,7 +281,7 @@ func TestSettingsFromConfig(t *testing.T) {
 
 // go test -run X -bench . ./brokers/redis/: full chunks published (4 at once) and consumed.
 func BenchmarkChunks(b *testing.B) {
-	brokertest.Bench(b, func(b *testing.B) brokers.Broker { return open(b, redis.DefaultSettings()) })
+	brokertest.Bench(b, func(tb testing.TB) brokers.Broker { return open(tb, redis.DefaultSettings()) })
 }
 
 // kill -9 of a Redis that persists every write (a server of this test's own: appendonly yes,
