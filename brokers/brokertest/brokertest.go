@@ -28,6 +28,10 @@ type Options struct {
 	// Watermill subscriber): a worker's batch then holds one chunk, and the suite skips
 	// BatchSubscriberGathersSeveralChunks.
 	OneUnackedPerSubscription bool
+	// MaxChunkBytes is the largest chunk the broker must carry whole; 0 means 1 MiB. A web node's
+	// chunks are at most bus.forward.chunk.max_bytes (512 KiB by default) plus one event, so a broker
+	// set up by someone else (a stock Kafka topic, 1 MB by default) may be tested at that.
+	MaxChunkBytes int
 }
 
 // Open opens a new broker for one test; every call of one test must reach the same broker server.
@@ -43,7 +47,7 @@ func Run(t *testing.T, open Open, o Options) {
 	}
 	t.Run("DeclaredGroupsGetWhatWasPublishedBeforeTheySubscribed", func(t *testing.T) { declared(t, open, o) })
 	t.Run("UUIDMetadataAndPayloadArriveUnchanged", func(t *testing.T) { unchanged(t, open, o) })
-	t.Run("AChunkOfOneMiBArrivesWhole", func(t *testing.T) { large(t, open, o) })
+	t.Run("ALargeChunkArrivesWhole", func(t *testing.T) { large(t, open, o) })
 	t.Run("EveryGroupGetsEveryMessage", func(t *testing.T) { groups(t, open, o) })
 	t.Run("MembersOfOneGroupShare", func(t *testing.T) { members(t, open, o) })
 	t.Run("NackedIsOfferedAgain", func(t *testing.T) { nacked(t, open, o) })
@@ -170,8 +174,12 @@ func large(t *testing.T, open Open, o Options) {
 	b := open(t)
 	topic, g := Names(t, "a")
 	declare(t, b, topic, g)
+	limit := o.MaxChunkBytes
+	if limit <= 0 {
+		limit = 1 << 20
+	}
 	sent := Chunk(1)
-	for len(sent.Payload) < 1<<20-200 {
+	for len(sent.Payload) < limit-200 {
 		sent.Payload = append(sent.Payload, Chunk(1).Payload...)
 	}
 	publish(t, b, topic, sent)
