@@ -144,9 +144,14 @@ func busEnv(driver, url, id string) []string {
 	}
 }
 
+// TestScaleOut runs the drivers two at a time (go test's -parallel is GOMAXPROCS): much of each run
+// is waiting (a dead worker's chunks handed over, the broker down for 5 s).
 func TestScaleOut(t *testing.T) {
 	for _, b := range busesUnderTest {
-		t.Run(b.driver, func(t *testing.T) { scaleOut(t, b) })
+		t.Run(b.driver, func(t *testing.T) {
+			t.Parallel()
+			scaleOut(t, b)
+		})
 	}
 }
 
