@@ -3,8 +3,10 @@ package bench
 import (
 	"fmt"
 	"image/color"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 
 	"gonum.org/v1/plot"
@@ -52,6 +54,13 @@ func (r *Results) WritePlot(path string) error {
 	}
 	if o := r.Overload; o != nil && len(o.Samples) > 0 {
 		p, err := overloadMemory(o)
+		if err != nil {
+			return err
+		}
+		top = append(top, p)
+	}
+	if b := r.Bus; b != nil {
+		p, err := busBars(b)
 		if err != nil {
 			return err
 		}
@@ -111,6 +120,11 @@ func (r *Results) WritePlot(path string) error {
 
 // throughputBars is a bar per design, sluice's first, each labelled with its value.
 func throughputBars(title string, names []string, values []float64) (*plot.Plot, error) {
+	return bars(title, names, values, func(i int) bool { return i == 0 })
+}
+
+// bars is a bar per design, each labelled with its value, sluice's in sluice's color.
+func bars(title string, names []string, values []float64, isSluice func(i int) bool) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = title
 	p.Y.Label.Text = "events/s"
@@ -123,7 +137,7 @@ func throughputBars(title string, names []string, values []float64) (*plot.Plot,
 			return nil, err
 		}
 		bars.Color = colorOther
-		if i == 0 {
+		if isSluice(i) {
 			bars.Color = colorSluice
 		}
 		bars.LineStyle.Width = 0
@@ -146,6 +160,26 @@ func throughputBars(title string, names []string, values []float64) (*plot.Plot,
 	p.NominalX(names...)
 	p.Y.Max = maxOf(values) * 1.15
 	return p, nil
+}
+
+// busBars is the bus scenario's events/s into PostgreSQL: the in-process bus, then sluice and the
+// stock design through each broker.
+func busBars(b *BusResults) (*plot.Plot, error) {
+	var (
+		names    []string
+		values   []float64
+		isSluice []bool
+	)
+	if p := b.InProcess; p != nil {
+		names, values, isSluice = append(names, "in-process"), append(values, p.EventsPerSecond), append(isSluice, true)
+	}
+	for _, name := range slices.Sorted(maps.Keys(b.Brokers)) {
+		br := b.Brokers[name]
+		names = append(names, name, name+"\nstock")
+		values = append(values, br.Sluice.EventsPerSecond, br.Stock.EventsPerSecond)
+		isSluice = append(isSluice, true, false)
+	}
+	return bars("Bus: web node to PostgreSQL, events/s", names, values, func(i int) bool { return isSluice[i] })
 }
 
 // overloadMemory is the server's RSS each second with storage down, split into the Go heap and the
