@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,7 +79,11 @@ func runBus(ctx context.Context, cfg Config, pl plan, pr *progress) (*BusResults
 	for _, name := range cfg.BusDrivers {
 		if name == BusMemory {
 			pr.say("bus: in-process, %d events", pl.busEvents)
-			t, err := busSluice(ctx, cfg, pl.busEvents, BusMemory, "", pr)
+			var t BusThroughput
+			err := labelled(ctx, BusMemory, "sluice", func(ctx context.Context) (err error) {
+				t, err = busSluice(ctx, cfg, pl.busEvents, BusMemory, "", pr)
+				return err
+			})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("in-process: %w", err))
 				continue
@@ -106,17 +111,32 @@ func busBroker(ctx context.Context, cfg Config, pl plan, name string, b *BusBrok
 	}
 	defer stop()
 	pr.say("bus: %s: sluice (a web node, %d workers), %d events", name, cfg.BusWorkers, pl.busEvents)
-	if b.Sluice, err = busSluice(ctx, cfg, pl.busEvents, name, url, pr); err != nil {
+	if err := labelled(ctx, name, "sluice", func(ctx context.Context) (err error) {
+		b.Sluice, err = busSluice(ctx, cfg, pl.busEvents, name, url, pr)
+		return err
+	}); err != nil {
 		return fmt.Errorf("sluice: %w", err)
 	}
 	pr.say("bus: %s: sluice: %.0f events/s in %d broker messages", name, b.Sluice.EventsPerSecond, b.Sluice.BrokerMessages)
 	pr.say("bus: %s: stock design (a message per event, %d subscriptions), %d events", name, cfg.BusWorkers, pl.busStockEvents)
-	if b.Stock, err = busStock(ctx, cfg, pl.busStockEvents, name, url, pr); err != nil {
+	if err := labelled(ctx, name, "stock", func(ctx context.Context) (err error) {
+		b.Stock, err = busStock(ctx, cfg, pl.busStockEvents, name, url, pr)
+		return err
+	}); err != nil {
 		return fmt.Errorf("stock design: %w", err)
 	}
 	pr.say("bus: %s: stock design: %.0f events/s; sluice is %.1fx", name, b.Stock.EventsPerSecond,
 		div(b.Sluice.EventsPerSecond, b.Stock.EventsPerSecond))
 	return nil
+}
+
+// labelled runs f with the pprof labels bus=<bus> and design=<design>, which the goroutines it starts
+// (the pipelines', the routers') inherit: in a profile of sluice-bench -cpuprofile, -tagfocus
+// design=sluice -tagfocus bus=redis is sluice's web node and workers over Redis alone.
+func labelled(ctx context.Context, bus, design string, f func(context.Context) error) error {
+	var err error
+	pprof.Do(ctx, pprof.Labels("bus", bus, "design", design), func(ctx context.Context) { err = f(ctx) })
+	return err
 }
 
 // brokerURL returns where the driver's broker is, and what to call when done with it: the URL in
