@@ -80,7 +80,7 @@ func runBus(ctx context.Context, cfg Config, pl plan, pr *progress) (*BusResults
 		if name == BusMemory {
 			pr.say("bus: in-process, %d events", pl.busEvents)
 			var t BusThroughput
-			err := labelled(ctx, BusMemory, "sluice", func(ctx context.Context) (err error) {
+			err := measurement(ctx, BusMemory, "sluice", func(ctx context.Context) (err error) {
 				t, err = busSluice(ctx, cfg, pl.busEvents, BusMemory, "", pr)
 				return err
 			})
@@ -111,7 +111,7 @@ func busBroker(ctx context.Context, cfg Config, pl plan, name string, b *BusBrok
 	}
 	defer stop()
 	pr.say("bus: %s: sluice (a web node, %d workers), %d events", name, cfg.BusWorkers, pl.busEvents)
-	if err := labelled(ctx, name, "sluice", func(ctx context.Context) (err error) {
+	if err := measurement(ctx, name, "sluice", func(ctx context.Context) (err error) {
 		b.Sluice, err = busSluice(ctx, cfg, pl.busEvents, name, url, pr)
 		return err
 	}); err != nil {
@@ -119,7 +119,7 @@ func busBroker(ctx context.Context, cfg Config, pl plan, name string, b *BusBrok
 	}
 	pr.say("bus: %s: sluice: %.0f events/s in %d broker messages", name, b.Sluice.EventsPerSecond, b.Sluice.BrokerMessages)
 	pr.say("bus: %s: stock design (a message per event, %d subscriptions), %d events", name, cfg.BusWorkers, pl.busStockEvents)
-	if err := labelled(ctx, name, "stock", func(ctx context.Context) (err error) {
+	if err := measurement(ctx, name, "stock", func(ctx context.Context) (err error) {
 		b.Stock, err = busStock(ctx, cfg, pl.busStockEvents, name, url, pr)
 		return err
 	}); err != nil {
@@ -130,13 +130,19 @@ func busBroker(ctx context.Context, cfg Config, pl plan, name string, b *BusBrok
 	return nil
 }
 
-// labelled runs f with the pprof labels bus=<bus> and design=<design>, which the goroutines it starts
-// (the pipelines', the routers') inherit: in a profile of sluice-bench -cpuprofile, -tagfocus
-// design=sluice -tagfocus bus=redis is sluice's web node and workers over Redis alone.
-func labelled(ctx context.Context, bus, design string, f func(context.Context) error) error {
+// labelled runs f with the pprof label key=value added to ctx's, which the goroutines it starts (the
+// pipelines', the routers') inherit. A measurement is labelled bus=<driver> and design=sluice or
+// stock, and sluice's pipelines role=web or role=worker: in a profile of sluice-bench -cpuprofile,
+// -tagfocus bus=redis -tagfocus role=worker is the workers over Redis alone.
+func labelled(ctx context.Context, key, value string, f func(context.Context) error) error {
 	var err error
-	pprof.Do(ctx, pprof.Labels("bus", bus, "design", design), func(ctx context.Context) { err = f(ctx) })
+	pprof.Do(ctx, pprof.Labels(key, value), func(ctx context.Context) { err = f(ctx) })
 	return err
+}
+
+// measurement runs f labelled bus=<bus> and design=<design> (see labelled).
+func measurement(ctx context.Context, bus, design string, f func(context.Context) error) error {
+	return labelled(ctx, "bus", bus, func(ctx context.Context) error { return labelled(ctx, "design", design, f) })
 }
 
 // brokerURL returns where the driver's broker is, and what to call when done with it: the URL in
@@ -213,14 +219,22 @@ func busSluice(ctx context.Context, cfg Config, n int, driver, url string, pr *p
 	}()
 	if driver != BusMemory {
 		for range cfg.BusWorkers { // one after the other: the first applies the migrations
-			w, err := sluice.NewWorker(ctx, c, quiet)
+			var w *sluice.Pipeline
+			err := labelled(ctx, "role", "worker", func(ctx context.Context) (err error) {
+				w, err = sluice.NewWorker(ctx, c, quiet)
+				return err
+			})
 			if err != nil {
 				return t, fmt.Errorf("worker: %w", err)
 			}
 			writers = append(writers, w)
 		}
 	}
-	web, err := sluice.New(ctx, c, quiet)
+	var web *sluice.Pipeline
+	err = labelled(ctx, "role", "web", func(ctx context.Context) (err error) {
+		web, err = sluice.New(ctx, c, quiet)
+		return err
+	})
 	if err != nil {
 		return t, fmt.Errorf("web node: %w", err)
 	}
@@ -249,7 +263,11 @@ func busSluice(ctx context.Context, cfg Config, n int, driver, url string, pr *p
 
 	m := startMeasure()
 	brokerCPU := commandCPUSeconds(brokerProcess[driver])
-	wait, err := publishAll(ctx, web, events, &published)
+	var wait time.Duration
+	err = labelled(ctx, "role", "web", func(ctx context.Context) (err error) {
+		wait, err = publishAll(ctx, web, events, &published)
+		return err
+	})
 	if err != nil {
 		return t, err
 	}
