@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/event"
@@ -20,7 +19,6 @@ import (
 	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/blobsink"
 	"github.com/sluicelog/sluice/subscribers/blobsink/azurestore"
-	"github.com/sluicelog/sluice/subscribers/pgsink"
 	"github.com/sluicelog/sluice/subscribers/sinktest"
 )
 
@@ -158,19 +156,7 @@ func TestDemoBadConfigFailsNamingTheKey(t *testing.T) {
 // and no second blob.
 func TestReplayedBatchCreatesNoDuplicates(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.Postgres(t)
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if _, err := pgsink.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	pg, err := pgsink.New(pool, pgsink.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, pg, _ := migratedSink(t)
 	store, err := azurestore.Open(ctx, azurestore.Config{ConnectionString: testenv.Azurite(t), Container: testenv.Container(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@
 //	sluice demo      an Echo service with sluice embedded (see the README)
 //	sluice worker    write what web nodes forward to a broker (bus.driver), with /metrics and /readyz
 //	sluice migrate   apply the PostgreSQL schema migrations and print their status
+//	sluice logs      read the logs back from PostgreSQL or the archive, filtered; follow new ones
 //	sluice config    print the effective configuration (secrets masked) and every key
 //	sluice version   print the version and the commit it was built from
 //	sluice help      print the commands, or a command's flags (also sluice COMMAND -h)
@@ -39,6 +40,8 @@ var commands = []struct{ name, summary string }{
 	{"demo", "run the demo Echo service with sluice embedded (SLUICE_HTTP_ADDR, default 127.0.0.1:8080)"},
 	{"worker", "write the events that web nodes forward to the broker (bus.driver, bus.url) to the routes' sinks; /metrics, /readyz on SLUICE_ADMIN_ADDR"},
 	{"migrate", "apply the PostgreSQL schema migrations (SLUICE_POSTGRES_DSN) and print their status"},
+	{"logs", "read the logs back from PostgreSQL (or the archive: --archive), filtered; -f follows new ones. " +
+		"Exit 0 found, 1 nothing matched, 2 bad usage or an error"},
 	{"config", "print the effective configuration, secrets masked, and the environment variable of every key"},
 	{"version", "print the version and the commit this binary was built from"},
 	{"help", "print this, or a command's flags: sluice help COMMAND (or sluice COMMAND -h)"},
@@ -63,11 +66,12 @@ machine: docs/BENCHMARKS.md.
 }
 
 // newFlags returns the flag set of cmd: the global flags, and the command's own.
-func newFlags(cmd string, stderr io.Writer) (*flag.FlagSet, *string, *demoFlags) {
+func newFlags(cmd string, stderr io.Writer) (*flag.FlagSet, *string, *demoFlags, *logsFlags) {
 	fs := flag.NewFlagSet("sluice "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", os.Getenv("SLUICE_CONFIG"), "YAML configuration `file` (also SLUICE_CONFIG)")
 	demo := flagDemo(fs, cmd)
+	logsFlags := flagLogs(fs, cmd)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: sluice %s [flags]\n\n", cmd)
 		for _, c := range commands {
@@ -78,7 +82,7 @@ func newFlags(cmd string, stderr io.Writer) (*flag.FlagSet, *string, *demoFlags)
 		fs.PrintDefaults()
 		fmt.Fprintln(fs.Output(), "\nEvery configuration key also has a SLUICE_* environment variable: sluice config lists them.")
 	}
-	return fs, configFile, demo
+	return fs, configFile, demo, logsFlags
 }
 
 func known(cmd string) bool {
@@ -115,7 +119,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if cmd == "help" {
 		if len(rest) == 1 && known(rest[0]) && rest[0] != "help" {
-			fs, _, _ := newFlags(rest[0], stdout)
+			fs, _, _, _ := newFlags(rest[0], stdout)
 			fs.Usage()
 			return 0
 		}
@@ -126,7 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage())
 		return 0
 	}
-	fs, configFile, demoFlags := newFlags(cmd, stderr)
+	fs, configFile, demoFlags, logsFlags := newFlags(cmd, stderr)
 	fs.SetOutput(stdout) // -h prints to stdout and exits 0; errors go to stderr below
 	if err := fs.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -154,6 +158,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = worker(ctx, *configFile, stdout, log)
 	case "migrate":
 		err = migrate(ctx, *configFile, stdout)
+	case "logs":
+		err = logs(ctx, *configFile, logsFlags, stdout, stderr)
 	case "config":
 		err = printConfig(*configFile, stdout)
 	case "version":
@@ -164,6 +170,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var ce *configError
 		if errors.As(err, &ce) {
 			return 2
+		}
+		if le := (*logsExit)(nil); errors.As(err, &le) {
+			return le.code
 		}
 		return 1
 	}

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluicelog/sluice/subscribers/pgsink"
 )
 
 // DefaultPostgresDSN is the server tests use unless SLUICE_TEST_POSTGRES_DSN says otherwise.
@@ -82,4 +85,21 @@ func Container(t testing.TB) string {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	return "t" + hex.EncodeToString(rnd[:])
+}
+
+// MigratedPostgres returns a pool on a fresh database (Postgres) with sluice's schema applied. The pool
+// is closed when the test ends.
+func MigratedPostgres(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, Postgres(t))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pgsink.Migrate(ctx, pool); err != nil {
+		t.Fatalf("testenv: migrate: %v", err)
+	}
+	return pool
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -183,6 +184,25 @@ func (s *DirStore) Get(ctx context.Context, name string) ([]byte, error) {
 	return b, nil
 }
 
+// Open implements Opener.
+func (s *DirStore) Open(ctx context.Context, name string) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := s.path(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobsink: %w", err)
+	}
+	return f, nil
+}
+
 // List implements Store. Files being written (temporary names) are not listed.
 func (s *DirStore) List(ctx context.Context, prefix string) ([]string, error) {
 	var names []string
@@ -222,4 +242,7 @@ func (s *DirStore) List(ctx context.Context, prefix string) ([]string, error) {
 	return names, nil
 }
 
-var _ Store = (*DirStore)(nil)
+var (
+	_ Store  = (*DirStore)(nil)
+	_ Opener = (*DirStore)(nil)
+)

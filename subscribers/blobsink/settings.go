@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -159,10 +160,9 @@ func (o *opened) Sink(r subscribers.Route) (subscribers.Sink, error) {
 	}
 	var store Store
 	if o.settings.ConnectionString != "" {
-		openRemote := remote.Load()
-		if openRemote == nil {
-			return nil, errors.New("blob.connection_string is set, but this program has no Azure store: " +
-				`import _ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore"`)
+		openRemote, err := remoteOpener()
+		if err != nil {
+			return nil, err
 		}
 		tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s, closeStore, err := (*openRemote)(tctx, o.settings.ConnectionString, container)
@@ -293,6 +293,42 @@ func (l *lazyStore) Close() error {
 		return l.close()
 	}
 	return nil
+}
+
+// remoteOpener returns the registered remote store, or an error saying how to register it.
+func remoteOpener() (*RemoteOpener, error) {
+	openRemote := remote.Load()
+	if openRemote == nil {
+		return nil, errors.New("blob.connection_string is set, but this program has no Azure store: " +
+			`import _ "github.com/sluicelog/sluice/subscribers/blobsink/azurestore"`)
+	}
+	return openRemote, nil
+}
+
+// OpenStore opens the archive's store as the settings say, for a reader of the archive (the sink's
+// routes open theirs themselves): the Azure container when ConnectionString is set, else the
+// directory Dir/container. An empty container is the settings' Container. It returns what closes the
+// store.
+func OpenStore(ctx context.Context, s Settings, container string) (Store, func() error, error) {
+	if container == "" {
+		container = s.Container
+	}
+	if err := ValidContainer(container); err != nil {
+		return nil, nil, fmt.Errorf("blobsink: container %q: %w", container, err)
+	}
+	if s.ConnectionString != "" {
+		openRemote, err := remoteOpener()
+		if err != nil {
+			return nil, nil, err
+		}
+		return (*openRemote)(ctx, s.ConnectionString, container)
+	}
+	dir := filepath.Join(s.Dir, container)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, nil, fmt.Errorf("blobsink: the archive directory: %w", err)
+	}
+	// Not NewDirStore: a reader must not remove the temporary files of a running sink's writes.
+	return &DirStore{root: dir}, func() error { return nil }, nil
 }
 
 // RemoteOpener opens the remote store of a connection string's container, and returns what closes it.

@@ -30,6 +30,27 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]string, error)
 }
 
+// Opener is a Store that can also stream an object, so that a reader holds a buffer of it, not all of
+// it: DirStore and the Azure store are. OpenObject uses it.
+type Opener interface {
+	// Open returns a reader of the bytes stored under name, as they were put (still gzip-compressed),
+	// or an error wrapping ErrNotFound. The caller closes it.
+	Open(ctx context.Context, name string) (io.ReadCloser, error)
+}
+
+// OpenObject returns a reader of the object stored under name: the store's Open when it is an Opener,
+// else the bytes of its Get.
+func OpenObject(ctx context.Context, s Store, name string) (io.ReadCloser, error) {
+	if o, ok := s.(Opener); ok {
+		return o.Open(ctx, name)
+	}
+	b, err := s.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
 // ErrNotFound is wrapped by the error of Get when no object has the name.
 var ErrNotFound = errors.New("blobsink: object not found")
 

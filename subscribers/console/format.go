@@ -318,3 +318,18 @@ func appendHex(b []byte, v uint32, digits int) []byte {
 	}
 	return b
 }
+
+// The pieces of the text format, for other renderings of events (the sluice logs command's table):
+// nothing of the event's data comes out unescaped that a terminal would act on.
+
+// AppendLevel appends a level, colored when color is set, padded to the longest level's width.
+func AppendLevel(b []byte, l event.Level, color bool) []byte { return appendLevel(b, l, color) }
+
+// AppendValue appends a value, quoted when it has spaces, '=', '"' or anything escaped.
+func AppendValue(b []byte, s string) []byte { return appendValue(b, s) }
+
+// AppendEscaped appends s with control and other non-graphic characters escaped, unquoted.
+func AppendEscaped(b []byte, s string) []byte { return appendEscaped(b, s, false) }
+
+// AppendAttrs appends an event's attributes as " key=value" each, keys sorted, groups flattened.
+func AppendAttrs(b []byte, e *event.Event) []byte { return appendAttrs(b, e) }

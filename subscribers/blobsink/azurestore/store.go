@@ -182,8 +182,8 @@ func (s *Store) Put(ctx context.Context, name string, data []byte, contentType, 
 	return nil
 }
 
-// Get implements Store.
-func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
+// Open implements blobsink.Opener: the body of one download, read as it comes.
+func (s *Store) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	resp, err := s.client.DownloadStream(ctx, s.container, name, nil)
 	if bloberror.HasCode(err, bloberror.BlobNotFound) {
 		return nil, fmt.Errorf("%w: %s/%s", blobsink.ErrNotFound, s.container, name)
@@ -191,8 +191,17 @@ func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobsink: download %s/%s: %w", s.container, name, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	return resp.Body, nil
+}
+
+// Get implements Store.
+func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
+	body, err := s.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	b, err := io.ReadAll(body)
 	if err != nil {
 		return nil, fmt.Errorf("blobsink: download %s/%s: %w", s.container, name, err)
 	}
@@ -227,4 +236,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-var _ blobsink.Store = (*Store)(nil)
+var (
+	_ blobsink.Store  = (*Store)(nil)
+	_ blobsink.Opener = (*Store)(nil)
+)
