@@ -72,7 +72,10 @@ func (e *UndeliveredError) Unwrap() error { return e.Err }
 // is left running in the background when it would take longer (a server that does not answer holds
 // pgxpool.Close for pgx's 15 s cancel request). Closing twice returns the first result.
 func (p *Pipeline) Close(ctx context.Context) error {
-	p.closed.Do(func() { p.closeErr = p.close(ctx) })
+	p.closed.Do(func() {
+		p.retention.stop(ctx)
+		p.closeErr = p.close(ctx)
+	})
 	return p.closeErr
 }
 

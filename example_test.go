@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -68,4 +69,19 @@ func Example() {
 	// Unordered output:
 	// app INFO req-1 order shown
 	// http INFO req-1 GET /orders/:id 200
+}
+
+// Prune the configured stores to their retention once, as `sluice prune` does (the running pipeline
+// does it hourly by itself). (It needs the configured PostgreSQL, so it is compiled, not run.)
+func ExamplePrune() {
+	cfg := sluice.DefaultConfig()
+	cfg.Blob.Retention = 90 * 24 * time.Hour // the archive too (its default is 0: keep)
+	reports, err := sluice.Prune(context.Background(), cfg, sluice.PruneOptions{DryRun: true}, slog.Default())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, r := range reports {
+		fmt.Printf("%s: %d units before %s\n", r.Sink, len(r.Removed), r.Cutoff.Format(time.RFC3339))
+	}
 }

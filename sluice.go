@@ -25,6 +25,7 @@
 //	throttle_middleware.go, breaker_middleware.go, failure_log.go   the batch-level router middleware
 //	readiness.go           Routes and Readiness (/readyz)
 //	close.go               Close: the drain, the cut at the deadline, the exact count, the release
+//	retention.go           the stores pruned to their retention: hourly, and Prune (sluice prune)
 //	metrics.go             the Prometheus metrics
 package sluice
 
@@ -78,21 +79,22 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // Build it with New, hand Middleware to Echo and Logger to the application, and Close it on shutdown
 // after the HTTP server has stopped accepting requests.
 type Pipeline struct {
-	role     role
-	cfg      Config
-	log      *slog.Logger
-	wmLogger watermill.LoggerAdapter
-	bus      *bus.Bus
-	pub      message.Publisher
-	router   *message.Router
-	routes   []*route
-	opened   map[string]subscribers.Opened // the sink types the routes name, opened
-	metrics  *metrics
-	closers  []func() error // what else the pipeline must close (a sink a test gives it)
-	broker   brokers.Broker // a worker's
-	closing  atomic.Bool
-	closed   sync.Once
-	closeErr error
+	role      role
+	cfg       Config
+	log       *slog.Logger
+	wmLogger  watermill.LoggerAdapter
+	bus       *bus.Bus
+	pub       message.Publisher
+	router    *message.Router
+	routes    []*route
+	opened    map[string]subscribers.Opened // the sink types the routes name, opened
+	metrics   *metrics
+	closers   []func() error // what else the pipeline must close (a sink a test gives it)
+	broker    brokers.Broker // a worker's
+	retention *retentionLoop // prunes the stores to their retention (retention.go)
+	closing   atomic.Bool
+	closed    sync.Once
+	closeErr  error
 }
 
 // New builds and starts a pipeline from cfg. It fails on an invalid configuration or a sink that
@@ -204,6 +206,7 @@ func (p *Pipeline) run(ctx context.Context) error {
 	}()
 	select {
 	case <-p.router.Running():
+		p.retention = p.startRetention()
 		return nil
 	case err := <-stopped:
 		p.closeSinks()

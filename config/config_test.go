@@ -113,6 +113,10 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{name: "bad container", env: []string{"SLUICE_BLOB_CONTAINER=Logs_1"}, want: []string{"blob.container (SLUICE_BLOB_CONTAINER)"}},
 		{name: "bad gzip level", env: []string{"SLUICE_BLOB_GZIP_LEVEL=12"},
 			want: []string{"blob.gzip_level (SLUICE_BLOB_GZIP_LEVEL) = 12: must be 1 (fastest) to 9 (smallest)"}},
+		{name: "tiny retention", env: []string{"SLUICE_POSTGRES_RETENTION=720s"},
+			want: []string{"postgres.retention (SLUICE_POSTGRES_RETENTION) = 12m0s: must be 0 (keep forever) or at least 1h"}},
+		{name: "negative blob retention", yaml: "blob:\n  retention: -1h\n",
+			want: []string{"blob.retention (", "negative_blob_retention.yaml:2) = -1h0m0s: must be 0 (keep forever) or at least 1h"}},
 		{name: "bad chunk policy", yaml: "routes:\n  - {name: x, sink: blob, chunk: {max_events: -1, linger: -5ms}}\n",
 			want: []string{"routes[0](x).chunk.max_events (", "bad_chunk_policy.yaml:2) = -1", "routes[0](x).chunk.linger (", "bad_chunk_policy.yaml:2) = -5ms"}},
 		{name: "bad path pattern", yaml: "routes:\n  - {name: x, sink: blob, paths: [\"api/[\"]}\n", want: []string{"routes[0](x).paths"}},
@@ -229,6 +233,7 @@ func TestDefaultsHaveOneOwner(t *testing.T) {
 		{"postgres.write_timeout", d.Postgres.WriteTimeout, pgsink.DefaultWriteTimeout},
 		{"blob.write_timeout", d.Blob.WriteTimeout, blobsink.DefaultWriteTimeout},
 		{"blob.gzip_level", d.Blob.GzipLevel, blobsink.DefaultGzipLevel},
+		{"postgres.retention", d.Postgres.Retention, pgsink.DefaultRetention},
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s: the configuration's default %v differs from its owner's %v", c.key, c.got, c.want)

@@ -3,6 +3,9 @@
 // acknowledges the chunks only once their batch is durably written, and the Writer, the Watermill
 // handler that writes one batch to a sink and sets aside what the sink cannot store as dead letters.
 //
+// It also owns the retention seam (Pruner, PruneLocker) that a store implements to be pruned by the
+// pipeline and by `sluice prune`.
+//
 // Stores live in sub-packages (pgsink for PostgreSQL, blobsink for Azure Blob Storage and a local
 // directory); sinktest is the one conformance suite they all pass. This package must not import the
 // publishers package nor the root sluice package.

@@ -4,6 +4,7 @@
 //	sluice worker    write what web nodes forward to a broker (bus.driver), with /metrics and /readyz
 //	sluice migrate   apply the PostgreSQL schema migrations and print their status
 //	sluice logs      read the logs back from PostgreSQL or the archive, filtered; follow new ones
+//	sluice prune     remove what is older than the retention, in PostgreSQL and the archive
 //	sluice config    print the effective configuration (secrets masked) and every key
 //	sluice version   print the version and the commit it was built from
 //	sluice help      print the commands, or a command's flags (also sluice COMMAND -h)
@@ -42,6 +43,7 @@ var commands = []struct{ name, summary string }{
 	{"migrate", "apply the PostgreSQL schema migrations (SLUICE_POSTGRES_DSN) and print their status"},
 	{"logs", "read the logs back from PostgreSQL (or the archive: --archive), filtered; -f follows new ones. " +
 		"Exit 0 found, 1 nothing matched, 2 bad usage or an error"},
+	{"prune", "remove what is older than the retention (postgres.retention, blob.retention) and print it; -dry-run"},
 	{"config", "print the effective configuration, secrets masked, and the environment variable of every key"},
 	{"version", "print the version and the commit this binary was built from"},
 	{"help", "print this, or a command's flags: sluice help COMMAND (or sluice COMMAND -h)"},
@@ -72,6 +74,7 @@ func newFlags(cmd string, stderr io.Writer) (*flag.FlagSet, *string, *demoFlags,
 	configFile := fs.String("config", os.Getenv("SLUICE_CONFIG"), "YAML configuration `file` (also SLUICE_CONFIG)")
 	demo := flagDemo(fs, cmd)
 	logsFlags := flagLogs(fs, cmd)
+	flagPrune(fs, cmd)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: sluice %s [flags]\n\n", cmd)
 		for _, c := range commands {
@@ -160,6 +163,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = migrate(ctx, *configFile, stdout)
 	case "logs":
 		err = logs(ctx, *configFile, logsFlags, stdout, stderr)
+	case "prune":
+		err = prune(ctx, *configFile, fs, stdout, log)
 	case "config":
 		err = printConfig(*configFile, stdout)
 	case "version":

@@ -11,6 +11,9 @@
 // splits the batch and dead-letters the bad events, which WriteDeadLetters stores under
 // dead-letter/[prefix/]YYYY/MM/DD/HH/<id>.ndjson.gz; transient otherwise.
 //
+// Retention (Prune, PruneStore) deletes whole hour prefixes older than a cutoff; it relies on the
+// YYYY/MM/DD/HH/ layout only, never on the names of the blobs inside an hour.
+//
 // This package decides neither which events are archived nor when a batch is full (routing and the
 // batching handler do); it must not import the publishers package nor the root sluice package.
 package blobsink

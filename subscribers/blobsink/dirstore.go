@@ -246,3 +246,79 @@ var (
 	_ Store  = (*DirStore)(nil)
 	_ Opener = (*DirStore)(nil)
 )
+
+// Dirs implements PruneStore.
+func (s *DirStore) Dirs(ctx context.Context, prefix string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir := s.root
+	if p := strings.TrimSuffix(prefix, "/"); p != "" {
+		var err error
+		if dir, err = s.path(p); err != nil {
+			return nil, err
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobsink: %w", err)
+	}
+	var dirs []string
+	for _, e := range entries { // ReadDir sorts by name
+		if e.IsDir() {
+			dirs = append(dirs, e.Name()+"/")
+		}
+	}
+	return dirs, nil
+}
+
+// Objects implements PruneStore.
+func (s *DirStore) Objects(ctx context.Context, prefix string) ([]Object, error) {
+	names, err := s.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	objs := make([]Object, 0, len(names))
+	for _, n := range names {
+		p, err := s.path(n)
+		if err != nil {
+			return nil, err
+		}
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("blobsink: %w", err)
+		}
+		objs = append(objs, Object{Name: n, Size: fi.Size()})
+	}
+	return objs, nil
+}
+
+// Delete implements PruneStore: it removes the file, then the directories above it that it left
+// empty (up to the store's directory), so that a pruned hour leaves no empty directories behind.
+func (s *DirStore) Delete(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blobsink: %w", err)
+	}
+	root := filepath.Clean(s.root)
+	for dir := filepath.Dir(p); dir != root && strings.HasPrefix(dir, root); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil { // not empty (or gone): the directories above are not empty either
+			break
+		}
+	}
+	return nil
+}
+
+var _ PruneStore = (*DirStore)(nil)

@@ -62,3 +62,43 @@ func Example() {
 	// eu/2025/03/14/09/4ad342e0-7a66-8390-aafe-7c4f0deb918c.ndjson.gz 1 events
 	// eu/2025/03/14/10/edfcd8bf-c1fc-897c-be2d-eca368a3e148.ndjson.gz 2 events
 }
+
+// Retention deletes whole hour prefixes whose hour ends before the cutoff (here 02:00), and reports
+// each with its objects and bytes; the hour that holds the cutoff is kept whole.
+func ExamplePrune() {
+	dir, err := os.MkdirTemp("", "sluice-prune-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	store, err := blobsink.NewDirStore(dir)
+	if err != nil {
+		panic(err)
+	}
+	sink, err := blobsink.New(store, blobsink.Config{})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	var events []*event.Event
+	for h := 0; h < 4; h++ {
+		e := event.New(event.LevelInfo, event.KindApp, "tick")
+		e.TS = time.Date(2026, 1, 2, h, 30, 0, 0, time.UTC)
+		events = append(events, e)
+	}
+	if err := sink.Write(ctx, subscribers.NewBatch(events)); err != nil {
+		panic(err)
+	}
+	removed, oldest, err := blobsink.Prune(ctx, store, "logs/", time.Date(2026, 1, 2, 2, 15, 0, 0, time.UTC), false)
+	if err != nil {
+		panic(err)
+	}
+	for _, u := range removed {
+		fmt.Println("removed", u.Name, u.Objects, "blob")
+	}
+	fmt.Println("oldest kept", oldest.Format(time.RFC3339))
+	// Output:
+	// removed logs/2026/01/02/00/ 1 blob
+	// removed logs/2026/01/02/01/ 1 blob
+	// oldest kept 2026-01-02T02:00:00Z
+}

@@ -31,6 +31,11 @@ type Settings struct {
 	WriteTimeout     time.Duration `yaml:"write_timeout"`
 	// GzipLevel is the archive's gzip level, 1 (fastest) to 9 (smallest).
 	GzipLevel int `yaml:"gzip_level"`
+	// Retention is how long the archive is kept: the hour prefixes (YYYY/MM/DD/HH/) that end before
+	// now minus Retention are deleted, every hour by the running pipeline and by sluice prune. 0 (the
+	// default) keeps everything: the archive is the record of every event, and for a large archive in
+	// Azure a lifecycle management policy deletes by age at no cost to sluice (see the README).
+	Retention time.Duration `yaml:"retention"`
 }
 
 // DefaultSettings are the embedded defaults: blobs in ./sluice-data/blobs/logs.
@@ -58,6 +63,9 @@ func (s Settings) Validate() error {
 	}
 	if s.GzipLevel < 1 || s.GzipLevel > 9 {
 		bad("gzip_level", s.GzipLevel, "must be 1 (fastest) to 9 (smallest)")
+	}
+	if err := subscribers.ValidRetention(s.Retention); err != nil {
+		bad("retention", s.Retention, err.Error())
 	}
 	return errors.Join(errs...)
 }
@@ -137,6 +145,8 @@ type opened struct {
 	mu       sync.Mutex
 	sinks    map[string]*Sink
 	closers  []func() error
+	// containers are the containers the routes write (Prune prunes each), the default one included.
+	containers map[string]bool
 }
 
 func open(_ context.Context, section any, log *slog.Logger) (subscribers.Opened, error) {
@@ -144,7 +154,7 @@ func open(_ context.Context, section any, log *slog.Logger) (subscribers.Opened,
 	if !ok {
 		return nil, fmt.Errorf("blobsink: the %s section is a %T, not blobsink.Settings", SinkType, section)
 	}
-	return &opened{settings: s, log: log, sinks: map[string]*Sink{}}, nil
+	return &opened{settings: s, log: log, sinks: map[string]*Sink{}, containers: map[string]bool{s.Container: true}}, nil
 }
 
 // Sink opens the store of the route's container (an Azure store that does not answer now is opened
@@ -158,6 +168,7 @@ func (o *opened) Sink(r subscribers.Route) (subscribers.Sink, error) {
 	if s := o.sinks[key]; s != nil {
 		return s, nil
 	}
+	o.containers[container] = true
 	var store Store
 	if o.settings.ConnectionString != "" {
 		openRemote, err := remoteOpener()
@@ -284,6 +295,42 @@ func (l *lazyStore) List(ctx context.Context, prefix string) ([]string, error) {
 		return nil, err
 	}
 	return s.List(ctx, prefix)
+}
+
+func (l *lazyStore) Dirs(ctx context.Context, prefix string) ([]string, error) {
+	s, err := l.pruneStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Dirs(ctx, prefix)
+}
+
+func (l *lazyStore) Objects(ctx context.Context, prefix string) ([]Object, error) {
+	s, err := l.pruneStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Objects(ctx, prefix)
+}
+
+func (l *lazyStore) Delete(ctx context.Context, name string) error {
+	s, err := l.pruneStore(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Delete(ctx, name)
+}
+
+func (l *lazyStore) pruneStore(ctx context.Context) (PruneStore, error) {
+	s, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ps, ok := s.(PruneStore)
+	if !ok {
+		return nil, fmt.Errorf("blobsink: a %T cannot be pruned", s)
+	}
+	return ps, nil
 }
 
 func (l *lazyStore) Close() error {

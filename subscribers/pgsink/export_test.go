@@ -1,7 +1,49 @@
 package pgsink
 
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
 // For the benchmarks: the rows the sink writes, so that the baselines write the very same values.
 var (
 	EventRows   = eventRows
 	ColumnNames = columnNames
 )
+
+// ApplyUpTo applies the migrations up to version and no further: a database as an older release left it.
+func ApplyUpTo(ctx context.Context, pool *pgxpool.Pool, version int) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, createVersionTable); err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if m.Version <= version {
+			if err := apply(ctx, conn.Conn(), m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ConvertToPartitions runs migration 0003 as if it were now, and says how long it locked the table.
+func ConvertToPartitions(ctx context.Context, pool *pgxpool.Pool, now time.Time) (prepare, locked time.Duration, err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer conn.Release()
+	st, err := convertToPartitions(ctx, conn.Conn(), now)
+	return st.Prepare, st.Locked, err
+}

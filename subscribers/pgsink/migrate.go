@@ -17,13 +17,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// The schema's migrations: migrations/NNNN_name.sql, applied in order of NNNN.
+// The schema's migrations: migrations/NNNN_name.sql, and goMigrations for what SQL in one transaction
+// cannot do, applied in order of NNNN.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migrationLockKey is the pg_advisory_xact_lock key that serializes migrations across processes
-// ("sluice" in ASCII).
+// migrationLockKey is the advisory lock key that serializes migrations across processes ("sluice" in
+// ASCII).
 const migrationLockKey int64 = 0x736c75696365
 
 const createVersionTable = `CREATE TABLE IF NOT EXISTS sluice_schema_migrations (
@@ -45,6 +46,15 @@ func (m Migration) Applied() bool { return !m.AppliedAt.IsZero() }
 type migration struct {
 	Migration
 	sql string
+	// run, when set, is a migration in Go: it runs on the migrating session's connection, outside any
+	// transaction (it may build indexes concurrently), and must be idempotent (it is recorded after it
+	// returns, and runs again if the record was lost).
+	run func(ctx context.Context, conn *pgx.Conn) error
+}
+
+// goMigrations are the migrations that SQL in one transaction cannot do.
+var goMigrations = []migration{
+	{Migration: Migration{Version: 3, Name: "0003_partition_by_day (Go)"}, run: partitionByDay},
 }
 
 // migrations returns the embedded migrations in version order.
@@ -72,67 +82,111 @@ func migrations() ([]migration, error) {
 		}
 		ms = append(ms, migration{Migration: Migration{Version: v, Name: name}, sql: string(b)})
 	}
+	for _, m := range goMigrations {
+		if other, dup := seen[m.Version]; dup {
+			return nil, fmt.Errorf("migrations %s and %s have the same version %d", other, m.Name, m.Version)
+		}
+		seen[m.Version] = m.Name
+		ms = append(ms, m)
+	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms, nil
 }
 
 // Migrate brings the database's schema up to date and returns the names of the migrations it applied
-// (none when the schema was current). Each migration runs in its own transaction together with its
-// record in sluice_schema_migrations, under a transaction-level advisory lock, so processes starting
-// at the same time apply each migration once: the others wait, then find it applied. A failed
-// migration leaves the database at the previous version.
+// (none when the schema was current). It holds a session-level advisory lock on one connection
+// while it works, so processes starting at the same time apply each migration once: the others wait,
+// asking for the lock again every 100 ms rather than queueing on it (a queued lock request would hold
+// a snapshot that CREATE INDEX CONCURRENTLY, in migration 0003, waits for), then find it applied. An
+// SQL migration runs in its own transaction together with its record in sluice_schema_migrations, so
+// a failed one leaves the database at the previous version; a Go migration is idempotent.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) (applied []string, err error) {
 	ms, err := migrations()
 	if err != nil {
 		return nil, err
 	}
-	for {
-		name, err := migrateNext(ctx, pool, ms)
-		if err != nil {
-			return applied, err
-		}
-		if name == "" {
-			return applied, nil
-		}
-		applied = append(applied, name)
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pgsink: migrate: %w", err)
 	}
+	defer conn.Release()
+	unlock, err := lockSession(ctx, conn.Conn(), migrationLockKey)
+	if err != nil {
+		return nil, fmt.Errorf("pgsink: migrate: lock migrations: %w", err)
+	}
+	defer unlock()
+	if _, err := conn.Exec(ctx, createVersionTable); err != nil {
+		return nil, fmt.Errorf("pgsink: migrate: create sluice_schema_migrations: %w", err)
+	}
+	have, err := appliedVersions(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("pgsink: migrate: %w", err)
+	}
+	for _, m := range ms {
+		if _, ok := have[m.Version]; ok {
+			continue
+		}
+		if err := apply(ctx, conn.Conn(), m); err != nil {
+			return applied, fmt.Errorf("pgsink: migrate: %w", err)
+		}
+		applied = append(applied, m.Name)
+	}
+	return applied, nil
 }
 
-// migrateNext applies the first migration the database does not have, in one transaction, and returns
-// its name, or "" when there was none.
-func migrateNext(ctx context.Context, pool *pgxpool.Pool, ms []migration) (string, error) {
-	var name string
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockKey); err != nil {
-			return fmt.Errorf("lock migrations: %w", err)
-		}
-		if _, err := tx.Exec(ctx, createVersionTable); err != nil {
-			return fmt.Errorf("create sluice_schema_migrations: %w", err)
-		}
-		have, err := appliedVersions(ctx, tx)
-		if err != nil {
-			return err
-		}
-		for _, m := range ms {
-			if _, ok := have[m.Version]; ok {
-				continue
-			}
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return fmt.Errorf("migration %s: %w", m.Name, err)
-			}
-			if _, err := tx.Exec(ctx,
-				"INSERT INTO sluice_schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
-				return fmt.Errorf("record migration %s: %w", m.Name, err)
-			}
-			name = m.Name
-			return nil
+// apply applies one migration and records it.
+func apply(ctx context.Context, conn *pgx.Conn, m migration) error {
+	record := func(q interface {
+		Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	}) error {
+		if _, err := q.Exec(ctx, "INSERT INTO sluice_schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+			return fmt.Errorf("record migration %s: %w", m.Name, err)
 		}
 		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("pgsink: migrate: %w", err)
 	}
-	return name, nil
+	if m.run != nil {
+		if err := m.run(ctx, conn); err != nil {
+			return fmt.Errorf("migration %s: %w", m.Name, err)
+		}
+		return record(conn)
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return fmt.Errorf("migration %s: %w", m.Name, err)
+		}
+		return record(tx)
+	})
+}
+
+// lockSession takes the session-level advisory lock key on conn, asking again every 100 ms until it
+// gets it or ctx ends, and returns what releases it. When the release fails the connection is closed,
+// which releases it too.
+func lockSession(ctx context.Context, conn *pgx.Conn, key int64) (unlock func(), err error) {
+	for {
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok); err != nil {
+			return nil, err
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return func() { advisoryUnlock(ctx, conn, key) }, nil
+}
+
+// advisoryUnlock releases the session-level advisory lock key held by conn's session, or closes conn
+// when it cannot (ending the session releases it).
+func advisoryUnlock(ctx context.Context, conn *pgx.Conn, key int64) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := conn.Exec(cctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
+		_ = conn.Close(cctx)
+	}
 }
 
 func appliedVersions(ctx context.Context, q interface {

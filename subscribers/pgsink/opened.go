@@ -69,6 +69,27 @@ func (o *opened) Where(subscribers.Route) string {
 	return fmt.Sprintf("PostgreSQL %s, table %s", MaskDSN(o.settings.DSN), DefaultTable)
 }
 
+// Retention implements subscribers.Pruner: postgres.retention.
+func (o *opened) Retention() time.Duration { return o.settings.Retention }
+
+// Prune implements subscribers.Pruner (Sink.Prune), once the schema is there.
+func (o *opened) Prune(ctx context.Context, cutoff time.Time, dryRun bool) (subscribers.PruneReport, error) {
+	if err := o.sink.ensure(ctx); err != nil {
+		return subscribers.PruneReport{Sink: SinkType, Cutoff: cutoff, DryRun: dryRun}, err
+	}
+	return o.sink.Prune(ctx, cutoff, dryRun)
+}
+
+// TryPruneLock implements subscribers.PruneLocker: a PostgreSQL advisory lock.
+func (o *opened) TryPruneLock(ctx context.Context) (func(), bool, error) {
+	return o.sink.TryPruneLock(ctx)
+}
+
+var (
+	_ subscribers.Pruner      = (*opened)(nil)
+	_ subscribers.PruneLocker = (*opened)(nil)
+)
+
 // Close closes the sink, then the pool.
 func (o *opened) Close() error {
 	err := o.sink.Close()

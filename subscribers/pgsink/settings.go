@@ -27,7 +27,14 @@ type Settings struct {
 	MaxConns int `yaml:"max_conns"`
 	// WriteTimeout bounds one batch write.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// Retention is how long events are kept: the day partitions of application_logs that end before
+	// now minus Retention are dropped whole (and dead letters that failed before it deleted), every
+	// hour by the running pipeline and by sluice prune. 0 keeps everything.
+	Retention time.Duration `yaml:"retention"`
 }
+
+// DefaultRetention is postgres.retention's default: 30 days of warnings and errors to query.
+const DefaultRetention = 30 * 24 * time.Hour
 
 // DefaultSettings are the embedded defaults: the local PostgreSQL of a development machine.
 func DefaultSettings() Settings {
@@ -37,6 +44,7 @@ func DefaultSettings() Settings {
 		Migrate:      true,
 		MaxConns:     4,
 		WriteTimeout: DefaultWriteTimeout,
+		Retention:    DefaultRetention,
 	}
 }
 
@@ -60,6 +68,9 @@ func (s Settings) Validate() error {
 	}
 	if s.WriteTimeout <= 0 {
 		bad("write_timeout", s.WriteTimeout, "must be positive")
+	}
+	if err := subscribers.ValidRetention(s.Retention); err != nil {
+		bad("retention", s.Retention, err.Error())
 	}
 	return errors.Join(errs...)
 }

@@ -13,6 +13,8 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -240,3 +242,64 @@ var (
 	_ blobsink.Store  = (*Store)(nil)
 	_ blobsink.Opener = (*Store)(nil)
 )
+
+// Dirs implements blobsink.PruneStore: one level of a hierarchical listing (delimiter "/").
+func (s *Store) Dirs(ctx context.Context, prefix string) ([]string, error) {
+	opts := &container.ListBlobsHierarchyOptions{}
+	if prefix != "" {
+		opts.Prefix = &prefix
+	}
+	pager := s.client.ServiceClient().NewContainerClient(s.container).NewListBlobsHierarchyPager("/", opts)
+	var dirs []string
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("blobsink: list %s/%s: %w", s.container, prefix, err)
+		}
+		for _, p := range page.Segment.BlobPrefixes {
+			if p.Name != nil {
+				dirs = append(dirs, strings.TrimPrefix(*p.Name, prefix))
+			}
+		}
+	}
+	sort.Strings(dirs)
+	return dirs, nil
+}
+
+// Objects implements blobsink.PruneStore.
+func (s *Store) Objects(ctx context.Context, prefix string) ([]blobsink.Object, error) {
+	opts := &container.ListBlobsFlatOptions{}
+	if prefix != "" {
+		opts.Prefix = &prefix
+	}
+	var objs []blobsink.Object
+	pager := s.client.NewListBlobsFlatPager(s.container, opts)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("blobsink: list %s/%s: %w", s.container, prefix, err)
+		}
+		for _, b := range page.Segment.BlobItems {
+			if b.Name == nil {
+				continue
+			}
+			o := blobsink.Object{Name: *b.Name}
+			if b.Properties != nil && b.Properties.ContentLength != nil {
+				o.Size = *b.Properties.ContentLength
+			}
+			objs = append(objs, o)
+		}
+	}
+	return objs, nil
+}
+
+// Delete implements blobsink.PruneStore.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	_, err := s.client.DeleteBlob(ctx, s.container, name, nil)
+	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
+		return fmt.Errorf("blobsink: delete %s/%s: %w", s.container, name, err)
+	}
+	return nil
+}
+
+var _ blobsink.PruneStore = (*Store)(nil)
