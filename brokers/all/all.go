@@ -1,4 +1,9 @@
-// Package all registers every broker driver that sluice ships (bus.driver: kafka, redis, amqp, nats,
-// postgres). The sluice command imports it; a Go program that embeds sluice imports only the driver
-// it uses (github.com/sluicelog/sluice/brokers/<driver>), and links only that driver's client.
+// Package all registers every broker driver of sluice (bus.driver: kafka, redis, amqp, nats,
+// postgres): import it for its side effect, as cmd/sluice does. It owns nothing else; a program that
+// needs one driver imports that driver's package instead, and links only its client.
 package all
+
+import (
+	_ "github.com/sluicelog/sluice/brokers/amqp"     // bus.driver: amqp (RabbitMQ)
+	_ "github.com/sluicelog/sluice/brokers/postgres" // bus.driver: postgres
+)

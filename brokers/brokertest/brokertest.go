@@ -38,6 +38,7 @@ func Run(t *testing.T, open Open, o Options) {
 	}
 	t.Run("DeclaredGroupsGetWhatWasPublishedBeforeTheySubscribed", func(t *testing.T) { declared(t, open, o) })
 	t.Run("UUIDMetadataAndPayloadArriveUnchanged", func(t *testing.T) { unchanged(t, open, o) })
+	t.Run("AChunkOfOneMiBArrivesWhole", func(t *testing.T) { large(t, open, o) })
 	t.Run("EveryGroupGetsEveryMessage", func(t *testing.T) { groups(t, open, o) })
 	t.Run("MembersOfOneGroupShare", func(t *testing.T) { members(t, open, o) })
 	t.Run("NackedIsOfferedAgain", func(t *testing.T) { nacked(t, open, o) })
@@ -45,7 +46,7 @@ func Run(t *testing.T, open Open, o Options) {
 }
 
 // Names returns a topic and group names unique to the test.
-func Names(t *testing.T, groups ...string) (topic string, out []string) {
+func Names(t testing.TB, groups ...string) (topic string, out []string) {
 	base := fmt.Sprintf("sluicetest_%d", time.Now().UnixNano())
 	for _, g := range groups {
 		out = append(out, base+"_"+g)
@@ -65,31 +66,21 @@ func Chunk(n int) *message.Message {
 	return msg
 }
 
-func publish(t *testing.T, b brokers.Broker, topic string, msgs ...*message.Message) {
+func publish(t testing.TB, b brokers.Broker, topic string, msgs ...*message.Message) {
 	t.Helper()
 	if err := b.Publisher().Publish(topic, msgs...); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
 }
 
-func subscribe(t *testing.T, b brokers.Broker, group, topic string) (<-chan *message.Message, context.CancelFunc) {
+func subscribe(t testing.TB, b brokers.Broker, group, topic string) <-chan *message.Message {
 	t.Helper()
-	s, err := b.Subscriber(group)
-	if err != nil {
-		t.Fatalf("Subscriber(%s): %v", group, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := s.Subscribe(ctx, topic)
-	if err != nil {
-		cancel()
-		t.Fatalf("Subscribe(%s): %v", topic, err)
-	}
-	t.Cleanup(cancel)
-	return ch, cancel
+	_, ch := Subscribe(t, b, group, topic)
+	return ch
 }
 
 // receive takes n messages from ch (acking each when ack), within wait.
-func receive(t *testing.T, ch <-chan *message.Message, n int, ack bool, wait time.Duration) []*message.Message {
+func receive(t testing.TB, ch <-chan *message.Message, n int, ack bool, wait time.Duration) []*message.Message {
 	t.Helper()
 	var out []*message.Message
 	deadline := time.After(wait)
@@ -110,7 +101,7 @@ func receive(t *testing.T, ch <-chan *message.Message, n int, ack bool, wait tim
 	return out
 }
 
-func declare(t *testing.T, b brokers.Broker, topic string, groups []string) {
+func declare(t testing.TB, b brokers.Broker, topic string, groups []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -132,7 +123,7 @@ func declared(t *testing.T, open Open, o Options) {
 		want[m.UUID] = true
 		publish(t, b, topic, m)
 	}
-	ch, _ := subscribe(t, b, g[0], topic)
+	ch := subscribe(t, b, g[0], topic)
 	for _, m := range receive(t, ch, 5, true, o.Wait) {
 		if !want[m.UUID] {
 			t.Errorf("unexpected or repeated message %s", m.UUID)
@@ -148,7 +139,7 @@ func unchanged(t *testing.T, open Open, o Options) {
 	sent := Chunk(50)
 	sent.Metadata.Set("x-extra", "kept")
 	publish(t, b, topic, sent)
-	ch, _ := subscribe(t, b, g[0], topic)
+	ch := subscribe(t, b, g[0], topic)
 	got := receive(t, ch, 1, true, o.Wait)[0]
 	if got.UUID != sent.UUID {
 		t.Errorf("UUID = %s, want %s", got.UUID, sent.UUID)
@@ -167,6 +158,22 @@ func unchanged(t *testing.T, open Open, o Options) {
 	}
 }
 
+// large sends a chunk as large as a web node seals by default (bus.forward.chunk.max_bytes, 1 MiB).
+func large(t *testing.T, open Open, o Options) {
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	sent := Chunk(1)
+	for len(sent.Payload) < 1<<20-200 {
+		sent.Payload = append(sent.Payload, Chunk(1).Payload...)
+	}
+	publish(t, b, topic, sent)
+	got := receive(t, subscribe(t, b, g[0], topic), 1, true, o.Wait)[0]
+	if got.UUID != sent.UUID || string(got.Payload) != string(sent.Payload) {
+		t.Errorf("got %s with %d bytes, want %s with %d bytes", got.UUID, len(got.Payload), sent.UUID, len(sent.Payload))
+	}
+}
+
 func groups(t *testing.T, open Open, o Options) {
 	b := open(t)
 	topic, g := Names(t, "pg", "blob")
@@ -175,7 +182,7 @@ func groups(t *testing.T, open Open, o Options) {
 		publish(t, b, topic, Chunk(1))
 	}
 	for _, group := range g {
-		ch, _ := subscribe(t, b, group, topic)
+		ch := subscribe(t, b, group, topic)
 		receive(t, ch, 10, true, o.Wait)
 	}
 }
@@ -184,8 +191,8 @@ func members(t *testing.T, open Open, o Options) {
 	b1, b2 := open(t), open(t) // two processes' members of one group
 	topic, g := Names(t, "a")
 	declare(t, b1, topic, g)
-	ch1, _ := subscribe(t, b1, g[0], topic)
-	ch2, _ := subscribe(t, b2, g[0], topic)
+	ch1 := subscribe(t, b1, g[0], topic)
+	ch2 := subscribe(t, b2, g[0], topic)
 	const n = 20
 	sent := map[string]bool{}
 	for range n {
@@ -228,7 +235,7 @@ func nacked(t *testing.T, open Open, o Options) {
 	declare(t, b, topic, g)
 	sent := Chunk(2)
 	publish(t, b, topic, sent)
-	ch, _ := subscribe(t, b, g[0], topic)
+	ch := subscribe(t, b, g[0], topic)
 	first := receive(t, ch, 1, false, o.Wait)[0]
 	first.Nack()
 	again := receive(t, ch, 1, true, o.Redelivery+o.Wait)[0]
@@ -255,7 +262,7 @@ func handover(t *testing.T, open Open, o Options) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s1.Close() })
 	other := open(t) // another process's member of the group
-	ch2, _ := subscribe(t, other, g[0], topic)
+	ch2 := subscribe(t, other, g[0], topic)
 	got := receive(t, ch2, 1, true, o.Redelivery+o.Wait)[0]
 	if got.UUID != sent.UUID {
 		t.Errorf("the other member got %s, want %s", got.UUID, sent.UUID)

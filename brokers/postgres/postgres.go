@@ -1,0 +1,354 @@
+// Package postgres owns the PostgreSQL broker driver (bus.driver: postgres, bus.url: a PostgreSQL
+// DSN, settings bus.postgres): PostgreSQL as the bus between web nodes and workers, through the stock
+// Watermill SQL pub/sub (github.com/ThreeDotsLabs/watermill-sql/v4) on a pgx v5 pool. It registers
+// itself; import it for its side effect (brokers/all does).
+//
+// Why watermill-sql v4 and not v3: v4 talks pgx v5 natively (sql.BeginnerFromPgx on a pgxpool), the
+// driver sluice already links for its PostgreSQL sink, where v3 goes through database/sql and
+// pgx's stdlib adapter; nothing that sluice uses forces v3 (same log schema, same offsets table).
+//
+// Topology: a topic is a table <table_prefix><topic> (one row per chunk: uuid, payload as bytea,
+// metadata as JSON, the inserting transaction's id and an offset) and a table
+// <table_prefix>offsets_<topic> with one row per consumer group: the position up to which the group
+// has acknowledged. Every group reads every row; Declare creates both tables and the row of each
+// group, so a group declared before anything is published starts at the beginning and pruning keeps
+// what it has not read yet.
+//
+// What it guarantees:
+//   - Durability: Publish returns once the INSERT of its messages is committed (one multi-row INSERT,
+//     autocommit), so a chunk it accepted survives a kill -9 of PostgreSQL as any committed row does.
+//     (The stock publisher, with a Close guarded against running publishes: the stock Close races.)
+//   - At-least-once, never loss: a group's position moves only past acknowledged rows, in the same
+//     transaction that read them (the stock log schema with the default offsets adapter, which acks
+//     up to the last acknowledged row: unlike watermill-sql's queue schema, which marks a whole
+//     polled batch acked, a batch that was only partly handled loses nothing; TestPartBatch proves
+//     it). A kill -9 of a worker rolls its transaction back: the chunks of its current poll (one by
+//     default, subscribe_batch_size) are offered again. A nack offers the chunk again after
+//     nack_delay; a chunk not acknowledged within ack_deadline is offered again too (and the context of
+//     the message handed out is cancelled).
+//   - Members of a group take turns: a poll locks the group's row (SELECT … FOR UPDATE) until the
+//     rows it read are handled, so one member hands out at a time, one chunk at a time, in commit
+//     order. A second worker
+//     of a group is a hot standby for it, not more throughput (each route is a group of its own, so
+//     routes do run in parallel). When a worker is killed its connection closes, PostgreSQL aborts its
+//     transaction at once and another member takes over at its next poll (poll_interval); a worker
+//     whose machine vanished is found by the server's TCP keepalives, which this driver sets to
+//     about 11 s, and one that hangs with its connection open by idle_in_transaction_session_timeout
+//     (ack_deadline times subscribe_batch_size, plus 10 s).
+//   - Visibility: a row is read only once every transaction older than it has ended
+//     (pg_snapshot_xmin), so a long transaction in the same database delays delivery (never loses).
+//     Give the bus a database of its own under load.
+//   - Growth: every prune_interval one process (an advisory lock picks it) deletes the rows that
+//     every group of the topic has consumed and that are older than retention. A group that is no
+//     longer used keeps its rows forever: delete its row from the offsets table when a route goes.
+//
+// This package must not import the root sluice package, bus/ or the publishers.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluicelog/sluice/brokers"
+)
+
+// Driver is the name bus.driver gives this driver, and its section's (bus.postgres).
+const Driver = "postgres"
+
+func init() {
+	brokers.Register(brokers.Driver{
+		Name:     Driver,
+		URL:      "a PostgreSQL DSN (postgres://user:password@host:5432/db?sslmode=disable); it may be the sink's database",
+		Settings: func() any { s := DefaultSettings(); return &s },
+		Open: func(ctx context.Context, url string, settings any, log watermill.LoggerAdapter) (brokers.Broker, error) {
+			s, ok := settings.(Settings)
+			if !ok {
+				return nil, fmt.Errorf("brokers/postgres: settings are %T, want postgres.Settings", settings)
+			}
+			return Open(ctx, url, s, log)
+		},
+	})
+}
+
+// disallowed matches what watermill-sql refuses in a topic, which becomes part of a table name.
+var disallowed = regexp.MustCompile(`[^A-Za-z0-9\-\$\:\.\_]`)
+
+// maxIdentifier is PostgreSQL's longest identifier, in bytes (NAMEDATALEN-1); a longer one is
+// truncated, and two topics could then share a table.
+const maxIdentifier = 63
+
+// Broker is PostgreSQL opened as sluice's bus.
+type Broker struct {
+	pool      *pgxpool.Pool
+	settings  Settings
+	log       watermill.LoggerAdapter
+	schema    wsql.DefaultPostgreSQLSchema
+	offsets   wsql.DefaultPostgreSQLOffsetsAdapter
+	publisher *publisher
+
+	mu     sync.Mutex
+	subs   []*wsql.Subscriber
+	topics map[string]bool // declared: the pruner's
+	stop   chan struct{}
+	done   chan struct{}
+	closed bool
+}
+
+// Open connects to the PostgreSQL at dsn (bus.url) and starts the pruner. It fails when dsn is not a
+// DSN or the server does not answer within ctx (or 10 s).
+func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapter) (*Broker, error) {
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("bus.postgres: %w", err)
+	}
+	if log == nil {
+		log = watermill.NopLogger{}
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("bus.url: not a PostgreSQL DSN (bus.driver is postgres): %w", err) // pgconn masks the password
+	}
+	cfg.MaxConns = int32(s.MaxConns)
+	// A worker that vanished without closing its connection must not hold its group's row forever.
+	idle := s.AckDeadline*time.Duration(s.SubscribeBatchSize) + 10*time.Second
+	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(idle.Milliseconds(), 10)
+	// A worker whose machine vanished is found by the server's TCP keepalives within about 11 s
+	// (5 s idle, then 3 probes 2 s apart) while its transaction waits for it.
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_idle"] = "5"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_interval"] = "2"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_count"] = "3"
+	cfg.ConnConfig.RuntimeParams["application_name"] = "sluice-bus"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("bus.url: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("bus.url: PostgreSQL at %s:%d does not answer: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	b := &Broker{
+		pool:     pool,
+		settings: s,
+		log:      log,
+		schema: wsql.DefaultPostgreSQLSchema{
+			GenerateMessagesTableName: func(topic string) string { return `"` + s.TablePrefix + topic + `"` },
+			GeneratePayloadType:       func(string) string { return "BYTEA" }, // NDJSON: not one JSON value
+			SubscribeBatchSize:        s.SubscribeBatchSize,
+		},
+		offsets: wsql.DefaultPostgreSQLOffsetsAdapter{
+			GenerateMessagesOffsetsTableName: func(topic string) string { return `"` + s.TablePrefix + "offsets_" + topic + `"` },
+		},
+		topics: map[string]bool{},
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	stock, err := wsql.NewPublisher(wsql.BeginnerFromPgx(pool), wsql.PublisherConfig{
+		SchemaAdapter:        b.schema,
+		AutoInitializeSchema: true,
+	}, log)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	b.publisher = &publisher{stock: stock}
+	go b.pruneLoop()
+	return b, nil
+}
+
+// Publisher returns the stock SQL publisher (with a safe Close): Publish returns once its INSERT is
+// committed.
+func (b *Broker) Publisher() message.Publisher { return b.publisher }
+
+// publisher is the stock SQL publisher with a Close that is safe while publishes run: the stock one
+// sets a plain flag that Publish reads, and may Wait on its WaitGroup before a Publish's Add.
+type publisher struct {
+	mu     sync.RWMutex
+	closed bool
+	stock  *wsql.Publisher
+}
+
+// Publish returns once the INSERT of msgs is committed.
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return wsql.ErrPublisherClosed
+	}
+	return p.stock.Publish(topic, msgs...)
+}
+
+// Close waits for the publishes under way and refuses the next ones.
+func (p *publisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	return p.stock.Close()
+}
+
+// Subscriber returns a subscriber in the consumer group group.
+func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
+	if group == "" {
+		return nil, errors.New("brokers/postgres: empty consumer group")
+	}
+	sub, err := b.newSubscriber(group)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		_ = sub.Close()
+		return nil, errors.New("brokers/postgres: broker closed")
+	}
+	b.subs = append(b.subs, sub)
+	return sub, nil
+}
+
+func (b *Broker) newSubscriber(group string) (*wsql.Subscriber, error) {
+	ackDeadline := b.settings.AckDeadline
+	return wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
+		ConsumerGroup:    group,
+		AckDeadline:      &ackDeadline,
+		PollInterval:     b.settings.PollInterval,
+		ResendInterval:   b.settings.NackDelay,
+		RetryInterval:    time.Second,
+		SchemaAdapter:    b.schema,
+		OffsetsAdapter:   b.offsets,
+		InitializeSchema: true,
+	}, b.log)
+}
+
+// Declare creates the topic's tables and the row of each group (at the beginning of the topic), and
+// has the pruner look after the topic. It is idempotent.
+func (b *Broker) Declare(ctx context.Context, topic string, groups []string) error {
+	if err := b.checkTopic(topic); err != nil {
+		return err
+	}
+	init, err := b.newSubscriber("")
+	if err != nil {
+		return err
+	}
+	if err := init.SubscribeInitialize(topic); err != nil {
+		return fmt.Errorf("brokers/postgres: create the tables of topic %q: %w", topic, err)
+	}
+	for _, g := range groups {
+		if g == "" {
+			return errors.New("brokers/postgres: empty consumer group")
+		}
+		if _, err := b.pool.Exec(ctx, `INSERT INTO `+b.offsets.MessagesOffsetsTable(topic)+
+			` (consumer_group, offset_acked, last_processed_transaction_id) VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`, g); err != nil {
+			return fmt.Errorf("brokers/postgres: declare group %q of topic %q: %w", g, topic, err)
+		}
+	}
+	b.mu.Lock()
+	b.topics[topic] = true
+	b.mu.Unlock()
+	return nil
+}
+
+// checkTopic refuses a topic that cannot name a table, or whose tables' names PostgreSQL would cut.
+func (b *Broker) checkTopic(topic string) error {
+	if topic == "" || disallowed.MatchString(topic) {
+		return fmt.Errorf("brokers/postgres: topic %q (bus.topic) must be letters, digits, _, -, ., : or $ (it names a table)", topic)
+	}
+	if name := b.settings.TablePrefix + "offsets_" + topic; len(name) > maxIdentifier {
+		return fmt.Errorf("brokers/postgres: topic %q (bus.topic) makes the table name %q, longer than PostgreSQL's %d bytes: shorten bus.topic or bus.postgres.table_prefix",
+			topic, name, maxIdentifier)
+	}
+	return nil
+}
+
+// Close closes the subscribers, the publisher and the pool.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := b.subs
+	b.subs = nil
+	b.mu.Unlock()
+	close(b.stop)
+	<-b.done
+	var errs []error
+	for _, s := range subs {
+		errs = append(errs, s.Close())
+	}
+	errs = append(errs, b.publisher.Close())
+	b.pool.Close()
+	return errors.Join(errs...)
+}
+
+func (b *Broker) pruneLoop() {
+	defer close(b.done)
+	t := time.NewTicker(b.settings.PruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		topics := make([]string, 0, len(b.topics))
+		for topic := range b.topics {
+			topics = append(topics, topic)
+		}
+		b.mu.Unlock()
+		for _, topic := range topics {
+			ctx, cancel := context.WithTimeout(context.Background(), b.settings.PruneInterval)
+			n, err := b.prune(ctx, topic)
+			cancel()
+			if err != nil {
+				b.log.Error("brokers/postgres: prune consumed rows", err, watermill.LogFields{"topic": topic})
+			} else if n > 0 {
+				b.log.Debug("brokers/postgres: pruned consumed rows", watermill.LogFields{"topic": topic, "rows": n})
+			}
+		}
+	}
+}
+
+// prune deletes the rows of topic that every group has consumed and that are older than retention,
+// unless another process is pruning the topic. It returns how many it deleted.
+func (b *Broker) prune(ctx context.Context, topic string) (int64, error) {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	h := fnv.New32a()
+	_, _ = h.Write([]byte("sluice-bus-prune:" + b.schema.MessagesTable(topic)))
+	var mine bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, int64(h.Sum32())).Scan(&mine); err != nil || !mine {
+		return 0, err
+	}
+	offsets := b.offsets.MessagesOffsetsTable(topic)
+	// A row is consumed by a group when it is at or before the group's position, in the order the
+	// subscriber reads: (transaction_id, offset). No group at all: nothing is consumed.
+	tag, err := tx.Exec(ctx, `DELETE FROM `+b.schema.MessagesTable(topic)+` m
+		WHERE m.created_at < LOCALTIMESTAMP - make_interval(secs => $1)
+		AND EXISTS (SELECT 1 FROM `+offsets+`)
+		AND NOT EXISTS (SELECT 1 FROM `+offsets+` o
+			WHERE (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))`,
+		b.settings.Retention.Seconds())
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), tx.Commit(ctx)
+}
