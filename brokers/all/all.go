@@ -5,5 +5,6 @@ package all
 
 import (
 	_ "github.com/sluicelog/sluice/brokers/amqp"     // bus.driver: amqp (RabbitMQ)
+	_ "github.com/sluicelog/sluice/brokers/kafka"    // bus.driver: kafka
 	_ "github.com/sluicelog/sluice/brokers/postgres" // bus.driver: postgres
 )

@@ -1,5 +1,7 @@
-// Package testenv gives tests the real services they run against: a fresh PostgreSQL database per call
-// and the Azurite blob endpoint that .ci/run starts. It never fakes a service: when one is missing the
+// Package testenv gives tests the real services they run against: a fresh PostgreSQL database per call,
+// the Azurite blob endpoint that .ci/run starts, and a Kafka-protocol broker per call (franz-go's
+// kfake, built from internal/kfake and run as a process of its own that a test can kill -9 and start
+// again: Kafka). It never fakes a service: when one is missing the
 // test fails and says how to provide it.
 package testenv
 
