@@ -6,5 +6,7 @@ package all
 import (
 	_ "github.com/sluicelog/sluice/brokers/amqp"     // bus.driver: amqp (RabbitMQ)
 	_ "github.com/sluicelog/sluice/brokers/kafka"    // bus.driver: kafka
+	_ "github.com/sluicelog/sluice/brokers/nats"     // bus.driver: nats (JetStream)
 	_ "github.com/sluicelog/sluice/brokers/postgres" // bus.driver: postgres
+	_ "github.com/sluicelog/sluice/brokers/redis"    // bus.driver: redis (Streams)
 )

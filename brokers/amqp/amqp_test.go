@@ -291,7 +291,7 @@ func BenchmarkBroker(b *testing.B) {
 		b.Run(queueType, func(b *testing.B) {
 			s := DefaultSettings()
 			s.QueueType = queueType
-			brokertest.Bench(b, func(b *testing.B) brokers.Broker { return open(b, s) })
+			brokertest.Bench(b, func(tb testing.TB) brokers.Broker { return open(tb, s) })
 		})
 	}
 }

@@ -1,9 +1,8 @@
 package brokertest
 
 import (
-	"strconv"
+	"context"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,47 +12,80 @@ import (
 	"github.com/sluicelog/sluice/event"
 )
 
-// BenchEvents is the events of each chunk Bench sends: a web node's default chunk
-// (bus.forward.chunk.max_events).
+// BenchEvents is the number of events in each chunk the benchmark sends: a full chunk of a web
+// node's forwarding (bus.forward.chunk.max_events).
 const BenchEvents = 1000
 
-// Bench measures a broker with b.N chunks of BenchEvents small events: first publishing them, 4
-// publishes at once (a web node's default bus.forward.max_concurrent_publishes), then consuming them
-// with one subscription that acks each. It reports the events per second of each phase
-// (published-events/s, consumed-events/s), which are figures for the capacity model, never asserted.
-func Bench(b *testing.B, open func(b *testing.B) brokers.Broker) {
-	br := open(b)
-	topic, g := Names(b, "bench")
-	declare(b, br, topic, g)
-	payload := Chunk(BenchEvents).Payload // the same bytes in each chunk: the broker does not look
-	msgs := make([]*message.Message, b.N)
-	for i := range msgs {
-		msgs[i] = message.NewMessage(event.NewID().String(), payload)
-		msgs[i].Metadata.Set(event.MetadataEvents, strconv.Itoa(BenchEvents))
-		msgs[i].Metadata.Set(event.MetadataFormat, event.ChunkFormat)
+// Bench measures a broker with full chunks: "publish" publishes b.N of them from 4 goroutines (as a
+// web node forwards), "consume" takes b.N published ones through one subscription and acks each.
+// Both report events/s and MB/s. open must reach the same broker on every call.
+func Bench(b *testing.B, open func(testing.TB) brokers.Broker) {
+	chunk := Chunk(BenchEvents)
+	report := func(b *testing.B, elapsed time.Duration) {
+		b.ReportMetric(float64(b.N*BenchEvents)/elapsed.Seconds(), "events/s")
+		b.ReportMetric(float64(b.N*len(chunk.Payload))/elapsed.Seconds()/1e6, "MB/s")
 	}
-	b.SetBytes(int64(len(payload)))
-	b.ResetTimer()
-	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(len(msgs)); i = next.Add(1) - 1 {
-				if err := br.Publisher().Publish(topic, msgs[i]); err != nil {
-					b.Error(err)
-					return
+	copyOf := func() *message.Message {
+		m := chunk.Copy()
+		m.UUID = event.NewID().String()
+		return m
+	}
+	b.Run("publish", func(b *testing.B) {
+		br := open(b)
+		topic, g := Names(b, "a")
+		if err := br.Declare(context.Background(), topic, g); err != nil {
+			b.Fatal(err)
+		}
+		work := make(chan struct{})
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range 4 {
+			wg.Go(func() {
+				for range work {
+					if err := br.Publisher().Publish(topic, copyOf()); err != nil {
+						b.Error(err)
+					}
 				}
+			})
+		}
+		for range b.N {
+			work <- struct{}{}
+		}
+		close(work)
+		wg.Wait()
+		report(b, time.Since(start))
+	})
+	b.Run("consume", func(b *testing.B) {
+		br := open(b)
+		topic, g := Names(b, "a")
+		if err := br.Declare(context.Background(), topic, g); err != nil {
+			b.Fatal(err)
+		}
+		for range b.N {
+			if err := br.Publisher().Publish(topic, copyOf()); err != nil {
+				b.Fatal(err)
 			}
-		})
-	}
-	wg.Wait()
-	published := time.Since(start)
-	start = time.Now()
-	receive(b, subscribe(b, br, g[0], topic), b.N, true, 10*time.Minute)
-	consumed := time.Since(start)
-	b.StopTimer()
-	events := float64(b.N * BenchEvents)
-	b.ReportMetric(events/published.Seconds(), "published-events/s")
-	b.ReportMetric(events/consumed.Seconds(), "consumed-events/s")
+		}
+		s, err := br.Subscriber(g[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		b.ResetTimer()
+		start := time.Now()
+		ch, err := s.Subscribe(ctx, topic)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range b.N {
+			select {
+			case m := <-ch:
+				m.Ack()
+			case <-time.After(time.Minute):
+				b.Fatal("no message within a minute")
+			}
+		}
+		report(b, time.Since(start))
+	})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicelog/sluice/brokers"
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/subscribers"
 )
 
 // Options tune the suite to a broker.
@@ -23,6 +24,10 @@ type Options struct {
 	Redelivery time.Duration
 	// Wait bounds every other wait for a message; 0 means 30 s.
 	Wait time.Duration
+	// OneUnackedPerSubscription says that a subscription hands out one message at a time (a stock
+	// Watermill subscriber): a worker's batch then holds one chunk, and the suite skips
+	// BatchSubscriberGathersSeveralChunks.
+	OneUnackedPerSubscription bool
 }
 
 // Open opens a new broker for one test; every call of one test must reach the same broker server.
@@ -43,6 +48,8 @@ func Run(t *testing.T, open Open, o Options) {
 	t.Run("MembersOfOneGroupShare", func(t *testing.T) { members(t, open, o) })
 	t.Run("NackedIsOfferedAgain", func(t *testing.T) { nacked(t, open, o) })
 	t.Run("UnackedGoesToAnotherMemberWhenItsConsumerCloses", func(t *testing.T) { handover(t, open, o) })
+	t.Run("CloseWhilePublishing", func(t *testing.T) { closeWhilePublishing(t, open) })
+	t.Run("BatchSubscriberGathersSeveralChunks", func(t *testing.T) { gathered(t, open, o) })
 }
 
 // Names returns a topic and group names unique to the test.
@@ -268,4 +275,69 @@ func handover(t *testing.T, open Open, o Options) {
 		t.Errorf("the other member got %s, want %s", got.UUID, sent.UUID)
 	}
 	wg.Wait()
+}
+
+// closeWhilePublishing closes a broker while four goroutines publish (as a web node's forwarder
+// does): no data race, and a publish after Close fails instead of writing.
+func closeWhilePublishing(t *testing.T, open Open) {
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 20 {
+				_ = b.Publisher().Publish(topic, Chunk(1))
+			}
+		})
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	wg.Wait()
+	if err := b.Publisher().Publish(topic, Chunk(1)); err == nil {
+		t.Error("Publish after Close succeeded")
+	}
+}
+
+// gathered checks what a worker relies on: a subscription hands out several chunks unacknowledged at
+// once, so that subscribers.BatchSubscriber gathers them into one sink batch, and acking the batch
+// acks each chunk (none is offered again).
+func gathered(t *testing.T, open Open, o Options) {
+	if o.OneUnackedPerSubscription {
+		t.Skip("the driver hands out one message at a time per subscription: a batch holds one chunk")
+	}
+	b := open(t)
+	topic, g := Names(t, "a")
+	declare(t, b, topic, g)
+	const chunks, events = 5, 10
+	for range chunks {
+		publish(t, b, topic, Chunk(events))
+	}
+	s, err := b.Subscriber(g[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := subscribers.NewBatchSubscriber(s, subscribers.BatchPolicy{MaxEvents: chunks * events, MaxBytes: 1 << 20, MaxWait: o.Wait, MaxConcurrentWrites: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bs.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := bs.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := receive(t, ch, 1, false, o.Wait+o.Wait)[0]
+	if n := batch.Metadata.Get(event.MetadataEvents); n != strconv.Itoa(chunks*events) {
+		t.Fatalf("the batch holds %s events, want %d (all %d chunks at once)", n, chunks*events, chunks)
+	}
+	batch.Ack()
+	select {
+	case m := <-ch:
+		t.Errorf("a batch of %s events came again after the first was acked", m.Metadata.Get(event.MetadataEvents))
+	case <-time.After(time.Second):
+	}
 }

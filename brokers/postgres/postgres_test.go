@@ -229,7 +229,7 @@ func TestSettingsFromConfiguration(t *testing.T) {
 // Chunks of 1,000 events through PostgreSQL: publish, then consume (figures, not asserted).
 func BenchmarkBroker(b *testing.B) {
 	dsn := testenv.Postgres(b)
-	brokertest.Bench(b, func(b *testing.B) brokers.Broker { return open(b, dsn, DefaultSettings()) })
+	brokertest.Bench(b, func(tb testing.TB) brokers.Broker { return open(tb, dsn, DefaultSettings()) })
 }
 
 // The sessions carry the settings that cut off a vanished or hung worker: TCP keepalives of about
