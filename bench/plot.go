@@ -120,11 +120,6 @@ func (r *Results) WritePlot(path string) error {
 
 // throughputBars is a bar per design, sluice's first, each labelled with its value.
 func throughputBars(title string, names []string, values []float64) (*plot.Plot, error) {
-	return bars(title, names, values, func(i int) bool { return i == 0 })
-}
-
-// bars is a bar per design, each labelled with its value, sluice's in sluice's color.
-func bars(title string, names []string, values []float64, isSluice func(i int) bool) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = title
 	p.Y.Label.Text = "events/s"
@@ -137,7 +132,7 @@ func bars(title string, names []string, values []float64, isSluice func(i int) b
 			return nil, err
 		}
 		bars.Color = colorOther
-		if isSluice(i) {
+		if i == 0 {
 			bars.Color = colorSluice
 		}
 		bars.LineStyle.Width = 0
@@ -162,24 +157,60 @@ func bars(title string, names []string, values []float64, isSluice func(i int) b
 	return p, nil
 }
 
-// busBars is the bus scenario's events/s into PostgreSQL: the in-process bus, then sluice and the
-// stock design through each broker.
+// busBars is the bus scenario's events/s into PostgreSQL, a pair of bars per bus: sluice (labelled
+// with its rate) and the stock design on the same broker (labelled with how many times sluice's rate
+// is its); the in-process bus has sluice's bar only.
 func busBars(b *BusResults) (*plot.Plot, error) {
-	var (
-		names    []string
-		values   []float64
-		isSluice []bool
-	)
+	var names []string
+	var sluice, stock plotter.Values
 	if p := b.InProcess; p != nil {
-		names, values, isSluice = append(names, "in-process"), append(values, p.EventsPerSecond), append(isSluice, true)
+		names, sluice, stock = append(names, "in-process"), append(sluice, p.EventsPerSecond), append(stock, 0)
 	}
 	for _, name := range slices.Sorted(maps.Keys(b.Brokers)) {
 		br := b.Brokers[name]
-		names = append(names, name, name+"\nstock")
-		values = append(values, br.Sluice.EventsPerSecond, br.Stock.EventsPerSecond)
-		isSluice = append(isSluice, true, false)
+		names, sluice, stock = append(names, name), append(sluice, br.Sluice.EventsPerSecond), append(stock, br.Stock.EventsPerSecond)
 	}
-	return bars("Bus: web node to PostgreSQL, events/s", names, values, func(i int) bool { return isSluice[i] })
+	p := plot.New()
+	p.Title.Text = "Bus: web node to PostgreSQL, events/s"
+	p.Y.Label.Text = "events/s"
+	p.Y.Min = 0
+	width := vg.Points(14)
+	labels := plotter.XYLabels{}
+	for i, series := range []struct {
+		name   string
+		values plotter.Values
+		color  color.Color
+	}{{"sluice", sluice, colorSluice}, {"stock: a message per event", stock, colorOther}} {
+		bars, err := plotter.NewBarChart(series.values, width)
+		if err != nil {
+			return nil, err
+		}
+		bars.Color, bars.LineStyle.Width, bars.Offset = series.color, 0, width*vg.Length(2*i-1)/2
+		p.Add(bars)
+		p.Legend.Add(series.name, bars)
+	}
+	for i := range names {
+		labels.XYs = append(labels.XYs, plotter.XY{X: float64(i) - 0.2, Y: sluice[i]})
+		labels.Labels = append(labels.Labels, count(sluice[i]))
+		if stock[i] > 0 {
+			labels.XYs = append(labels.XYs, plotter.XY{X: float64(i) + 0.2, Y: stock[i]})
+			labels.Labels = append(labels.Labels, fixed(sluice[i]/stock[i], 0)+"x")
+		}
+	}
+	l, err := plotter.NewLabels(labels)
+	if err != nil {
+		return nil, err
+	}
+	for i := range l.TextStyle {
+		l.TextStyle[i].XAlign = draw.XCenter
+		l.TextStyle[i].Font.Size = vg.Points(8)
+	}
+	l.Offset = vg.Point{Y: vg.Points(3)}
+	p.Add(l)
+	p.NominalX(names...)
+	p.Y.Max = maxOf(sluice) * 1.2
+	p.Legend.Top = true
+	return p, nil
 }
 
 // overloadMemory is the server's RSS each second with storage down, split into the Go heap and the
