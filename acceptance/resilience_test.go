@@ -789,14 +789,16 @@ func TestDrainAfterBurstOnSIGTERM(t *testing.T) {
 // event is written, and exactly the bad ones are dead letters, on the routes that refuse them, with
 // their reason.
 //
-//   - numeric: a response body of {"n":1e1000000}, valid JSON that PostgreSQL refuses (numeric out
-//     of range, SQLSTATE 22003): bad for the postgres route only, the archive stores it as it is;
+//   - refused: an event that a CHECK constraint of the user's on application_logs refuses (installed in
+//     the test's database: SQLSTATE 23514, check_violation), which only PostgreSQL can find bad: bad
+//     for the postgres route only, the archive stores it;
 //   - undecodable: a line whose timestamp is not a time (an event whose Raw is that line);
 //   - oversize: an event with a 10 MB attribute, over the routes' batch.max_event_bytes (1 MiB).
 func TestPoisonBatch(t *testing.T) {
 	ctx := context.Background()
 	cfg := sluice.DefaultConfig()
-	cfg.Postgres.DSN = testenv.Postgres(t)
+	pool := testenv.MigratedPostgres(t)
+	cfg.Postgres.DSN = pool.Config().ConnString()
 	cfg.Blob.ConnectionString = testenv.Azurite(t)
 	cfg.Blob.Container = testenv.Container(t)
 	// Publish would shed the oversize event's attribute (capture.max_event_bytes, 256 KiB): let it
@@ -808,6 +810,11 @@ func TestPoisonBatch(t *testing.T) {
 	cfg.Routes = []sluice.Route{
 		{Name: "postgres", Sink: config.SinkPostgres, Batch: batch},
 		{Name: "blob", Sink: config.SinkBlob, Batch: batch},
+	}
+	const refusedMessage = "poison: refused by a constraint of the user"
+	// A rule of the user's, in the test's own database, that only PostgreSQL can apply.
+	if _, err := pool.Exec(ctx, `ALTER TABLE application_logs ADD CONSTRAINT no_poison CHECK (message <> '`+refusedMessage+`')`); err != nil {
+		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
 	p, err := sluice.New(ctx, cfg, sluice.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
@@ -823,10 +830,10 @@ func TestPoisonBatch(t *testing.T) {
 
 	goods := sinktest.Events(1000, time.Now().UTC().Add(-time.Minute))
 
-	numeric := event.New(event.LevelError, event.KindHTTP, "poison: a number PostgreSQL cannot hold")
-	numeric.Status = 500
-	numeric.Response = &event.Message{Body: &event.Body{ContentType: "application/json", Size: 15, JSON: json.RawMessage(`{"n":1e1000000}`)}}
-	numericRaw, err := numeric.AppendJSON(nil)
+	refused := event.New(event.LevelError, event.KindHTTP, refusedMessage)
+	refused.Status = 500
+	refused.Response = &event.Message{Body: &event.Body{ContentType: "application/json", Size: 15, JSON: json.RawMessage(`{"n":1}`)}}
+	refusedRaw, err := refused.AppendJSON(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -849,7 +856,7 @@ func TestPoisonBatch(t *testing.T) {
 		}
 	}
 	publish(goods[:500]...)
-	publish(numeric, undecodable)
+	publish(refused, undecodable)
 	publish(goods[500:]...)
 	publish(oversize)
 
@@ -882,7 +889,7 @@ func TestPoisonBatch(t *testing.T) {
 		t.Errorf("postgres: %v events written, want 1000", got)
 	}
 	if got := m.get("sluice_sink_events_written_total", "route", "blob"); got != 1001 {
-		t.Errorf("blob: %v events written, want 1001 (the numeric one is fine there)", got)
+		t.Errorf("blob: %v events written, want 1001 (the refused one is fine there)", got)
 	}
 	wantLetters := map[[2]string]float64{
 		{"postgres", subscribers.ReasonInvalidData}: 1,
@@ -955,7 +962,7 @@ func TestPoisonBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []letter{
-		{numeric.ID, "postgres", subscribers.ReasonInvalidData, numericRaw, ""},
+		{refused.ID, "postgres", subscribers.ReasonInvalidData, refusedRaw, ""},
 		{uuid.Nil, "postgres", subscribers.ReasonDecodeError, undecodable.Raw, ""},
 		{oversize.ID, "postgres", subscribers.ReasonOversize, oversizeRaw, ""},
 	}
@@ -981,12 +988,12 @@ func TestPoisonBatch(t *testing.T) {
 	}
 	checkLetters("application_logs_dead_letter", pgLetters, want)
 	for _, l := range pgLetters {
-		if l.reason == subscribers.ReasonInvalidData && !strings.Contains(l.detail, "22003") {
-			t.Errorf("the numeric event's dead letter says %q, want PostgreSQL's refusal (SQLSTATE 22003)", l.detail)
+		if l.reason == subscribers.ReasonInvalidData && !strings.Contains(l.detail, "23514") {
+			t.Errorf("the refused event's dead letter says %q, want PostgreSQL's refusal (SQLSTATE 23514)", l.detail)
 		}
 	}
 
-	// The archive: every good event and the numeric one, and the two letters of the blob route under
+	// The archive: every good event and the refused one, and the two letters of the blob route under
 	// dead-letter/.
 	events, letters, blobs := archive(t, cfg.Blob.ConnectionString, cfg.Blob.Container)
 	archived := map[uuid.UUID]bool{}
@@ -1000,7 +1007,7 @@ func TestPoisonBatch(t *testing.T) {
 	for _, l := range letters {
 		blobLetters = append(blobLetters, letter{l.ID, l.Route, l.Reason, l.Raw, l.Detail})
 	}
-	checkIDs(t, "archive", archived, append(slices.Clone(goods), numeric))
+	checkIDs(t, "archive", archived, append(slices.Clone(goods), refused))
 	checkLetters("dead-letter blobs", blobLetters, []letter{
 		{uuid.Nil, "blob", subscribers.ReasonDecodeError, undecodable.Raw, ""},
 		{oversize.ID, "blob", subscribers.ReasonOversize, oversizeRaw, ""},

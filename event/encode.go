@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/bits"
 	"slices"
@@ -13,12 +14,15 @@ import (
 	"github.com/google/uuid"
 )
 
-// A hand-written encoder of Event, Message and attributes that writes the very bytes json.Marshal
-// writes (same keys, order, omitempty, escaping, number format, sorted map keys), without reflection.
-// Whatever it does not handle itself (a time RFC 3339 cannot hold, a NaN, an invalid or deeply nested
-// body JSON, an attribute of a type outside the common ones that fails to encode) makes it give up, and
-// the caller encodes the whole value with encoding/json: the rare case keeps encoding/json's bytes and
-// its error. Attribute values of other types are encoded by json.Marshal one by one.
+// A hand-written encoder of Event, Message and attributes that writes, without reflection, the bytes
+// json.Marshal writes (same keys, order, omitempty, escaping, number format, sorted map keys) made
+// storable as SafeJSON makes them: a NUL in a string is written \ufffd (as invalid UTF-8 is), and a
+// body's JSON or a value encoded by json.Marshal goes through the one JSON scanner. Whatever it does
+// not handle itself (a time RFC 3339 cannot hold, a NaN, an invalid or deeply nested body JSON, an
+// attribute of a type outside the common ones that fails to encode) makes it give up, and the caller
+// encodes the whole value with encoding/json, then makes that storable: the rare case keeps
+// encoding/json's bytes and its error. Attribute values of other types are encoded by json.Marshal one
+// by one. For every value v, the encoding is SafeJSON(json.Marshal(v)).
 
 // AppendJSON appends the message's JSON encoding, as json.Marshal(m) writes it, to buf.
 func (m *Message) AppendJSON(buf []byte) ([]byte, error) {
@@ -29,11 +33,7 @@ func (m *Message) AppendJSON(buf []byte) ([]byte, error) {
 	if b, ok := m.appendJSONFast(buf); ok {
 		return b, nil
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return buf, err
-	}
-	return append(buf, b...), nil
+	return appendMarshaled(buf, m)
 }
 
 // AppendAttrsJSON appends the attributes' JSON encoding, as json.Marshal(attrs) writes it, to buf.
@@ -42,11 +42,20 @@ func AppendAttrsJSON(buf []byte, attrs map[string]any) ([]byte, error) {
 	if b, ok := appendAttrs(buf, attrs, 0); ok {
 		return b, nil
 	}
-	b, err := json.Marshal(attrs)
+	return appendMarshaled(buf, attrs)
+}
+
+// appendMarshaled appends encoding/json's encoding of v made storable: the encoder's rare path.
+func appendMarshaled(buf []byte, v any) ([]byte, error) {
+	j, err := json.Marshal(v)
 	if err != nil {
 		return buf, err
 	}
-	return append(buf, b...), nil
+	b, ok := appendCompact(buf, j, decodeDepth)
+	if !ok { // valid JSON, so it is deeper than the scanner follows
+		return buf, fmt.Errorf("json: nested deeper than %d levels", decodeDepth)
+	}
+	return b, nil
 }
 
 // sizeHint is a guess at the length of the message's encoding, so that AppendJSON of a new document
@@ -221,16 +230,12 @@ func appendHeaders(b []byte, h map[string][]string) []byte {
 	return append(b, '}')
 }
 
-// maxDepth bounds the nesting of attributes and body JSON the fast encoder follows (encoding/json
-// follows the rest).
-const maxDepth = 1000
-
 // appendAttrs appends a map[string]any (null when nil), its keys sorted.
 func appendAttrs(b []byte, attrs map[string]any, depth int) ([]byte, bool) {
 	if attrs == nil {
 		return append(b, "null"...), true
 	}
-	if depth > maxDepth {
+	if depth > MaxJSONDepth {
 		return b, false
 	}
 	var stack [16]entry[any]
@@ -276,7 +281,7 @@ func appendAny(b []byte, v any, depth int) ([]byte, bool) {
 		if v == nil {
 			return append(b, "null"...), true
 		}
-		if depth > maxDepth {
+		if depth > MaxJSONDepth {
 			return b, false
 		}
 		b = append(b, '[')
@@ -295,7 +300,7 @@ func appendAny(b []byte, v any, depth int) ([]byte, bool) {
 	if err != nil {
 		return b, false
 	}
-	return append(b, j...), true
+	return appendRawJSON(b, j)
 }
 
 // appendFloat appends f as encoding/json's floatEncoder does (bits 32 or 64): like ES6, 'f' format
@@ -403,6 +408,8 @@ func appendString(b []byte, s string) []byte {
 				b = append(b, '\\', 'r')
 			case '\t':
 				b = append(b, '\\', 't')
+			case 0: // storable: NUL becomes U+FFFD, as SafeString has it
+				b = append(b, escapedReplacement...)
 			default:
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 			}
@@ -457,241 +464,8 @@ func stringSpecial(x uint64) uint64 {
 		x&msbs
 }
 
-// appendRawJSON appends raw JSON as encoding/json writes a json.RawMessage: validated, whitespace
-// outside strings dropped, and <, >, &, U+2028 and U+2029 inside strings escaped. It reports false
-// for what encoding/json would refuse (and for nesting deeper than maxDepth).
-func appendRawJSON(dst, src []byte) ([]byte, bool) {
-	c := rawCompactor{src: src, dst: dst}
-	if !c.value() {
-		return dst, false
-	}
-	c.space()
-	if c.i != len(src) {
-		return dst, false
-	}
-	return append(c.dst, src[c.start:]...), true
-}
-
-// rawCompactor is a recursive-descent JSON validator that copies what it has read to dst, less the
-// whitespace and with the escapes encoding/json's compaction adds.
-type rawCompactor struct {
-	src, dst []byte
-	i        int // the next byte of src to read
-	start    int // src[start:i] is still to be copied to dst
-	depth    int
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
-
-// space skips whitespace, dropping it from the copy.
-func (c *rawCompactor) space() {
-	i := c.i
-	if i >= len(c.src) || !isSpace(c.src[i]) {
-		return
-	}
-	c.dst = append(c.dst, c.src[c.start:i]...)
-	for i++; i < len(c.src) && isSpace(c.src[i]); i++ {
-	}
-	c.i, c.start = i, i
-}
-
-// next returns the byte after any whitespace (0 at the end).
-func (c *rawCompactor) next() byte {
-	c.space()
-	if c.i >= len(c.src) {
-		return 0
-	}
-	return c.src[c.i]
-}
-
-func (c *rawCompactor) value() bool {
-	switch b := c.next(); {
-	case b == '{':
-		return c.object()
-	case b == '[':
-		return c.array()
-	case b == '"':
-		return c.str()
-	case b == '-' || isDigit(b):
-		return c.number()
-	case b == 't':
-		return c.literal("true")
-	case b == 'f':
-		return c.literal("false")
-	case b == 'n':
-		return c.literal("null")
-	}
-	return false
-}
-
-func (c *rawCompactor) object() bool {
-	if c.depth++; c.depth > maxDepth {
-		return false
-	}
-	c.i++ // {
-	if c.next() == '}' {
-		c.i++
-		c.depth--
-		return true
-	}
-	for {
-		if c.next() != '"' || !c.str() || c.next() != ':' {
-			return false
-		}
-		c.i++
-		if !c.value() {
-			return false
-		}
-		switch c.next() {
-		case ',':
-			c.i++
-		case '}':
-			c.i++
-			c.depth--
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-func (c *rawCompactor) array() bool {
-	if c.depth++; c.depth > maxDepth {
-		return false
-	}
-	c.i++ // [
-	if c.next() == ']' {
-		c.i++
-		c.depth--
-		return true
-	}
-	for {
-		if !c.value() {
-			return false
-		}
-		switch c.next() {
-		case ',':
-			c.i++
-		case ']':
-			c.i++
-			c.depth--
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-// rawStrPlain holds true for the bytes a string carries on, with nothing to check or escape.
-var rawStrPlain = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = true
-	}
-	for _, c := range []byte{'"', '\\', '<', '>', '&', 0xE2} {
-		t[c] = false
-	}
-	return t
-}()
-
-func (c *rawCompactor) str() bool {
-	s := c.src
-	for i := c.i + 1; i < len(s); {
-		if i+8 <= len(s) {
-			if m := stringSpecial(load64(s[i:])); m == 0 {
-				i += 8
-				continue
-			} else {
-				i += bits.TrailingZeros64(m) / 8
-			}
-		}
-		b := s[i]
-		if rawStrPlain[b] {
-			i++
-			continue
-		}
-		switch {
-		case b == '"':
-			c.i = i + 1
-			return true
-		case b == '\\':
-			if i+1 >= len(s) {
-				return false
-			}
-			switch s[i+1] {
-			case 'b', 'f', 'n', 'r', 't', '\\', '/', '"':
-				i += 2
-			case 'u':
-				if i+6 > len(s) || !isHex(s[i+2]) || !isHex(s[i+3]) || !isHex(s[i+4]) || !isHex(s[i+5]) {
-					return false
-				}
-				i += 6
-			default:
-				return false
-			}
-		case b < 0x20:
-			return false
-		case b == '<' || b == '>' || b == '&':
-			c.dst = append(c.dst, s[c.start:i]...)
-			c.dst = append(c.dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			i++
-			c.start = i
-		default: // 0xE2: U+2028 and U+2029 are E2 80 A8 and E2 80 A9
-			if i+2 < len(s) && s[i+1] == 0x80 && s[i+2]&^1 == 0xA8 {
-				c.dst = append(c.dst, s[c.start:i]...)
-				c.dst = append(c.dst, '\\', 'u', '2', '0', '2', hexDigits[s[i+2]&0xF])
-				i += 3
-				c.start = i
-			} else {
-				i++
-			}
-		}
-	}
-	return false
-}
-
-func (c *rawCompactor) number() bool {
-	s, i := c.src, c.i
-	if s[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(s) && s[i] == '0':
-		i++
-	case i < len(s) && '1' <= s[i] && s[i] <= '9':
-		for i++; i < len(s) && isDigit(s[i]); i++ {
-		}
-	default:
-		return false
-	}
-	if i < len(s) && s[i] == '.' {
-		if i++; i >= len(s) || !isDigit(s[i]) {
-			return false
-		}
-		for i++; i < len(s) && isDigit(s[i]); i++ {
-		}
-	}
-	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
-		if i++; i < len(s) && (s[i] == '+' || s[i] == '-') {
-			i++
-		}
-		if i >= len(s) || !isDigit(s[i]) {
-			return false
-		}
-		for i++; i < len(s) && isDigit(s[i]); i++ {
-		}
-	}
-	c.i = i
-	return true
-}
-
-func (c *rawCompactor) literal(word string) bool {
-	if len(c.src)-c.i < len(word) || string(c.src[c.i:c.i+len(word)]) != word {
-		return false
-	}
-	c.i += len(word)
-	return true
+// stringStop flags the bytes of x that a string does not carry as they are: controls, '"', '\' and
+// non-ASCII (to be checked as UTF-8). Its lowest flag is exact; 0 means all 8 bytes are plain.
+func stringStop(x uint64) uint64 {
+	return ((x - lsbs*0x20) & ^x & msbs) | zeros(x^(lsbs*'"')) | zeros(x^(lsbs*'\\')) | x&msbs
 }

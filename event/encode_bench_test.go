@@ -95,3 +95,30 @@ func BenchmarkAppendMessageJSON(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDecode measures decoding a bus message's line (the broker path), and its part that makes
+// the line storable (SafeJSON over a line that needs nothing, the common case).
+func BenchmarkDecode(b *testing.B) {
+	line, err := Encode(benchEvent())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode", func(b *testing.B) {
+		b.SetBytes(int64(len(line)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if events, bad := Decode(line); len(events) != 1 || len(bad) != 0 {
+				b.Fatal(bad)
+			}
+		}
+	})
+	b.Run("safejson", func(b *testing.B) {
+		b.SetBytes(int64(len(line)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := SafeJSON(line[:len(line)-1], nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -12,9 +12,24 @@ import (
 	"github.com/google/uuid"
 )
 
-// The fast encoder must write json.Marshal's bytes exactly. These tests generate events full of what
-// encoding/json escapes or formats specially and compare, byte for byte; where encoding/json fails, the
-// fast encoder must give up (and AppendJSON then reports encoding/json's error).
+// The fast encoder must write json.Marshal's bytes made storable (SafeJSON) exactly. These tests
+// generate events full of what encoding/json escapes or formats specially, and of what storable text
+// replaces, and compare, byte for byte; where encoding/json fails, the fast encoder must give up (and
+// AppendJSON then reports encoding/json's error).
+
+// marshalStorable is json.Marshal(v) made storable: what the encoder must write for v.
+func marshalStorable(t *testing.T, v any) ([]byte, error) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	out, err := safeJSON(b, nil, decodeDepth)
+	if err != nil {
+		t.Fatalf("json.Marshal wrote what SafeJSON refuses: %v: %.200q", err, b)
+	}
+	return out, nil
+}
 
 // pieces are the parts generated strings are made of.
 var pieces = []string{
@@ -253,7 +268,7 @@ func genEvent(r *rand.Rand) *Event {
 // took it.
 func checkEvent(t *testing.T, e *Event) bool {
 	t.Helper()
-	want, wantErr := json.Marshal(e)
+	want, wantErr := marshalStorable(t, e)
 	fast, ok := e.appendJSONFast([]byte("prefix"))
 	if ok && !bytes.Equal(fast, append([]byte("prefix"), want...)) {
 		t.Fatalf("fast encoding differs from encoding/json (err %v)\nevent: %#v\nfast: %q\njson: %q", wantErr, e, fast[6:], want)
@@ -266,13 +281,13 @@ func checkEvent(t *testing.T, e *Event) bool {
 		t.Fatalf("AppendJSON = %q, %v; encoding/json %q, %v", got, err, want, wantErr)
 	}
 	for _, m := range []*Message{e.Request, e.Response} {
-		want, wantErr := json.Marshal(m)
+		want, wantErr := marshalStorable(t, m)
 		got, err := m.AppendJSON([]byte("x"))
 		if (err != nil) != (wantErr != nil) || wantErr == nil && !bytes.Equal(got, append([]byte("x"), want...)) {
 			t.Fatalf("Message.AppendJSON = %q, %v; encoding/json %q, %v", got, err, want, wantErr)
 		}
 	}
-	want, wantErr = json.Marshal(e.Attrs)
+	want, wantErr = marshalStorable(t, e.Attrs)
 	got, err = AppendAttrsJSON([]byte("x"), e.Attrs)
 	if (err != nil) != (wantErr != nil) || wantErr == nil && !bytes.Equal(got, append([]byte("x"), want...)) {
 		t.Fatalf("AppendAttrsJSON = %q, %v; encoding/json %q, %v", got, err, want, wantErr)
@@ -311,11 +326,11 @@ func TestAppendRawJSON(t *testing.T) {
 	deep := func(n int) string { return strings.Repeat("[", n) + strings.Repeat("]", n) }
 	for _, s := range []string{"0", "-0", "-", "01", "1.", "1.5", "1e", "1e+", "1E-09", "-12.5e+3", "[1,]",
 		`{"a":1,}`, "tru", "true", "false", "null", "nul", "nullx", `"\x"`, `"\u12g4"`, `"\u12aF"`, `"\/"`,
-		"[]]", "1 2", "\"a\tb\"", "\"a\x7f\"", " { \"a\" : [ 1 , 2 ] } ", "\t\r\n[]\n", "{1:2}", `{"a" 1}`, "[1 2]",
+		"[]]", "1 2", "\"a\tb\"", "\"a\x7f\"", `"\u0000\ud800"`, `[1e1000000]`, " { \"a\" : [ 1 , 2 ] } ", "\t\r\n[]\n", "{1:2}", `{"a" 1}`, "[1 2]",
 		".5", "+1", `"`, "'a'", "  ", "\"\xe2\x80\xa8\xe2\x80\xa9\xe2\x80\xaa\xe2\x80\"", "\"\xe2\x80\xa8", "\"<>&\"",
 		"\"\xff\"", `{"a":{"b":[true,false,null,{}]}}`, "[\"\\\"]\"]", deep(999), deep(1000), deep(1001),
 		deep(10001), "{\"a\":1}x", "[1]\x00"} {
-		want, wantErr := json.Marshal(json.RawMessage(s))
+		want, wantErr := marshalStorable(t, json.RawMessage(s))
 		got, ok := appendRawJSON([]byte("x"), []byte(s))
 		if ok && (wantErr != nil || !bytes.Equal(got, append([]byte("x"), want...))) {
 			t.Errorf("appendRawJSON(%.40q) = %.60q; encoding/json %.60q, %v", s, got, want, wantErr)

@@ -1,4 +1,6 @@
-// Package event owns sluice's log event: its fields, its one JSON encoding, and the bus message format.
+// Package event owns sluice's log event: its fields, its one JSON encoding, and the bus message format;
+// and the one rule for storable text (SafeString for Go strings, SafeJSON, the one JSON scanner, for
+// JSON documents), which the encoder applies as it writes and Decode to what it reads.
 //
 // The same JSON object is a PostgreSQL row's source (its field names are the table's column names), a
 // line of a blob (gzip NDJSON), and a line of a bus message. A bus message carries one or more events as
@@ -102,7 +104,8 @@ type Event struct {
 	// it encodes the event into a chunk (after which the event is lean: Request, Response and Attrs
 	// live on only in Raw, see Lean and RawMember), and by Decode for an event read off the bus. A
 	// caller that sets it before Publish hands over bytes received from elsewhere, which the routes
-	// decode and validate. Sinks that store JSON store Raw and do not encode the event again.
+	// decode and validate. Either way it is storable (AppendJSON writes storable JSON, Decode makes
+	// a line storable), so sinks that store JSON store Raw as it is and do not encode the event again.
 	Raw []byte `json:"-"`
 }
 
@@ -145,7 +148,9 @@ func NewTimed(level Level, kind Kind, msg string) (*Event, time.Time) {
 	return &Event{ID: newID(now), TS: now.UTC(), Level: level, Kind: kind, Message: msg}, now
 }
 
-// AppendJSON appends the event's JSON encoding (no newline) to buf. It uses Raw when set.
+// AppendJSON appends the event's JSON encoding (no newline) to buf: encoding/json's bytes, made
+// storable as SafeJSON makes a document (text with a NUL or invalid UTF-8, a body's JSON with an
+// escape or a number PostgreSQL refuses: see encode.go). It uses Raw when set.
 func (e *Event) AppendJSON(buf []byte) ([]byte, error) {
 	if len(e.Raw) > 0 {
 		return append(buf, e.Raw...), nil
@@ -153,11 +158,11 @@ func (e *Event) AppendJSON(buf []byte) ([]byte, error) {
 	if b, ok := e.appendJSONFast(buf); ok {
 		return b, nil
 	}
-	b, err := json.Marshal(e)
+	b, err := appendMarshaled(buf, e)
 	if err != nil {
 		return buf, fmt.Errorf("event %s: %w", e.ID, err)
 	}
-	return append(buf, b...), nil
+	return b, nil
 }
 
 // Validate reports what makes an event unstorable: a zero id or time, or an unknown level or kind.
@@ -239,8 +244,10 @@ func (e *LineError) Error() string {
 
 func (e *LineError) Unwrap() error { return e.Err }
 
-// Decode parses an NDJSON payload into events, keeping each line in Raw. Bad lines are returned as
-// LineErrors; good lines are decoded whatever the bad ones.
+// Decode parses an NDJSON payload into events, keeping each line in Raw. A line is made storable
+// first (SafeJSON: it may come from another process or another version), so Raw and every decoded
+// text are storable text whoever wrote them; a line that needed no change is kept as it is. Bad lines
+// are returned as LineErrors with the line as received; good lines are decoded whatever the bad ones.
 func Decode(payload []byte) ([]*Event, []*LineError) {
 	var (
 		events []*Event
@@ -259,8 +266,13 @@ func Decode(payload []byte) ([]*Event, []*LineError) {
 		if len(bytes.TrimSpace(l)) == 0 {
 			continue
 		}
+		safe, err := safeJSON(l, nil, decodeDepth) // storable from here on, whoever wrote the line
+		if err != nil {
+			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
+			continue
+		}
 		e := new(Event)
-		if err := json.Unmarshal(l, e); err != nil {
+		if err := json.Unmarshal(safe, e); err != nil {
 			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
 			continue
 		}
@@ -268,7 +280,7 @@ func Decode(payload []byte) ([]*Event, []*LineError) {
 			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
 			continue
 		}
-		e.Raw = l
+		e.Raw = safe
 		events = append(events, e)
 	}
 	return events, bad

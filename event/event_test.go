@@ -80,3 +80,21 @@ func TestParseLevel(t *testing.T) {
 		t.Errorf("ParseLevel(LOUD) error %v must name the value", err)
 	}
 }
+
+// A line from elsewhere is made storable when it is decoded: its Raw and its texts.
+func TestDecodeMakesLinesStorable(t *testing.T) {
+	id := NewID().String()
+	line := `{"id":"` + id + `","ts":"2026-01-01T00:00:00Z","level":"ERROR","kind":"app","message":"a\u0000b","attrs":{"n":1e1000000}}`
+	got, bad := Decode([]byte(line + "\n"))
+	if len(bad) != 0 || len(got) != 1 {
+		t.Fatalf("decoded %d events, bad %v", len(got), bad)
+	}
+	want := `{"id":"` + id + `","ts":"2026-01-01T00:00:00Z","level":"ERROR","kind":"app","message":"a\ufffdb","attrs":{"n":"1e1000000"}}`
+	if e := got[0]; string(e.Raw) != want || e.Message != "a\uFFFDb" || e.Attrs["n"] != "1e1000000" {
+		t.Errorf("decoded %q, message %q, attrs %v; want Raw %q", e.Raw, e.Message, e.Attrs, want)
+	}
+	_, bad = Decode([]byte(`{"id":"` + id + `","ts":"2026-01-01T00:00:00Z","level":"ERROR","kind":"app","message":"\x"}` + "\n"))
+	if len(bad) != 1 || !strings.Contains(bad[0].Error(), "event line 1: invalid JSON at byte") {
+		t.Errorf("a line that is not JSON: %v", bad)
+	}
+}

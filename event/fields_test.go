@@ -29,9 +29,9 @@ func fill(t *testing.T, v reflect.Value, path string) []string {
 		case f.Type == reflect.TypeOf(uuid.UUID{}):
 			fv.Set(reflect.ValueOf(uuid.MustParse("0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")))
 		case f.Type == reflect.TypeOf(json.RawMessage{}):
-			fv.Set(reflect.ValueOf(json.RawMessage(`{"k":[1,"` + f.Name + `"]}`)))
-		case f.Type.Kind() == reflect.String:
-			fv.SetString(f.Name + " value")
+			fv.Set(reflect.ValueOf(json.RawMessage(`{"k":[1,"` + f.Name + `\u0000", 1e1000000]}`)))
+		case f.Type.Kind() == reflect.String: // with what storable text replaces: a NUL, an invalid byte
+			fv.SetString(f.Name + " value\x00\xff<")
 		case f.Type.Kind() == reflect.Int, f.Type.Kind() == reflect.Int64:
 			fv.SetInt(7)
 		case f.Type.Kind() == reflect.Float64:
@@ -43,9 +43,9 @@ func fill(t *testing.T, v reflect.Value, path string) []string {
 			set = append(set, fill(t, ptr.Elem(), p)...)
 			fv.Set(ptr)
 		case f.Type == reflect.TypeOf(map[string][]string{}):
-			fv.Set(reflect.ValueOf(map[string][]string{"B-Name": {"2"}, "A-Name": {f.Name, "x"}}))
+			fv.Set(reflect.ValueOf(map[string][]string{"B-Name\x00": {"2"}, "A-Name": {f.Name, "x\xff"}}))
 		case f.Type == reflect.TypeOf(map[string]any{}):
-			fv.Set(reflect.ValueOf(map[string]any{"n": 1.25, "s": f.Name, "g": map[string]any{"b": true, "l": []any{"x", nil}}}))
+			fv.Set(reflect.ValueOf(map[string]any{"n": 1.25, "s\x00": f.Name, "g": map[string]any{"b": true, "l": []any{"x\xff", nil, json.Number("1e1000000")}}}))
 		default:
 			t.Fatalf("%s: the test does not know how to fill a %s: teach it, and the encoder", p, f.Type)
 		}
@@ -55,16 +55,21 @@ func fill(t *testing.T, v reflect.Value, path string) []string {
 }
 
 // Every field of Event, however deep, is encoded by the hand-written encoder exactly as
-// encoding/json encodes it: a field added to Event and forgotten in the encoder fails here.
+// encoding/json encodes it, made storable (every text with a NUL and an invalid byte, a body's JSON and
+// an attribute with a number numeric cannot hold): a field added to Event and forgotten in the encoder,
+// or encoded without the storable-text rule, fails here.
 func TestEncoderCoversEveryField(t *testing.T) {
 	var e Event
 	set := fill(t, reflect.ValueOf(&e).Elem(), "Event")
 	if len(set) < 30 {
 		t.Fatalf("filled only %d fields: %v", len(set), set)
 	}
-	want, err := json.Marshal(&e)
+	want, err := marshalStorable(t, &e)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if bytes.Contains(want, []byte(`\u0000`)) || !bytes.Contains(want, []byte(`"1e1000000"`)) {
+		t.Fatalf("the storable encoding still holds what it should not: %s", want)
 	}
 	got, ok := e.appendJSONFast(nil) // the hand-written path itself, not AppendJSON's fallback
 	if !ok {

@@ -265,7 +265,30 @@ func unparsed(b *event.Body, content []byte, truncated bool, r *redact.Redactor)
 	b.Text = r.Text(event.SafeBytes(content, truncated))
 }
 
+// rewriteJSON validates a JSON document and, in the same pass (event.SafeJSON, the one JSON scanner),
+// makes it storable and redacts it with red when not nil: the value of every object member whose key
+// red.BodyKey says is secret (at any depth) is replaced as a whole with the replacement as a JSON
+// string, and every other key and string is redacted as red.JSONString says (a URL with a token, a
+// card number in a note). It returns the input itself when nothing had to change (no allocation), and
+// ok=false when the input is not one complete JSON value (or is nested deeper than
+// event.MaxJSONDepth).
+func rewriteJSON(in []byte, red *redact.Redactor) (out []byte, ok bool) {
+	var rw event.JSONRewriter // nil, not a nil *Redactor: nothing to ask
+	if red != nil {
+		rw = red
+	}
+	out, err := event.SafeJSON(in, rw)
+	return out, err == nil
+}
+
 func looksLikeJSON(p []byte) bool {
 	i := skipSpace(p, 0)
 	return i < len(p) && (p[i] == '{' || p[i] == '[')
+}
+
+func skipSpace(p []byte, i int) int {
+	for i < len(p) && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
+		i++
+	}
+	return i
 }

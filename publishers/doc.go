@@ -4,7 +4,8 @@
 // It owns everything that happens on the request path: capturing (and capping) request and response
 // bodies, bounding every other captured field (Limits), redacting secrets before an event leaves the
 // request (with the policy of package redact, on every channel), making every string safe for JSON and
-// PostgreSQL (valid UTF-8, no NUL, no \u0000 or lone surrogates in JSON, no numbers jsonb refuses),
+// PostgreSQL (valid UTF-8, no NUL, no \u0000 or lone surrogates in JSON, no numbers jsonb refuses: the
+// one rule of package event, event.SafeString and event.SafeJSON, which also redacts a JSON body),
 // mapping levels, sampling, and correlation (request id and W3C trace context, also put into the
 // request's context.Context so that application logs written with it carry the same ids).
 //

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/sluicelog/sluice/redact"
 
@@ -130,14 +129,14 @@ func FuzzRewriteJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		out, ok := rewriteJSON(in, redact.Default)
-		deep := bytes.Count(in, []byte("["))+bytes.Count(in, []byte("{")) > maxJSONDepth
+		deep := bytes.Count(in, []byte("["))+bytes.Count(in, []byte("{")) > event.MaxJSONDepth
 		if !deep && ok != json.Valid(in) {
 			t.Fatalf("rewriteJSON ok=%v, json.Valid=%v for %q", ok, json.Valid(in), in)
 		}
 		if !ok {
 			return
 		}
-		if !json.Valid(out) || !utf8.Valid(out) || badEscape(out) {
+		if !storableJSON(out) {
 			t.Fatalf("rewriteJSON(%q) = %q: not storable", in, out)
 		}
 		checkRedactedJSON(t, out)

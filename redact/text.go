@@ -38,6 +38,24 @@ func (r *Redactor) TextBytes(p []byte) []byte {
 	return apply(make([]byte, 0, len(p)), p, spans, r.repl)
 }
 
+// JSONKey says whether the value of a JSON object member with this key (its content between the
+// quotes, still escaped) is replaced as a whole, as BodyKey decides, and with what JSON: the
+// replacement as a JSON string. With JSONString it makes a *Redactor the rewriter of
+// event.SafeJSON, which redacts a JSON body in the pass that validates it.
+func (r *Redactor) JSONKey(content []byte) (value string, replace bool) {
+	if r == nil {
+		return "", false
+	}
+	if slices.Contains(content, '\\') {
+		var s string
+		if json.Unmarshal(append(append([]byte{'"'}, content...), '"'), &s) != nil {
+			return r.replJSON, true // a key that cannot be read is not known to be harmless
+		}
+		content = []byte(s)
+	}
+	return r.replJSON, r.BodyKey(content)
+}
+
 // JSONString redacts the content of a JSON string (between its quotes, still escaped) as Text does,
 // returning the new escaped content and whether anything changed.
 func (r *Redactor) JSONString(content []byte) ([]byte, bool) {

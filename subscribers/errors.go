@@ -51,7 +51,7 @@ type DeadLetter struct {
 	Route    string
 	Reason   string // one of the Reason constants
 	Detail   string // the error text
-	Raw      []byte // the event's bytes as received, unchanged
+	Raw      []byte // the event's line (event.Raw: storable), or the line as received when it is not an event
 	FailedAt time.Time
 }
 

@@ -2,6 +2,7 @@ package subscribers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -57,4 +58,22 @@ func ExampleBatchSubscriber() {
 	// Output:
 	// wrote a batch of 80 events
 	// wrote a batch of 40 events
+}
+
+// A sink checks a batch before it writes it: nothing to do for an empty batch, and a nil event is
+// invalid, permanently (the Writer then splits the batch down to it and dead-letters it).
+func ExampleBatch_Check() {
+	good := subscribers.NewBatch([]*event.Event{event.New(event.LevelInfo, event.KindApp, "hello")})
+	empty, err := good.Check("mysink")
+	fmt.Println(empty, err)
+
+	empty, err = subscribers.Batch{}.Check("mysink")
+	fmt.Println(empty, err)
+
+	_, err = subscribers.Batch{Events: []*event.Event{nil}}.Check("mysink")
+	fmt.Println(subscribers.IsPermanent(err), errors.Is(err, subscribers.ErrInvalidEvent))
+	// Output:
+	// false <nil>
+	// true <nil>
+	// true true
 }

@@ -13,6 +13,8 @@ package subscribers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/google/uuid"
 
@@ -30,6 +32,23 @@ type Batch struct {
 // NewBatch returns a batch of events with its id derived from them.
 func NewBatch(events []*event.Event) Batch {
 	return Batch{ID: event.BatchID(events), Events: events}
+}
+
+// ErrInvalidEvent marks an event that a sink cannot store whatever the retries: nil, or refused by the
+// sink's own checks. An error that wraps it is permanent: the Writer splits the batch down to the
+// event and dead-letters it. The ErrInvalidEvent of each sink package is this error.
+var ErrInvalidEvent = errors.New("invalid event")
+
+// Check is the check every sink makes of a batch before it writes: an empty batch needs no write
+// (empty is true, and Write returns nil), and a nil event is one that no sink can store: err is then
+// permanent, wraps ErrInvalidEvent and names the sink, the batch and the event's place in it.
+func (b Batch) Check(sink string) (empty bool, err error) {
+	for i, e := range b.Events {
+		if e == nil {
+			return false, Permanent(fmt.Errorf("%s: batch %s: %w: event %d is nil", sink, b.ID, ErrInvalidEvent, i))
+		}
+	}
+	return len(b.Events) == 0, nil
 }
 
 // Sink is a store that events are written to in batches.

@@ -72,18 +72,9 @@ import (
 const Driver = "amqp"
 
 func init() {
-	brokers.Register(brokers.Driver{
-		Name:     Driver,
-		URL:      "an AMQP 0-9-1 URL: amqp://user:password@host:5672/vhost (amqps:// for TLS)",
-		Settings: func() any { s := DefaultSettings(); return &s },
-		Open: func(ctx context.Context, url string, settings any, log watermill.LoggerAdapter) (brokers.Broker, error) {
-			s, ok := settings.(Settings)
-			if !ok {
-				return nil, fmt.Errorf("brokers/amqp: settings are %T, want amqp.Settings", settings)
-			}
-			return Open(ctx, url, s, log)
-		},
-	})
+	brokers.Register(brokers.DriverOf(Driver,
+		"an AMQP 0-9-1 URL: amqp://user:password@host:5672/vhost (amqps:// for TLS)",
+		DefaultSettings, Open))
 }
 
 // Broker is a RabbitMQ opened as sluice's bus.

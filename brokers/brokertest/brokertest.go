@@ -28,6 +28,10 @@ type Options struct {
 	// Watermill subscriber): a worker's batch then holds one chunk, and the suite skips
 	// BatchSubscriberGathersSeveralChunks.
 	OneUnackedPerSubscription bool
+	// MaxChunkBytes is the largest chunk the broker must carry whole; 0 means 1 MiB. A web node's
+	// chunks are at most bus.forward.chunk.max_bytes (512 KiB by default) plus one event, so a broker
+	// set up by someone else (a stock Kafka topic, 1 MB by default) may be tested at that.
+	MaxChunkBytes int
 }
 
 // Open opens a new broker for one test; every call of one test must reach the same broker server.
@@ -43,7 +47,7 @@ func Run(t *testing.T, open Open, o Options) {
 	}
 	t.Run("DeclaredGroupsGetWhatWasPublishedBeforeTheySubscribed", func(t *testing.T) { declared(t, open, o) })
 	t.Run("UUIDMetadataAndPayloadArriveUnchanged", func(t *testing.T) { unchanged(t, open, o) })
-	t.Run("AChunkOfOneMiBArrivesWhole", func(t *testing.T) { large(t, open, o) })
+	t.Run("ALargeChunkArrivesWhole", func(t *testing.T) { large(t, open, o) })
 	t.Run("EveryGroupGetsEveryMessage", func(t *testing.T) { groups(t, open, o) })
 	t.Run("MembersOfOneGroupShare", func(t *testing.T) { members(t, open, o) })
 	t.Run("NackedIsOfferedAgain", func(t *testing.T) { nacked(t, open, o) })
@@ -170,8 +174,12 @@ func large(t *testing.T, open Open, o Options) {
 	b := open(t)
 	topic, g := Names(t, "a")
 	declare(t, b, topic, g)
+	limit := o.MaxChunkBytes
+	if limit <= 0 {
+		limit = 1 << 20
+	}
 	sent := Chunk(1)
-	for len(sent.Payload) < 1<<20-200 {
+	for len(sent.Payload) < limit-200 {
 		sent.Payload = append(sent.Payload, Chunk(1).Payload...)
 	}
 	publish(t, b, topic, sent)
@@ -278,7 +286,7 @@ func handover(t *testing.T, open Open, o Options) {
 }
 
 // closeWhilePublishing closes a broker while four goroutines publish (as a web node's forwarder
-// does): no data race, and a publish after Close fails instead of writing.
+// does): no data race (run the suite with -race), and Close returns.
 func closeWhilePublishing(t *testing.T, open Open) {
 	b := open(t)
 	topic, g := Names(t, "a")
@@ -296,14 +304,11 @@ func closeWhilePublishing(t *testing.T, open Open) {
 		t.Errorf("Close: %v", err)
 	}
 	wg.Wait()
-	if err := b.Publisher().Publish(topic, Chunk(1)); err == nil {
-		t.Error("Publish after Close succeeded")
-	}
 }
 
 // gathered checks what a worker relies on: a subscription hands out several chunks unacknowledged at
-// once, so that subscribers.BatchSubscriber gathers them into one sink batch, and acking the batch
-// acks each chunk (none is offered again).
+// once, so that subscribers.BatchSubscriber gathers more than one into a sink batch, and acking a
+// batch acks each of its chunks (none is offered again).
 func gathered(t *testing.T, open Open, o Options) {
 	if o.OneUnackedPerSubscription {
 		t.Skip("the driver hands out one message at a time per subscription: a batch holds one chunk")
@@ -319,7 +324,7 @@ func gathered(t *testing.T, open Open, o Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs, err := subscribers.NewBatchSubscriber(s, subscribers.BatchPolicy{MaxEvents: chunks * events, MaxBytes: 1 << 20, MaxWait: o.Wait, MaxConcurrentWrites: 1})
+	bs, err := subscribers.NewBatchSubscriber(s, subscribers.BatchPolicy{MaxEvents: chunks * events, MaxBytes: 1 << 20, MaxWait: 2 * time.Second, MaxConcurrentWrites: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,14 +335,19 @@ func gathered(t *testing.T, open Open, o Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch := receive(t, ch, 1, false, o.Wait+o.Wait)[0]
-	if n := batch.Metadata.Get(event.MetadataEvents); n != strconv.Itoa(chunks*events) {
-		t.Fatalf("the batch holds %s events, want %d (all %d chunks at once)", n, chunks*events, chunks)
+	var sizes []int
+	for got := 0; got < chunks*events; {
+		batch := receive(t, ch, 1, false, o.Wait)[0]
+		n, _ := strconv.Atoi(batch.Metadata.Get(event.MetadataEvents))
+		sizes, got = append(sizes, n), got+n
+		batch.Ack()
 	}
-	batch.Ack()
+	if sizes[0] < 2*events {
+		t.Errorf("batches of %v events: the first holds one chunk, want several (chunks of %d events)", sizes, events)
+	}
 	select {
 	case m := <-ch:
-		t.Errorf("a batch of %s events came again after the first was acked", m.Metadata.Get(event.MetadataEvents))
+		t.Errorf("a batch of %s events came after all %d were acked", m.Metadata.Get(event.MetadataEvents), chunks*events)
 	case <-time.After(time.Second):
 	}
 }

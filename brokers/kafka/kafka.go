@@ -69,18 +69,9 @@ import (
 const Name = "kafka"
 
 func init() {
-	brokers.Register(brokers.Driver{
-		Name:     Name,
-		URL:      "a comma-separated list of bootstrap brokers, host:port (127.0.0.1:9092,10.0.0.2:9092)",
-		Settings: func() any { s := DefaultSettings(); return &s },
-		Open: func(ctx context.Context, url string, settings any, log watermill.LoggerAdapter) (brokers.Broker, error) {
-			s, ok := settings.(Settings)
-			if !ok {
-				return nil, fmt.Errorf("kafka: Open was given settings of type %T, want kafka.Settings", settings)
-			}
-			return Open(ctx, url, s, log)
-		},
-	})
+	brokers.Register(brokers.DriverOf(Name,
+		"a comma-separated list of bootstrap brokers, host:port (127.0.0.1:9092,10.0.0.2:9092)",
+		DefaultSettings, Open))
 }
 
 // ParseURL returns the brokers that bus.url lists. The error names bus.url and what is wrong.

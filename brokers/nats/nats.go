@@ -27,6 +27,8 @@
 //   - A member killed with kill -9: JetStream redelivers its messages to the other members once
 //     ack_wait (10 s) has passed since their delivery or last heartbeat. A member that closes naks
 //     what it holds: redelivered at once. A nacked message is redelivered after nack_delay (2 s).
+//   - A chunk that would not fit the server's max_payload (1 MiB by default) is sent compressed (zstd)
+//     and decompressed on delivery.
 //   - A stream or consumer that is gone (a server whose store was wiped) is declared again, with every
 //     group declared so far, by the first publish or fetch that meets its absence.
 //   - A clean Close never deletes a durable consumer (the stock watermill-nats pkg/nats does, for a

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/klauspost/compress/zstd"
 	natsio "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,7 +36,11 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 			}
 			nm.Header.Set(k, v)
 		}
-		if size, limit := len(nm.Data)+headerSize(nm.Header)+len(natsio.MsgIdHdr)+len(m.UUID)+4, p.b.nc.MaxPayload(); int64(size) > limit {
+		if size(nm, m.UUID)+headroom > p.b.nc.MaxPayload() { // a chunk near 1 MiB: NDJSON compresses several times
+			nm.Data = zstdEncoder.EncodeAll(m.Payload, nil)
+			nm.Header.Set(encodingHeader, "zstd")
+		}
+		if size, limit := size(nm, m.UUID)+headroom, p.b.nc.MaxPayload(); size > limit {
 			return fmt.Errorf("brokers/nats: message %s: %d bytes exceed the NATS server's max_payload (%d bytes): lower bus.forward.chunk.max_bytes or raise max_payload in the server's configuration", m.UUID, size, limit)
 		}
 		_, err := p.b.js.PublishMsg(m.Context(), nm, jetstream.WithMsgID(m.UUID), jetstream.WithExpectStream(stream))
@@ -49,14 +54,26 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	return nil
 }
 
-func headerSize(h natsio.Header) int {
-	n := len("NATS/1.0\r\n\r\n")
-	for k, vs := range h {
+// headroom is what the client adds to a message besides its id (Nats-Expected-Stream, framing).
+const headroom = 1024
+
+// encodingHeader marks a payload that was compressed to fit the server's max_payload.
+const encodingHeader = "Sluice-Payload-Encoding"
+
+var (
+	zstdEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	zstdDecoder, _ = zstd.NewReader(nil)
+)
+
+// size is the size of nm on the wire, with the Nats-Msg-Id header it will carry.
+func size(nm *natsio.Msg, id string) int64 {
+	n := len(nm.Data) + len("NATS/1.0\r\n\r\n") + len(natsio.MsgIdHdr) + len(id) + 4
+	for k, vs := range nm.Header {
 		for _, v := range vs {
 			n += len(k) + len(v) + 4
 		}
 	}
-	return n
+	return int64(n)
 }
 
 func (publisher) Close() error { return nil }
@@ -134,9 +151,15 @@ func (r *source) fetch(batch jetstream.MessageBatch, err error) ([]delivery.Item
 	var items []delivery.Item[jetstream.Msg]
 	for jm := range batch.Messages() {
 		h := jm.Headers()
-		m := message.NewMessage(h.Get(natsio.MsgIdHdr), jm.Data())
+		data := jm.Data()
+		if h.Get(encodingHeader) == "zstd" {
+			if data, err = zstdDecoder.DecodeAll(data, nil); err != nil {
+				return items, fmt.Errorf("brokers/nats: message %s: decompressing its payload: %w", h.Get(natsio.MsgIdHdr), err)
+			}
+		}
+		m := message.NewMessage(h.Get(natsio.MsgIdHdr), data)
 		for k, vs := range h {
-			if !strings.HasPrefix(k, "Nats-") && len(vs) > 0 {
+			if !strings.HasPrefix(k, "Nats-") && k != encodingHeader && len(vs) > 0 {
 				m.Metadata.Set(k, vs[0])
 			}
 		}

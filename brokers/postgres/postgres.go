@@ -67,18 +67,9 @@ import (
 const Driver = "postgres"
 
 func init() {
-	brokers.Register(brokers.Driver{
-		Name:     Driver,
-		URL:      "a PostgreSQL DSN (postgres://user:password@host:5432/db?sslmode=disable); it may be the sink's database",
-		Settings: func() any { s := DefaultSettings(); return &s },
-		Open: func(ctx context.Context, url string, settings any, log watermill.LoggerAdapter) (brokers.Broker, error) {
-			s, ok := settings.(Settings)
-			if !ok {
-				return nil, fmt.Errorf("brokers/postgres: settings are %T, want postgres.Settings", settings)
-			}
-			return Open(ctx, url, s, log)
-		},
-	})
+	brokers.Register(brokers.DriverOf(Driver,
+		"a PostgreSQL DSN (postgres://user:password@host:5432/db?sslmode=disable); it may be the sink's database",
+		DefaultSettings, Open))
 }
 
 // disallowed matches what watermill-sql refuses in a topic, which becomes part of a table name.

@@ -41,7 +41,7 @@ func open(t testing.TB, dsn string, s Settings) *Broker {
 func TestConformance(t *testing.T) {
 	dsn := testenv.Postgres(t)
 	brokertest.Run(t, func(t *testing.T) brokers.Broker { return open(t, dsn, testSettings()) },
-		brokertest.Options{Redelivery: 15 * time.Second})
+		brokertest.Options{Redelivery: 15 * time.Second, OneUnackedPerSubscription: true})
 }
 
 // The driver registers itself, with its settings as the section bus.postgres.

@@ -130,7 +130,7 @@ var (
 	ErrClosed = errors.New("blobsink: sink is closed")
 	// ErrInvalidEvent marks an event that cannot be stored whatever the retries: it is nil, or cannot be
 	// encoded as JSON. Write's error wraps it and is permanent; nothing of the batch is stored.
-	ErrInvalidEvent = errors.New("invalid event")
+	ErrInvalidEvent = subscribers.ErrInvalidEvent
 )
 
 // Sink writes batches of events to a Store, one blob per batch and UTC hour. It implements
@@ -182,13 +182,8 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if len(b.Events) == 0 {
-		return nil
-	}
-	for i, e := range b.Events {
-		if e == nil {
-			return subscribers.Permanent(fmt.Errorf("blobsink: batch %s: %w: event %d is nil", b.ID, ErrInvalidEvent, i))
-		}
+	if empty, err := b.Check("blobsink"); empty || err != nil {
+		return err
 	}
 	parts := splitByHour(b.Events)
 	objs := make([]object, len(parts))

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/klauspost/compress/gzip"
@@ -162,7 +161,7 @@ func encodeDeadLetters(letters []subscribers.DeadLetter) ([]byte, error) {
 	)
 	enc.SetEscapeHTML(false)
 	for _, l := range letters {
-		j := deadLetterJSON{Route: cleanText(l.Route), Reason: cleanText(l.Reason), Detail: cleanText(l.Detail),
+		j := deadLetterJSON{Route: event.SafeString(l.Route), Reason: event.SafeString(l.Reason), Detail: event.SafeString(l.Detail),
 			FailedAt: l.FailedAt.UTC(), RawBase64: l.Raw}
 		if l.ID != uuid.Nil {
 			j.ID = &l.ID
@@ -221,15 +220,6 @@ func DecodeDeadLetters(data []byte) ([]subscribers.DeadLetter, error) {
 		return out, fmt.Errorf("blobsink: dead letters: %w", err)
 	}
 	return out, nil
-}
-
-// cleanText returns s as valid UTF-8 without NUL: each NUL and each run of invalid bytes becomes U+FFFD,
-// as PostgreSQL's sink stores text.
-func cleanText(s string) string {
-	if strings.IndexByte(s, 0) < 0 && utf8.ValidString(s) {
-		return s
-	}
-	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // hourOfTime returns the number of the UTC hour of t: whole hours since the Unix epoch.

@@ -28,6 +28,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sluicelog/sluice/subscribers"
 )
 
 // The targets that are not files, and the formats.
@@ -106,7 +108,7 @@ var (
 	// ErrInvalidEvent marks an event that cannot be printed whatever the retries: it is nil, or (format
 	// "json") cannot be encoded. Write's error wraps it and is permanent; nothing of the batch is
 	// printed.
-	ErrInvalidEvent = errors.New("invalid event")
+	ErrInvalidEvent = subscribers.ErrInvalidEvent
 )
 
 // New returns a sink printing to cfg.Target, which it opens: a file target is created if missing and

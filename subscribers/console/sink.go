@@ -71,13 +71,8 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if len(b.Events) == 0 {
-		return nil
-	}
-	for i, e := range b.Events {
-		if e == nil {
-			return subscribers.Permanent(fmt.Errorf("console: batch %s: %w: event %d is nil", b.ID, ErrInvalidEvent, i))
-		}
+	if empty, err := b.Check("console"); empty || err != nil {
+		return err
 	}
 	id := b.ID
 	if id == uuid.Nil { // a batch made by hand; subscribers.NewBatch always sets it

@@ -96,38 +96,96 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-// bigNumber is an event whose response body holds a JSON number that jsonb cannot hold: PostgreSQL
-// refuses it with SQLSTATE 22003, after the sink's checks.
-func bigNumber(ts time.Time) *event.Event {
+// refusedMessage is the message of the events that refuse installs a real PostgreSQL rule against.
+const refusedMessage = "poison: refused by the database"
+
+// refuse installs in the test's own database what a user's own rule would be: a CHECK constraint on
+// application_logs that refuses the events whose message is refusedMessage (SQLSTATE 23514,
+// check_violation), or, with code, a trigger that raises that SQLSTATE for them. The sink's checks pass
+// such an event: only PostgreSQL refuses it, after the sink sent it.
+func refuse(t *testing.T, pool *pgxpool.Pool, code string) {
+	t.Helper()
+	stmts := []string{`ALTER TABLE application_logs ADD CONSTRAINT sluice_test_refused CHECK (message <> '` + refusedMessage + `')`}
+	if code != "" {
+		stmts = []string{
+			`CREATE FUNCTION sluice_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.message = '` + refusedMessage + `' THEN
+		RAISE EXCEPTION 'sluice test: event % refused', NEW.id USING ERRCODE = '` + code + `';
+	END IF;
+	RETURN NEW;
+END $$`,
+			`CREATE TRIGGER sluice_test_refuse BEFORE INSERT ON application_logs FOR EACH ROW EXECUTE FUNCTION sluice_test_refuse()`,
+		}
+	}
+	for _, stmt := range stmts {
+		if _, err := pool.Exec(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+}
+
+// refused returns an event that the rule refuse installs refuses.
+func refused(ts time.Time) *event.Event {
 	e := sinktest.Events(1, ts)[0]
-	e.Response = &event.Message{Body: &event.Body{ContentType: "application/json", Size: 15,
-		JSON: json.RawMessage(`{"n":1e1000000}`)}}
+	e.Message = refusedMessage
 	return e
 }
 
-// A batch with an event that PostgreSQL refuses fails permanently and stores nothing; without that
-// event, it is written.
+// A batch with an event that PostgreSQL refuses, real PostgreSQL refusing it with a data error (a
+// constraint, or a trigger raising a class 22 SQLSTATE), fails permanently and stores nothing; without
+// that event, it is written. The same trigger raising a SQLSTATE that is not the data's fault makes the
+// failure transient.
 func TestDataErrorIsPermanent(t *testing.T) {
+	for _, c := range []struct {
+		name, raise, want string // raise "": the CHECK constraint
+		permanent         bool
+	}{
+		{"check constraint", "", "23514", true},
+		{"trigger raising data_exception", "22023", "22023", true},
+		{"trigger raising lock_not_available", "55P03", "55P03", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := t.Context()
+			pool := migratedPool(t)
+			refuse(t, pool, c.raise)
+			s := newSink(t, pool, pgsink.Config{})
+			events := sinktest.Events(20, time.Now())
+			withBad := append(append(append([]*event.Event{}, events[:7]...), refused(time.Now())), events[7:]...)
+
+			err := s.Write(ctx, subscribers.NewBatch(withBad))
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != c.want || subscribers.IsPermanent(err) != c.permanent {
+				t.Fatalf("Write with a refused event = %v, want SQLSTATE %s, permanent %v", err, c.want, c.permanent)
+			}
+			if ids, err := (tableReader{pool}).EventIDs(ctx); err != nil || len(ids) != 0 {
+				t.Fatalf("%d rows stored after the batch failed (%v), want none", len(ids), err)
+			}
+			if err := s.Write(ctx, subscribers.NewBatch(events)); err != nil {
+				t.Fatalf("Write without the bad event: %v", err)
+			}
+			if ids, err := (tableReader{pool}).EventIDs(ctx); err != nil || len(ids) != len(events) {
+				t.Fatalf("%d rows stored (%v), want %d", len(ids), err, len(events))
+			}
+		})
+	}
+}
+
+// What the sink once refused, PostgreSQL now stores: a body's number that numeric cannot hold is a
+// string by the time it is written (the encoder makes JSON storable, see event.SafeJSON).
+func TestNumberNumericCannotHoldIsStored(t *testing.T) {
 	ctx := t.Context()
 	pool := migratedPool(t)
 	s := newSink(t, pool, pgsink.Config{})
-	events := sinktest.Events(20, time.Now())
-	bad := bigNumber(time.Now())
-	withBad := append(append(append([]*event.Event{}, events[:7]...), bad), events[7:]...)
-
-	err := s.Write(ctx, subscribers.NewBatch(withBad))
-	var pgErr *pgconn.PgError
-	if !subscribers.IsPermanent(err) || !errors.As(err, &pgErr) || pgErr.Code != "22003" {
-		t.Fatalf("Write with a 1e1000000 number = %v, want permanent with SQLSTATE 22003", err)
+	e := sinktest.Events(1, time.Now())[0]
+	e.Response = &event.Message{Body: &event.Body{ContentType: "application/json", Size: 15,
+		JSON: json.RawMessage(`{"n":1e1000000}`)}}
+	if err := s.Write(ctx, subscribers.NewBatch([]*event.Event{e})); err != nil {
+		t.Fatalf("Write with a 1e1000000 number: %v", err)
 	}
-	if ids, err := (tableReader{pool}).EventIDs(ctx); err != nil || len(ids) != 0 {
-		t.Fatalf("%d rows stored after a permanent error (%v), want none", len(ids), err)
-	}
-	if err := s.Write(ctx, subscribers.NewBatch(events)); err != nil {
-		t.Fatalf("Write without the bad event: %v", err)
-	}
-	if ids, err := (tableReader{pool}).EventIDs(ctx); err != nil || len(ids) != len(events) {
-		t.Fatalf("%d rows stored (%v), want %d", len(ids), err, len(events))
+	var n string
+	if err := pool.QueryRow(ctx, "SELECT response->'body'->'json'->>'n' FROM application_logs WHERE id = $1", e.ID).Scan(&n); err != nil || n != "1e1000000" {
+		t.Fatalf("stored %q (%v), want the number's text", n, err)
 	}
 }
 
@@ -183,12 +241,13 @@ func TestBisectionConverges(t *testing.T) {
 	pool := migratedPool(t)
 	s := newSink(t, pool, pgsink.Config{})
 	events := sinktest.Events(200, time.Now())
+	refuse(t, pool, "")
 	want := map[int]bool{3: true, 77: true, 78: true, 150: true}
 	for i := range want {
 		if i == 77 {
 			events[i].Level = "LOUD" // refused by the sink
 		} else {
-			events[i] = bigNumber(events[i].TS) // refused by PostgreSQL
+			events[i].Message = refusedMessage // refused by PostgreSQL (a CHECK constraint)
 		}
 	}
 	events[120] = sinktest.UnsafeEvent(events[120].TS) // cleaned, stored

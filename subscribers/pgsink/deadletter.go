@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/subscribers"
 )
 
@@ -52,9 +53,9 @@ func (s *Sink) WriteDeadLetters(ctx context.Context, letters []subscribers.DeadL
 	for i, l := range letters {
 		ids[i] = pgtype.UUID{Bytes: l.ID, Valid: l.ID != uuid.Nil}
 		batchIDs[i] = pgtype.UUID{Bytes: l.BatchID, Valid: l.BatchID != uuid.Nil}
-		routes[i] = cleanText(l.Route)
-		reasons[i] = cleanText(l.Reason)
-		details[i] = pgtype.Text{String: cleanText(l.Detail), Valid: l.Detail != ""}
+		routes[i] = event.SafeString(l.Route)
+		reasons[i] = event.SafeString(l.Reason)
+		details[i] = pgtype.Text{String: event.SafeString(l.Detail), Valid: l.Detail != ""}
 		raws[i] = l.Raw
 		if raws[i] == nil {
 			raws[i] = []byte{} // raw is NOT NULL: an empty line is still a line

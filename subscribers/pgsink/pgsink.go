@@ -4,8 +4,11 @@
 // row per event.
 //
 // A write is one transaction, idempotent on the event id: writing a batch again, or an event that is
-// already stored, leaves one row per event. Text and jsonb values are cleaned of what PostgreSQL
-// refuses (NUL, invalid UTF-8, \u0000 escapes) so that one such event cannot fail its batch.
+// already stored, leaves one row per event. What PostgreSQL refuses (NUL, invalid UTF-8, \u0000
+// escapes, numbers numeric cannot hold) is made storable before it reaches the sink, by sluice's one
+// rule (package event: the encoder writes storable JSON, Decode makes a line from elsewhere storable),
+// and the sink stores those bytes as they are; its text columns pass through event.SafeString (an
+// event built by hand may hold a NUL), so that one such event cannot fail its batch.
 //
 // Write's errors are classified (Classify): permanent (subscribers.Permanent) when the data is at fault,
 // by SQLSTATE, so that the batcher splits the batch and dead-letters the bad events; transient
@@ -46,7 +49,7 @@ var (
 	// ErrInvalidEvent marks an event that cannot be stored whatever the retries: it fails
 	// event.Validate, its time is outside PostgreSQL's range, or it cannot be encoded. Write's error
 	// wraps it, is permanent, and names the event; nothing of its batch is written.
-	ErrInvalidEvent = errors.New("invalid event")
+	ErrInvalidEvent = subscribers.ErrInvalidEvent
 )
 
 // Config configures a Sink. Its zero value is valid: every field has a default.

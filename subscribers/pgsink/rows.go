@@ -48,8 +48,9 @@ func eventRows(events []*event.Event) (rows [][]any, bad []error) {
 }
 
 // eventRow returns an event's values in the order of columnNames, each ready for PostgreSQL: text
-// cleaned, jsonb as cleaned JSON bytes, and nil (NULL) for an optional column whose field the event's
-// JSON omits (empty string, zero number).
+// made storable (event.SafeString: an event built by hand may hold a NUL), jsonb as the event's
+// storable JSON (its Raw, or the encoder's: see event.AppendJSON), and nil (NULL) for an optional
+// column whose field the event's JSON omits (empty string, zero number).
 func eventRow(e *event.Event) ([]any, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
@@ -81,7 +82,7 @@ func eventRow(e *event.Event) ([]any, error) {
 		}
 	}
 	return []any{
-		e.ID, e.TS, string(e.Level), string(e.Kind), cleanText(e.Message),
+		e.ID, e.TS, string(e.Level), string(e.Kind), event.SafeString(e.Message),
 		optText(e.Service), optText(e.RequestID), optText(e.TraceID), optText(e.SpanID),
 		optText(e.Method), optText(e.Route), optText(e.Path),
 		optNumber(int32(e.Status)), optNumber(e.DurationMS),
@@ -96,7 +97,7 @@ func optText(s string) any {
 	if s == "" {
 		return nil
 	}
-	return cleanText(s)
+	return event.SafeString(s)
 }
 
 // optNumber is an optional number column: NULL when zero.
@@ -115,18 +116,18 @@ func optJSON(doc []byte) any {
 	return doc
 }
 
-// jsonMessage encodes a captured request or response as a jsonb document (nil, NULL, when m is nil). A
-// body whose JSON is not valid JSON is kept as text rather than refused.
-// rawJSON is the member key of an event's encoding, made safe for PostgreSQL, or nil when it is absent
-// or null.
+// rawJSON is the member key of an event's encoding (storable: see event.Event.Raw), or nil when it is
+// absent or null.
 func rawJSON(raw []byte, key string) []byte {
 	v, ok := event.RawMember(raw, key)
 	if !ok || string(v) == "null" {
 		return nil
 	}
-	return cleanJSON(v)
+	return v
 }
 
+// jsonMessage encodes a captured request or response as a jsonb document (nil, NULL, when m is nil). A
+// body whose JSON is not valid JSON is kept as text rather than refused.
 func jsonMessage(m *event.Message) ([]byte, error) {
 	if m == nil {
 		return nil, nil
@@ -137,12 +138,12 @@ func jsonMessage(m *event.Message) ([]byte, error) {
 		body.Text, body.JSON = string(body.JSON), nil
 		copied := *m
 		copied.Body = &body
-		b, err = json.Marshal(&copied)
+		b, err = copied.AppendJSON(nil)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return cleanJSON(b), nil
+	return b, nil
 }
 
 // jsonAttrs encodes attributes as a jsonb document (nil, NULL, when there are none). An attribute whose
@@ -160,12 +161,12 @@ func jsonAttrs(attrs map[string]any) ([]byte, error) {
 			}
 			fixed[k] = v
 		}
-		b, err = json.Marshal(fixed)
+		b, err = event.AppendAttrsJSON(nil, fixed)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return cleanJSON(b), nil
+	return b, nil
 }
 
 // Columns returns the application_logs columns that Row fills, in the order of its values: with Row,
