@@ -1,11 +1,14 @@
 // Package bench owns `sluice-bench`: the scenarios that measure sluice, in one run on one machine,
 // against the designs it replaces and against the physical ceilings of the machine (PostgreSQL sink,
-// Blob sink, HTTP end to end, overload with storage down); the Results they produce, with stable JSON
+// Blob sink, HTTP end to end, overload with storage down, a web node to PostgreSQL through each
+// broker); the Results they produce, with stable JSON
 // keys; the results table; and the plot drawn from the results.
 //
-// The sink scenarios run in this process. The HTTP scenarios run the sluice binary's demo as a
+// The sink scenarios run in this process, and so do the bus scenario's web node and workers (the
+// brokers are this machine's servers; Kafka is a kfake process it starts). The HTTP scenarios run the sluice binary's demo as a
 // separate process, so that its CPU time and memory are its own. Every measurement works on storage of
-// its own (a fresh database, a fresh container) and removes it afterwards.
+// its own (a fresh database, a fresh container, a topic and groups) and removes it afterwards; a
+// broker's topics and groups, named sluice_bench_*, stay (brokers.Broker deletes nothing), emptied.
 //
 // It is a measuring tool, not a test: it checks that what was written is all there, but it asserts no
 // timing. cmd/sluice only parses flags and calls Run.
@@ -29,10 +32,11 @@ const (
 	ScenarioBlob     = "blob"     // the Blob sink against one blob per event and one large upload
 	ScenarioHTTP     = "http"     // the demo service at fixed rates: sluice, logging off, Echo's request logger (discarded, and to a file)
 	ScenarioOverload = "overload" // the demo at its highest sustainable rate with PostgreSQL and Azurite down
+	ScenarioBus      = "bus"      // a web node to PostgreSQL through each broker, against the in-process bus and one message per event
 )
 
 // Scenarios lists every scenario in the order Run runs them.
-var Scenarios = []string{ScenarioPostgres, ScenarioBlob, ScenarioHTTP, ScenarioOverload}
+var Scenarios = []string{ScenarioPostgres, ScenarioBlob, ScenarioHTTP, ScenarioOverload, ScenarioBus}
 
 // Defaults of Config.
 const (
@@ -71,6 +75,17 @@ type Config struct {
 	// OverloadRate is the request rate of the overload scenario. Zero means the highest rate the HTTP
 	// scenario found sluice to sustain in this run, or DefaultOverloadRate when it did not run.
 	OverloadRate int
+	// BusDrivers are what the bus scenario measures: "memory" (the in-process bus) and broker drivers
+	// by name. Empty means memory and every registered driver (package brokers/all registers them).
+	BusDrivers []string
+	// BusURLs gives a broker's bus.url by driver name. A driver without one is found at
+	// SLUICE_TEST_<DRIVER>_URL, else at this machine kind's default (redis://127.0.0.1:6379/0,
+	// nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/); kafka is a kfake process started
+	// for the run, postgres a fresh database on PostgresDSN's server.
+	BusURLs map[string]string
+	// BusWorkers is how many workers write what the web node forwards, and how many subscriptions
+	// the stock design reads with. Default DefaultBusWorkers.
+	BusWorkers int
 	// Progress receives a line per step as the run goes (nil: nothing).
 	Progress io.Writer
 }
@@ -88,6 +103,12 @@ func (c *Config) setDefaults() {
 			c.OverloadDuration = quickOverloadDuration
 		}
 	}
+	if len(c.BusDrivers) == 0 {
+		c.BusDrivers = busDrivers()
+	}
+	if c.BusWorkers == 0 {
+		c.BusWorkers = DefaultBusWorkers
+	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -98,6 +119,16 @@ func (c Config) Validate() error {
 	for _, s := range c.Scenarios {
 		if !slices.Contains(Scenarios, s) {
 			return fmt.Errorf("`scenarios`: unknown scenario %q (known: %s)", s, strings.Join(Scenarios, ", "))
+		}
+	}
+	for _, d := range c.BusDrivers {
+		if !slices.Contains(busDrivers(), d) {
+			return fmt.Errorf("`bus_drivers`: unknown bus %q (known here: %s)", d, strings.Join(busDrivers(), ", "))
+		}
+	}
+	for d := range c.BusURLs {
+		if !slices.Contains(busDrivers()[1:], d) {
+			return fmt.Errorf("`bus_urls`: %q is no registered broker driver (known here: %s)", d, strings.Join(busDrivers()[1:], ", "))
 		}
 	}
 	switch {
@@ -111,6 +142,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("`overload_duration` (%s) must not be negative", c.OverloadDuration)
 	case c.OverloadRate < 0:
 		return fmt.Errorf("`overload_rate` (%d) must not be negative", c.OverloadRate)
+	case c.BusWorkers < 0:
+		return fmt.Errorf("`bus_workers` (%d) must not be negative", c.BusWorkers)
 	}
 	return nil
 }
@@ -136,6 +169,9 @@ type plan struct {
 
 	baseline time.Duration // the overload scenario's first part, storage up
 	overload time.Duration // and its second, storage down
+
+	busEvents      int // sluice through each bus, web node to PostgreSQL
+	busStockEvents int // a broker message and an INSERT per event
 }
 
 func planFor(c Config) plan {
@@ -145,6 +181,7 @@ func planFor(c Config) plan {
 			rates: []int{200, 1000}, warmup: 300 * time.Millisecond, step: time.Second, round: time.Second,
 			searchStep: time.Second, searchMax: 1,
 			baseline: time.Second, overload: c.OverloadDuration,
+			busEvents: 3000, busStockEvents: 300,
 		}
 	}
 	return plan{
@@ -152,6 +189,7 @@ func planFor(c Config) plan {
 		rates: []int{1000, 5000, 10000}, warmup: 3 * time.Second, step: 10 * time.Second, round: 2 * time.Second,
 		searchStep: 5 * time.Second, searchMax: 6,
 		baseline: 10 * time.Second, overload: c.OverloadDuration,
+		busEvents: 200000, busStockEvents: 10000,
 	}
 }
 
@@ -214,6 +252,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				}
 			}
 			r.Overload, err = runOverload(ctx, cfg, pl, rate, pr)
+		case ScenarioBus:
+			r.Bus, err = runBus(ctx, cfg, pl, pr)
 		}
 		if err != nil {
 			fail(s, err)

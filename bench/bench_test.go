@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicelog/sluice/brokers"
 	"github.com/sluicelog/sluice/internal/testenv"
 )
 
@@ -28,10 +29,7 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 		t.Skip("runs every scenario: not with -short")
 	}
 	azurite := testenv.Azurite(t)
-	admin := os.Getenv("SLUICE_TEST_POSTGRES_DSN")
-	if admin == "" {
-		admin = testenv.DefaultPostgresDSN
-	}
+	admin := adminDSN()
 	bin := filepath.Join(t.TempDir(), "sluice")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sluicelog/sluice/cmd/sluice").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -41,6 +39,7 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 	r, err := Run(ctx, Config{
 		Quick: true, PostgresDSN: admin, Azurite: azurite, ServerBinary: bin,
 		OverloadDuration: 2 * time.Second, Progress: testWriter{t},
+		BusDrivers: []string{BusMemory}, // the brokers: TestQuickBusScenario
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +84,8 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 		positive["overload.samples.http_connections"] = max(positive["overload.samples.http_connections"], float64(s.HTTPConnections))
 	}
 	positive["overload.events_published"] = o.EventsPublished
+	positive["bus.in_process.events_per_second"] = r.Bus.InProcess.EventsPerSecond
+	positive["bus.in_process.sink_write_seconds"] = r.Bus.InProcess.SinkWriteSeconds
 	positive["overload.samples"] = float64(len(o.Samples))
 	for _, q := range r.Ratios {
 		positive["ratios."+q.Key] = q.Value
@@ -101,19 +102,8 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 		t.Errorf("%d ratios, want 11", len(r.Ratios))
 	}
 
-	dir := t.TempDir()
-	jsonPath := filepath.Join(dir, "bench.json")
-	if err := r.WriteJSON(jsonPath); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
+	jsonPath, doc := writeJSON(t, r)
+	dir := filepath.Dir(jsonPath)
 	for _, key := range stableKeys {
 		if _, ok := lookup(doc, key); !ok {
 			t.Errorf("the JSON has no %s", key)
@@ -132,7 +122,8 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 
 	var table bytes.Buffer
 	r.WriteTable(&table)
-	for _, want := range []string{"PostgreSQL sink", "Blob sink", "HTTP end to end", "Overload", "Ratios",
+	for _, want := range []string{"PostgreSQL sink", "Blob sink", "HTTP end to end", "Overload", "Ratios", "Bus: events/s",
+		"Bus: where sluice's time went",
 		"| Echo request logger to a file |", "CPU/request vs off", "most goroutines besides HTTP connections",
 		"Overload: sluice's goroutines besides HTTP connections"} {
 		if !strings.Contains(table.String(), want) {
@@ -158,6 +149,31 @@ func TestQuickRunsEveryScenario(t *testing.T) {
 	}
 }
 
+// adminDSN is the PostgreSQL the tests make their databases on.
+func adminDSN() string {
+	if dsn := os.Getenv("SLUICE_TEST_POSTGRES_DSN"); dsn != "" {
+		return dsn
+	}
+	return testenv.DefaultPostgresDSN
+}
+
+// writeJSON writes r into a file of the test's and returns the file and its JSON read back, generic.
+func writeJSON(t *testing.T, r *Results) (path string, doc map[string]any) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "bench.json")
+	if err := r.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	return path, doc
+}
+
 // stableKeys are JSON keys that tools reading the results rely on (dots separate levels; a list is
 // looked into at its first element).
 var stableKeys = []string{
@@ -179,6 +195,101 @@ var stableKeys = []string{
 	"overload.samples.rss_bytes", "overload.samples.heap_inuse_bytes", "overload.samples.stack_inuse_bytes",
 	"overload.samples.goroutines", "overload.samples.http_connections",
 	"ratios.key", "ratios.value", "ratios.goal", "ratios.met",
+	"bus.event_json_bytes", "bus.workers", "bus.publishers", "bus.in_process.events_per_second", "bus.in_process.stored_events",
+	"bus.in_process.sink_write_seconds", "bus.in_process.publish_wait_seconds", "bus.brokers",
+}
+
+// busBrokerKeys are the stable JSON keys of each broker under bus.brokers.<driver>.
+var busBrokerKeys = []string{
+	"sluice.events_per_second", "sluice.seconds", "sluice.stored_events", "sluice.broker_messages", "sluice.db_writes",
+	"sluice.client_cpu_seconds", "sluice.postgres_cpu_seconds", "sluice.broker_cpu_seconds",
+	"sluice.publish_wait_seconds", "sluice.forward_seconds", "sluice.sink_write_seconds",
+	"stock.events_per_second", "stock.stored_events", "stock.broker_messages",
+}
+
+// TestQuickBusScenario runs the bus scenario with quick sizes through the in-process bus and the Redis
+// and NATS brokers of this machine (.ci/run starts them; SLUICE_TEST_REDIS_URL and SLUICE_TEST_NATS_URL
+// point elsewhere), and checks that every design stored every event exactly once, that sluice sent
+// fewer broker messages than events and the stock design one per event, and that the figures, ratios,
+// JSON keys and tables are there. It asserts no timing.
+func TestQuickBusScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a web node and workers through real brokers: not with -short")
+	}
+	drivers := []string{BusMemory}
+	for _, name := range []string{"nats", "redis"} {
+		if _, ok := brokers.Lookup(name); ok {
+			drivers = append(drivers, name)
+		}
+	}
+	if len(drivers) == 1 {
+		t.Fatalf("neither the redis nor the nats broker driver is registered (registered: %v)", brokers.Names())
+	}
+	admin := adminDSN()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, Config{Quick: true, Scenarios: []string{ScenarioBus}, PostgresDSN: admin, BusDrivers: drivers,
+		Progress: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.Bus
+	check := func(name string, d BusThroughput, messages func(int) bool) {
+		t.Helper()
+		if d.Events == 0 || d.StoredEvents != d.Events {
+			t.Errorf("%s: %d events stored of %d", name, d.StoredEvents, d.Events)
+		}
+		if !(d.EventsPerSecond > 0) || !(d.ClientCPUSeconds > 0) || d.DBWrites == 0 {
+			t.Errorf("%s: %v events/s, %v s of CPU, %d DB writes", name, d.EventsPerSecond, d.ClientCPUSeconds, d.DBWrites)
+		}
+		if !messages(d.BrokerMessages) {
+			t.Errorf("%s: %d broker messages for %d events", name, d.BrokerMessages, d.Events)
+		}
+	}
+	check("in-process", *b.InProcess, func(m int) bool { return m == 0 })
+	for _, name := range drivers[1:] {
+		br := b.Brokers[name]
+		if br == nil {
+			t.Fatalf("no figures for %s", name)
+		}
+		check(name+" sluice", br.Sluice, func(m int) bool { return m > 0 && m < br.Sluice.Events })
+		check(name+" stock", br.Stock, func(m int) bool { return m == br.Stock.Events })
+		if !(br.Sluice.ForwardSeconds > 0) || !(br.Sluice.SinkWriteSeconds > 0) {
+			t.Errorf("%s: forward %v s, sink writes %v s", name, br.Sluice.ForwardSeconds, br.Sluice.SinkWriteSeconds)
+		}
+	}
+	keys := map[string]bool{}
+	for _, q := range r.Ratios {
+		keys[q.Key] = q.Value > 0
+	}
+	want := []string{RatioBusBrokerOverInProcess}
+	for _, name := range drivers[1:] {
+		want = append(want, RatioBusOverStockPrefix+name)
+	}
+	for _, k := range want {
+		if !keys[k] {
+			t.Errorf("no positive ratio %s in %v", k, r.Ratios)
+		}
+	}
+
+	_, doc := writeJSON(t, r)
+	for _, name := range drivers[1:] {
+		for _, key := range busBrokerKeys {
+			if _, ok := lookup(doc, "bus.brokers."+name+"."+key); !ok {
+				t.Errorf("the JSON has no bus.brokers.%s.%s", name, key)
+			}
+		}
+	}
+	var table bytes.Buffer
+	r.WriteTable(&table)
+	for _, name := range drivers[1:] {
+		if want := "| " + name + " | stock Watermill"; !strings.Contains(table.String(), want) {
+			t.Errorf("the table has no %q row:\n%s", want, table.String())
+		}
+	}
+	if err := r.WritePlot(filepath.Join(t.TempDir(), "bus.png")); err != nil {
+		t.Error(err)
+	}
 }
 
 // lookup follows a dotted key through objects, and into the first element of lists.

@@ -3,8 +3,10 @@ package bench
 import (
 	"fmt"
 	"image/color"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 
 	"gonum.org/v1/plot"
@@ -52,6 +54,13 @@ func (r *Results) WritePlot(path string) error {
 	}
 	if o := r.Overload; o != nil && len(o.Samples) > 0 {
 		p, err := overloadMemory(o)
+		if err != nil {
+			return err
+		}
+		top = append(top, p)
+	}
+	if b := r.Bus; b != nil {
+		p, err := busBars(b)
 		if err != nil {
 			return err
 		}
@@ -145,6 +154,62 @@ func throughputBars(title string, names []string, values []float64) (*plot.Plot,
 	p.Add(l)
 	p.NominalX(names...)
 	p.Y.Max = maxOf(values) * 1.15
+	return p, nil
+}
+
+// busBars is the bus scenario's events/s into PostgreSQL, a pair of bars per bus: sluice (labelled
+// with its rate) and the stock design on the same broker (labelled with how many times sluice's rate
+// is its); the in-process bus has sluice's bar only.
+func busBars(b *BusResults) (*plot.Plot, error) {
+	var names []string
+	var sluice, stock plotter.Values
+	if p := b.InProcess; p != nil {
+		names, sluice, stock = append(names, "in-process"), append(sluice, p.EventsPerSecond), append(stock, 0)
+	}
+	for _, name := range slices.Sorted(maps.Keys(b.Brokers)) {
+		br := b.Brokers[name]
+		names, sluice, stock = append(names, name), append(sluice, br.Sluice.EventsPerSecond), append(stock, br.Stock.EventsPerSecond)
+	}
+	p := plot.New()
+	p.Title.Text = "Bus: web node to PostgreSQL, events/s"
+	p.Y.Label.Text = "events/s"
+	p.Y.Min = 0
+	width := vg.Points(14)
+	labels := plotter.XYLabels{}
+	for i, series := range []struct {
+		name   string
+		values plotter.Values
+		color  color.Color
+	}{{"sluice", sluice, colorSluice}, {"stock: a message per event", stock, colorOther}} {
+		bars, err := plotter.NewBarChart(series.values, width)
+		if err != nil {
+			return nil, err
+		}
+		bars.Color, bars.LineStyle.Width, bars.Offset = series.color, 0, width*vg.Length(2*i-1)/2
+		p.Add(bars)
+		p.Legend.Add(series.name, bars)
+	}
+	for i := range names {
+		labels.XYs = append(labels.XYs, plotter.XY{X: float64(i) - 0.2, Y: sluice[i]})
+		labels.Labels = append(labels.Labels, count(sluice[i]))
+		if stock[i] > 0 {
+			labels.XYs = append(labels.XYs, plotter.XY{X: float64(i) + 0.2, Y: stock[i]})
+			labels.Labels = append(labels.Labels, fixed(sluice[i]/stock[i], 0)+"x")
+		}
+	}
+	l, err := plotter.NewLabels(labels)
+	if err != nil {
+		return nil, err
+	}
+	for i := range l.TextStyle {
+		l.TextStyle[i].XAlign = draw.XCenter
+		l.TextStyle[i].Font.Size = vg.Points(8)
+	}
+	l.Offset = vg.Point{Y: vg.Points(3)}
+	p.Add(l)
+	p.NominalX(names...)
+	p.Y.Max = maxOf(sluice) * 1.2
+	p.Legend.Top = true
 	return p, nil
 }
 

@@ -3,7 +3,9 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -24,6 +26,7 @@ type Results struct {
 	Blob     *BlobResults     `json:"blob"`
 	HTTP     *HTTPResults     `json:"http"`
 	Overload *OverloadResults `json:"overload"`
+	Bus      *BusResults      `json:"bus"`
 
 	// Ratios are the headline comparisons against their goals.
 	Ratios []Ratio `json:"ratios"`
@@ -215,6 +218,68 @@ func (s OverloadSample) goroutinesBesidesConnections() int {
 	return max(0, s.Goroutines-s.HTTPConnections)
 }
 
+// BusResults is the bus scenario: the same kind of events (warnings, for the PostgreSQL route) from a
+// web node's Publish to rows committed in PostgreSQL, through the in-process bus and through each
+// broker driver, and next to each broker the stock design on it.
+type BusResults struct {
+	// EventJSONBytes is the mean size of an event's JSON.
+	EventJSONBytes float64 `json:"event_json_bytes"`
+	// Workers is how many workers (sluice.NewWorker) write what the web node forwards, and how many
+	// subscriptions the stock design reads with; Publishers how many goroutines publish in a tight
+	// loop.
+	Workers    int `json:"workers"`
+	Publishers int `json:"publishers"`
+	// InProcess is one pipeline with the memory bus (sluice.New, no broker) that publishes and
+	// writes: the rate a broker is measured against. Null when it did not run.
+	InProcess *BusThroughput `json:"in_process"`
+	// Brokers holds each broker driver's figures, by driver name (bus.driver).
+	Brokers map[string]*BusBroker `json:"brokers"`
+}
+
+// BusBroker is one broker driver's figures.
+type BusBroker struct {
+	// Sluice: a web node (sluice.New with bus.driver set: chunks of events, one broker message per
+	// chunk) and Workers workers (sluice.NewWorker: each chunk one batch, COPY), in this process,
+	// with the defaults of bus.forward, the driver's section and the postgres route.
+	Sluice BusThroughput `json:"sluice"`
+	// Stock is Watermill's stock design on the same broker: one message per event through the
+	// driver's Publisher, and per subscription a message.Router whose handler INSERTs the message's
+	// event, handed one message at a time.
+	Stock BusThroughput `json:"stock"`
+	// Error says why the broker's measurement failed (its figures are then partial).
+	Error string `json:"error,omitempty"`
+}
+
+// BusThroughput is one design's run of the bus scenario, timed from the first Publish until the last
+// event's row was committed.
+type BusThroughput struct {
+	Events          int     `json:"events"`
+	Seconds         float64 `json:"seconds"`
+	EventsPerSecond float64 `json:"events_per_second"`
+	// StoredEvents is count(*) of application_logs afterwards: Events when nothing was lost or
+	// stored twice.
+	StoredEvents int `json:"stored_events"`
+	// BrokerMessages counts the messages published to the broker (sluice: the web node's chunk
+	// publishes, retries included); DBWrites the sink's write transactions.
+	BrokerMessages int `json:"broker_messages"`
+	DBWrites       int `json:"db_writes"`
+	// ClientCPUSeconds is this process's CPU time (web node, workers and, for the stock design, the
+	// handlers); PostgresCPUSeconds that of every postgres process; BrokerCPUSeconds that of every
+	// process of the broker's server command (redis-server, nats-server, beam.smp, kfake; postgres
+	// for the postgres driver, counted in both), whoever they served.
+	ClientCPUSeconds   float64 `json:"client_cpu_seconds"`
+	PostgresCPUSeconds float64 `json:"postgres_cpu_seconds"`
+	BrokerCPUSeconds   float64 `json:"broker_cpu_seconds"`
+	// Where the time went (sluice only), each summed over whoever did it at once: PublishWaitSeconds
+	// the publishing goroutines slept on a full local bus (the web node waiting on its forwarding);
+	// ForwardSeconds the web node's publishes to the broker took (sluice_sink_write_seconds of its
+	// forward route: a chunk's round trip until the broker acknowledged it); SinkWriteSeconds the
+	// writers' PostgreSQL writes took (sluice_sink_write_seconds of the postgres route).
+	PublishWaitSeconds float64 `json:"publish_wait_seconds"`
+	ForwardSeconds     float64 `json:"forward_seconds"`
+	SinkWriteSeconds   float64 `json:"sink_write_seconds"`
+}
+
 // Ratio is a headline comparison and its goal.
 type Ratio struct {
 	Key   string  `json:"key"`
@@ -241,9 +306,13 @@ const (
 	RatioOverloadPeakRSSMB  = "overload_peak_rss_mb"
 	RatioOverloadP99Change  = "overload_p99_down_over_up"
 	RatioOverloadGoroutines = "overload_goroutines_besides_connections"
-	ratioGoalHTTPRate       = 5000
-	ratioNoGoal             = 0
-	betterHigher, betterLow = "higher", "lower"
+	// RatioBusOverStockPrefix + a driver's name: sluice / the stock design through that broker.
+	RatioBusOverStockPrefix = "bus_sluice_over_stock_"
+	// RatioBusBrokerOverInProcess: the faster of Redis and NATS into PostgreSQL / the in-process bus.
+	RatioBusBrokerOverInProcess = "bus_redis_or_nats_over_in_process"
+	ratioGoalHTTPRate           = 5000
+	ratioNoGoal                 = 0
+	betterHigher, betterLow     = "higher", "lower"
 )
 
 // ratios computes the headline ratios of what ran.
@@ -281,6 +350,26 @@ func ratios(r *Results) []Ratio {
 		if g := o.MaxGoroutinesBesidesConnections; g != nil {
 			add(RatioOverloadGoroutines, "Overload: sluice's goroutines besides HTTP connections", float64(*g), 300, betterLow, "goroutines",
 				fmt.Sprintf("most sampled; with the connections: %s", count(float64(o.MaxGoroutines))))
+		}
+	}
+	if b := r.Bus; b != nil {
+		for _, name := range slices.Sorted(maps.Keys(b.Brokers)) {
+			br := b.Brokers[name]
+			add(RatioBusOverStockPrefix+name, "Bus: sluice / one message per event, through "+name,
+				div(br.Sluice.EventsPerSecond, br.Stock.EventsPerSecond), 20, betterHigher, "x",
+				fmt.Sprintf("%s events/s against %s", count(br.Sluice.EventsPerSecond), count(br.Stock.EventsPerSecond)))
+		}
+		var best string
+		for _, name := range []string{"redis", "nats"} {
+			if br := b.Brokers[name]; br != nil && (best == "" || br.Sluice.EventsPerSecond > b.Brokers[best].Sluice.EventsPerSecond) {
+				best = name
+			}
+		}
+		if best != "" && b.InProcess != nil {
+			add(RatioBusBrokerOverInProcess, "Bus: through "+best+" / in-process, into PostgreSQL",
+				div(b.Brokers[best].Sluice.EventsPerSecond, b.InProcess.EventsPerSecond), 0.5, betterHigher, "x",
+				fmt.Sprintf("%s events/s against %s; the faster of redis and nats", count(b.Brokers[best].Sluice.EventsPerSecond),
+					count(b.InProcess.EventsPerSecond)))
 		}
 	}
 	return out

@@ -100,6 +100,9 @@ func (r *Results) WriteTable(w io.Writer) {
 		t.row(mib(o.PeakRSSBytes), mib(o.MaxRSSBytes), count(float64(o.MaxGoroutines)), besides, count(o.EventsPublished),
 			count(o.EventsDropped)+dropReasons(o.DroppedByReason))
 	}
+	if b := r.Bus; b != nil {
+		b.writeTable(t)
+	}
 	if len(r.Ratios) > 0 {
 		t.title("Ratios against the goals (one run, this machine)")
 		t.header("ratio", "value", "goal", "")
@@ -125,6 +128,50 @@ func (r *Results) WriteTable(w io.Writer) {
 	}
 	for _, s := range slices.Sorted(maps.Keys(r.Errors)) {
 		fmt.Fprintf(w, "\n**%s failed**: %s\n", s, r.Errors[s])
+	}
+}
+
+// writeTable writes the bus scenario's tables: the throughput of each design, then where sluice's time
+// went.
+func (b *BusResults) writeTable(t *tables) {
+	t.title("Bus: events/s from a web node's Publish to rows committed in PostgreSQL (mean event %s B of JSON; %d publishing goroutines, %d workers)",
+		count(b.EventJSONBytes), b.Publishers, b.Workers)
+	t.header("bus", "design", "events", "seconds", "events/s", "broker messages", "DB writes", "Go CPU µs/event",
+		"PostgreSQL CPU µs/event", "broker CPU µs/event", "sluice is")
+	row := func(bus, design string, d BusThroughput, vs string) {
+		t.row(bus, design, count(float64(d.Events)), fixed(d.Seconds, 2), count(d.EventsPerSecond), count(float64(d.BrokerMessages)),
+			count(float64(d.DBWrites)), perEvent(d.ClientCPUSeconds, d.Events), perEvent(d.PostgresCPUSeconds, d.Events),
+			perEvent(d.BrokerCPUSeconds, d.Events), vs)
+	}
+	if p := b.InProcess; p != nil {
+		row("in-process", "sluice: one pipeline, memory bus, COPY", *p, "—")
+	}
+	names := slices.Sorted(maps.Keys(b.Brokers))
+	for _, name := range names {
+		br := b.Brokers[name]
+		row(name, fmt.Sprintf("sluice: web node, a message per chunk, %d workers, COPY per chunk", b.Workers), br.Sluice, "—")
+		row(name, fmt.Sprintf("stock Watermill: a message per event, %d subscriptions, an INSERT per message", b.Workers), br.Stock,
+			times("stock", br.Sluice.EventsPerSecond, br.Stock.EventsPerSecond))
+	}
+	t.title("Bus: where sluice's time went (seconds summed over whoever did it at once; broker messages are chunks)")
+	t.header("bus", "seconds", "publishers waiting on a full local bus s", "publishes to the broker s",
+		"ms per publish", "PostgreSQL writes s", "ms per write", "events per write", "Go CPU s", "PostgreSQL CPU s", "broker CPU s")
+	where := func(bus string, d BusThroughput) {
+		t.row(bus, fixed(d.Seconds, 2), fixed(d.PublishWaitSeconds, 2), fixed(d.ForwardSeconds, 2),
+			fixed(div(d.ForwardSeconds*1e3, float64(d.BrokerMessages)), 1), fixed(d.SinkWriteSeconds, 2),
+			fixed(div(d.SinkWriteSeconds*1e3, float64(d.DBWrites)), 1), count(div(float64(d.Events), float64(d.DBWrites))),
+			fixed(d.ClientCPUSeconds, 2), fixed(d.PostgresCPUSeconds, 2), fixed(d.BrokerCPUSeconds, 2))
+	}
+	if p := b.InProcess; p != nil {
+		where("in-process", *p)
+	}
+	for _, name := range names {
+		where(name, b.Brokers[name].Sluice)
+	}
+	for _, name := range names {
+		if e := b.Brokers[name].Error; e != "" {
+			fmt.Fprintf(t.w, "\n**bus %s failed**: %s\n", name, e)
+		}
 	}
 }
 

@@ -93,6 +93,9 @@ type benchFlags struct {
 	cpuProfile     string
 	serverProfiles string
 	demoEnv        map[string]string
+	busDrivers     string
+	busURLs        map[string]string
+	busWorkers     int
 }
 
 // flagBench registers the flags on fs.
@@ -122,6 +125,19 @@ func flagBench(fs *flag.FlagSet) *benchFlags {
 		f.demoEnv[k] = v
 		return nil
 	})
+	fs.StringVar(&f.busDrivers, "bus-drivers", "", "the buses the bus scenario measures, comma-separated: memory and broker drivers (default: memory and every registered driver)")
+	fs.Func("bus-url", "the bus.url of a broker driver for the bus scenario, as `DRIVER=URL` (repeatable; default SLUICE_TEST_<DRIVER>_URL, else this machine kind's; kafka: a kfake process, postgres: a fresh database)", func(kv string) error {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || v == "" {
+			return fmt.Errorf("want DRIVER=URL")
+		}
+		if f.busURLs == nil {
+			f.busURLs = map[string]string{}
+		}
+		f.busURLs[k] = v
+		return nil
+	})
+	fs.IntVar(&f.busWorkers, "bus-workers", bench.DefaultBusWorkers, "workers of the bus scenario (and subscriptions of its stock design)")
 	fs.StringVar(&f.serverProfiles, "server-profiles", "", "write a CPU and a heap profile of each demo process into `dir` (demo-MODE.cpu.pprof, demo-MODE.heap.pprof)")
 	return f
 }
@@ -166,6 +182,10 @@ func runBench(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 		if f.scenarios != "" {
 			cfg.Scenarios = strings.Split(f.scenarios, ",")
 		}
+		if f.busDrivers != "" {
+			cfg.BusDrivers = strings.Split(f.busDrivers, ",")
+		}
+		cfg.BusURLs, cfg.BusWorkers = f.busURLs, f.busWorkers
 		err = profiling.WithCPU(f.cpuProfile, func() error {
 			res, runErr = bench.Run(ctx, cfg)
 			return nil

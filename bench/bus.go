@@ -1,0 +1,579 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/sluicelog/sluice"
+	"github.com/sluicelog/sluice/brokers"
+	_ "github.com/sluicelog/sluice/brokers/all" // every driver sluice ships: the scenario measures each one registered
+	"github.com/sluicelog/sluice/bus"
+	"github.com/sluicelog/sluice/config"
+	"github.com/sluicelog/sluice/event"
+)
+
+// BusMemory is the bus scenario's name for the in-process bus (bus.driver: memory): one pipeline that
+// publishes and writes.
+const BusMemory = brokers.Memory
+
+// DefaultBusWorkers is how many worker pipelines write what a web node forwards, and how many
+// subscriptions the stock design reads with.
+const DefaultBusWorkers = 2
+
+// busPublishers is how many goroutines publish events in a tight loop, as a busy web node's request
+// handlers do.
+const busPublishers = 4
+
+// busRoute is the one route of the bus scenario: warnings and errors to PostgreSQL, with the postgres
+// sink's default policies.
+var busRoute = sluice.Route{Name: config.SinkPostgres, Sink: config.SinkPostgres,
+	Levels: []string{string(event.LevelWarn), string(event.LevelError)}}
+
+// busDefaultURLs are where the bus scenario finds each broker of this machine kind when neither
+// Config.BusURLs nor SLUICE_TEST_<DRIVER>_URL says otherwise. Kafka is a kfake process the scenario
+// starts itself, and PostgreSQL a fresh database on Config.PostgresDSN's server.
+var busDefaultURLs = map[string]string{
+	"redis": "redis://127.0.0.1:6379/0",
+	"nats":  "nats://127.0.0.1:4222",
+	"amqp":  "amqp://guest:guest@127.0.0.1:5672/",
+}
+
+// brokerProcess is the command name of each broker's server process, whose CPU time the scenario
+// reads (of every process of that name on the machine, whoever it served).
+var brokerProcess = map[string]string{
+	"redis": "redis-server", "nats": "nats-server", "amqp": "beam.smp", "kafka": "kfake", "postgres": "postgres",
+}
+
+// busDrivers returns the names the bus scenario measures by default: the in-process bus, then every
+// registered broker driver.
+func busDrivers() []string { return append([]string{BusMemory}, brokers.Names()...) }
+
+// runBus measures, for the in-process bus and for each broker driver, events/s from a web node's
+// Publish to rows committed in PostgreSQL by the workers, and next to each broker the stock design on
+// the same broker. A broker that fails is recorded in its own entry and the others still run.
+func runBus(ctx context.Context, cfg Config, pl plan, pr *progress) (*BusResults, error) {
+	res := &BusResults{Workers: cfg.BusWorkers, Publishers: busPublishers, Brokers: map[string]*BusBroker{}}
+	var jsonBytes, n int
+	for _, e := range busEvents(min(pl.busEvents, 1000)) {
+		b, err := e.AppendJSON(nil)
+		if err != nil {
+			return nil, err
+		}
+		jsonBytes, n = jsonBytes+len(b), n+1
+	}
+	res.EventJSONBytes = div(float64(jsonBytes), float64(n))
+	var errs []error
+	for _, name := range cfg.BusDrivers {
+		if name == BusMemory {
+			pr.say("bus: in-process, %d events", pl.busEvents)
+			var t BusThroughput
+			err := measurement(ctx, BusMemory, "sluice", func(ctx context.Context) (err error) {
+				t, err = busSluice(ctx, cfg, pl.busEvents, BusMemory, "", pr)
+				return err
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("in-process: %w", err))
+				continue
+			}
+			res.InProcess = &t
+			pr.say("bus: in-process: %.0f events/s", t.EventsPerSecond)
+			continue
+		}
+		b := &BusBroker{}
+		res.Brokers[name] = b
+		if err := busBroker(ctx, cfg, pl, name, b, pr); err != nil {
+			b.Error = err.Error()
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			pr.say("bus: %s: FAILED: %v", name, err)
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// busBroker measures sluice and the stock design through one broker driver.
+func busBroker(ctx context.Context, cfg Config, pl plan, name string, b *BusBroker, pr *progress) error {
+	url, stop, err := brokerURL(ctx, cfg, name, pr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	pr.say("bus: %s: sluice (a web node, %d workers), %d events", name, cfg.BusWorkers, pl.busEvents)
+	if err := measurement(ctx, name, "sluice", func(ctx context.Context) (err error) {
+		b.Sluice, err = busSluice(ctx, cfg, pl.busEvents, name, url, pr)
+		return err
+	}); err != nil {
+		return fmt.Errorf("sluice: %w", err)
+	}
+	pr.say("bus: %s: sluice: %.0f events/s in %d broker messages", name, b.Sluice.EventsPerSecond, b.Sluice.BrokerMessages)
+	pr.say("bus: %s: stock design (a message per event, %d subscriptions), %d events", name, cfg.BusWorkers, pl.busStockEvents)
+	if err := measurement(ctx, name, "stock", func(ctx context.Context) (err error) {
+		b.Stock, err = busStock(ctx, cfg, pl.busStockEvents, name, url, pr)
+		return err
+	}); err != nil {
+		return fmt.Errorf("stock design: %w", err)
+	}
+	pr.say("bus: %s: stock design: %.0f events/s; sluice is %.1fx", name, b.Stock.EventsPerSecond,
+		div(b.Sluice.EventsPerSecond, b.Stock.EventsPerSecond))
+	return nil
+}
+
+// labelled runs f with the pprof label key=value added to ctx's, which the goroutines it starts (the
+// pipelines', the routers') inherit. A measurement is labelled bus=<driver> and design=sluice or
+// stock, and sluice's pipelines role=web or role=worker: in a profile of sluice-bench -cpuprofile,
+// -tagfocus bus=redis -tagfocus role=worker is the workers over Redis alone.
+func labelled(ctx context.Context, key, value string, f func(context.Context) error) error {
+	var err error
+	pprof.Do(ctx, pprof.Labels(key, value), func(ctx context.Context) { err = f(ctx) })
+	return err
+}
+
+// measurement runs f labelled bus=<bus> and design=<design> (see labelled).
+func measurement(ctx context.Context, bus, design string, f func(context.Context) error) error {
+	return labelled(ctx, "bus", bus, func(ctx context.Context) error { return labelled(ctx, "design", design, f) })
+}
+
+// brokerURL returns where the driver's broker is, and what to call when done with it: the URL in
+// Config.BusURLs, else in SLUICE_TEST_<DRIVER>_URL, else this machine kind's default; for kafka
+// without one, a kfake process started now (stopped by stop); for postgres, a fresh database (dropped
+// by stop) on the server of Config.PostgresDSN.
+func brokerURL(ctx context.Context, cfg Config, name string, pr *progress) (url string, stop func(), err error) {
+	if u := cfg.BusURLs[name]; u != "" {
+		return u, func() {}, nil
+	}
+	if u := os.Getenv("SLUICE_TEST_" + strings.ToUpper(name) + "_URL"); u != "" {
+		return u, func() {}, nil
+	}
+	switch name {
+	case "kafka":
+		k, err := startKfake(ctx)
+		if err != nil {
+			return "", nil, err
+		}
+		pr.say("bus: kafka: kfake started on %s", k.addr)
+		return k.addr, k.stop, nil
+	case "postgres":
+		return freshDatabase(ctx, cfg.PostgresDSN)
+	}
+	if u := busDefaultURLs[name]; u != "" {
+		return u, func() {}, nil
+	}
+	return "", nil, fmt.Errorf("no URL for the %s broker: give one with -bus-url %s=URL or SLUICE_TEST_%s_URL",
+		name, name, strings.ToUpper(name))
+}
+
+// busEvents returns n generated events (about 1.1 KB of JSON each), every one a warning: what the
+// PostgreSQL route takes.
+func busEvents(n int) []*event.Event {
+	events := generate(n)
+	for _, e := range events {
+		e.Level = event.LevelWarn
+	}
+	return events
+}
+
+// busConfig is the configuration of the scenario's pipelines: the one PostgreSQL route writing into
+// dsn, over the named bus (a topic and groups of their own on a broker).
+func busConfig(dsn, driver, url string) sluice.Config {
+	c := sluice.DefaultConfig()
+	c.Service = "bench"
+	c.Postgres.DSN = dsn
+	c.Routes = []sluice.Route{busRoute}
+	if driver != BusMemory {
+		c.Bus.Driver, c.Bus.URL = driver, url
+		c.Bus.Topic, c.Bus.Group = uniqueName("sluice_bench_"), uniqueName("sluice_bench_")
+	}
+	return c
+}
+
+// busSluice runs sluice on a fresh database: with the memory bus, one pipeline that publishes and
+// writes; with a broker, workers (NewWorker) started first, then a web node (New) that forwards. The
+// time runs from the first Publish until the writers' sinks have written the last event (its
+// transaction committed), the web node closed meanwhile, which forwards its open chunks at once.
+func busSluice(ctx context.Context, cfg Config, n int, driver, url string, pr *progress) (BusThroughput, error) {
+	var t BusThroughput
+	dsn, drop, err := freshDatabase(ctx, cfg.PostgresDSN)
+	if err != nil {
+		return t, err
+	}
+	defer drop()
+	c := busConfig(dsn, driver, url)
+	quiet := sluice.WithLogger(slog.New(slog.DiscardHandler))
+	var writers []*sluice.Pipeline
+	defer func() {
+		for _, w := range writers {
+			_ = w.Close(context.Background())
+		}
+	}()
+	if driver != BusMemory {
+		for range cfg.BusWorkers { // one after the other: the first applies the migrations
+			var w *sluice.Pipeline
+			err := labelled(ctx, "role", "worker", func(ctx context.Context) (err error) {
+				w, err = sluice.NewWorker(ctx, c, quiet)
+				return err
+			})
+			if err != nil {
+				return t, fmt.Errorf("worker: %w", err)
+			}
+			writers = append(writers, w)
+		}
+	}
+	var web *sluice.Pipeline
+	err = labelled(ctx, "role", "web", func(ctx context.Context) (err error) {
+		web, err = sluice.New(ctx, c, quiet)
+		return err
+	})
+	if err != nil {
+		return t, fmt.Errorf("web node: %w", err)
+	}
+	defer web.Close(context.Background()) // a no-op after the Close below; closes on an early return
+	if driver == BusMemory {
+		writers = []*sluice.Pipeline{web}
+	}
+	events := busEvents(n)
+	written := func() (float64, error) {
+		var sum float64
+		for _, w := range writers {
+			m, err := pipelineMetrics(w)
+			if err != nil {
+				return 0, err
+			}
+			sum += m.byLabel("sluice_sink_events_written_total", "route")[busRoute.Name]
+		}
+		return sum, nil
+	}
+	var published atomic.Int64
+	stop := pr.every(5*time.Second, func() string {
+		w, _ := written()
+		return fmt.Sprintf("%d of %d events published, %.0f written", published.Load(), n, w)
+	})
+	defer stop()
+
+	m := startMeasure()
+	brokerCPU := commandCPUSeconds(brokerProcess[driver])
+	var wait time.Duration
+	err = labelled(ctx, "role", "web", func(ctx context.Context) (err error) {
+		wait, err = publishAll(ctx, web, events, &published)
+		return err
+	})
+	if err != nil {
+		return t, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := web.Close(cctx); err != nil {
+		return t, fmt.Errorf("close the web node: %w", err)
+	}
+	if err := waitFor(ctx, 10*time.Minute, func() (bool, error) {
+		w, err := written()
+		return w >= float64(n), err
+	}); err != nil {
+		w, _ := written()
+		return t, fmt.Errorf("%.0f of %d events written: %w", w, n, err)
+	}
+	t = busCost(m.done(), n)
+	if driver != BusMemory {
+		t.BrokerCPUSeconds = commandCPUSeconds(brokerProcess[driver]) - brokerCPU
+	}
+	t.PublishWaitSeconds = wait.Seconds()
+
+	// Where the time went, from the pipelines' own histograms.
+	if driver != BusMemory {
+		wm, err := pipelineMetrics(web)
+		if err != nil {
+			return t, err
+		}
+		t.BrokerMessages = int(wm.byName["sluice_sink_write_seconds_count"])
+		t.ForwardSeconds = wm.byName["sluice_sink_write_seconds_sum"]
+	}
+	for _, w := range writers {
+		wm, err := pipelineMetrics(w)
+		if err != nil {
+			return t, err
+		}
+		t.DBWrites += int(wm.byName["sluice_sink_write_seconds_count"])
+		t.SinkWriteSeconds += wm.byName["sluice_sink_write_seconds_sum"]
+	}
+	stored, err := waitForRows(ctx, dsn, n)
+	if err != nil {
+		return t, err
+	}
+	t.StoredEvents = stored
+	return t, nil
+}
+
+// publishAll publishes events from busPublishers goroutines, each its share in a tight loop. On a full
+// bus a publisher waits briefly and offers the same event again, so that every event is accepted: it
+// returns the time the publishers spent so waiting, summed.
+func publishAll(ctx context.Context, p *sluice.Pipeline, events []*event.Event, published *atomic.Int64) (time.Duration, error) {
+	var (
+		wg      sync.WaitGroup
+		waited  atomic.Int64
+		errOnce sync.Once
+		first   error
+	)
+	for g := range busPublishers {
+		wg.Go(func() {
+			for i := g; i < len(events); i += busPublishers {
+				for {
+					err := p.Publish(ctx, events[i])
+					if err == nil {
+						break
+					}
+					var drop *sluice.DropError
+					if !errors.As(err, &drop) || drop.Reason() != bus.ReasonQueueFull || ctx.Err() != nil {
+						errOnce.Do(func() { first = fmt.Errorf("publish event %d: %w", i, errors.Join(err, ctx.Err())) })
+						return
+					}
+					start := time.Now()
+					time.Sleep(200 * time.Microsecond)
+					waited.Add(int64(time.Since(start)))
+				}
+				published.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return time.Duration(waited.Load()), first
+}
+
+// pipelineMetrics reads a pipeline's own Prometheus metrics.
+func pipelineMetrics(p *sluice.Pipeline) (metrics, error) {
+	rec := httptest.NewRecorder()
+	p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return parseMetrics(rec.Body)
+}
+
+// pollEvery is how often the scenario looks whether the writers are done: often enough that the end
+// of a run of seconds is known within 1-2%, seldom enough that reading three pipelines' metrics costs
+// a few percent of the CPU the run measures (every 10 ms it was 12% of sluice's, through Redis).
+const pollEvery = 50 * time.Millisecond
+
+// waitFor polls done every pollEvery until it says true, fails, or limit passes.
+func waitFor(ctx context.Context, limit time.Duration, done func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ok, err := done()
+		if ok || err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not done after %s", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollEvery):
+		}
+	}
+}
+
+// waitForRows polls count(*) of application_logs until it holds want rows (a sink may report a write
+// an instant before another connection sees it), and fails when it holds more, or fewer after a
+// minute.
+func waitForRows(ctx context.Context, dsn string, want int) (int, error) {
+	pool, err := openPool(ctx, dsn, 1, false)
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	var rows int
+	err = waitFor(ctx, time.Minute, func() (bool, error) {
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM application_logs").Scan(&rows); err != nil {
+			return false, err
+		}
+		if rows > want {
+			return false, fmt.Errorf("application_logs holds %d rows, want %d", rows, want)
+		}
+		return rows == want, nil
+	})
+	if err != nil {
+		return rows, fmt.Errorf("application_logs holds %d rows, want %d: %w", rows, want, err)
+	}
+	return rows, nil
+}
+
+func busCost(c cost, n int) BusThroughput {
+	return BusThroughput{Events: n, Seconds: c.seconds, EventsPerSecond: div(float64(n), c.seconds),
+		ClientCPUSeconds: c.clientCPU, PostgresCPUSeconds: c.postgresCPU}
+}
+
+// busStock is Watermill's stock design on the same broker: each event published as a message of its
+// own through the driver's Publisher (from busPublishers goroutines), and per worker a stock
+// message.Router whose handler INSERTs one message's event and returns; the subscription hands the
+// router one message at a time, the next once the last is acknowledged, as Watermill's stock
+// subscribers do (see oneAtATime). Timed from the first publish until the last row is committed.
+func busStock(ctx context.Context, cfg Config, n int, driver, url string, pr *progress) (BusThroughput, error) {
+	var t BusThroughput
+	d, ok := brokers.Lookup(driver)
+	if !ok {
+		return t, fmt.Errorf("no broker driver %q is registered", driver)
+	}
+	dsn, drop, err := freshDatabase(ctx, cfg.PostgresDSN)
+	if err != nil {
+		return t, err
+	}
+	defer drop()
+	pool, err := openPool(ctx, dsn, poolConns, true)
+	if err != nil {
+		return t, err
+	}
+	defer pool.Close()
+	c := busConfig(dsn, driver, url)
+	settings := c.BusSettings()
+	logger := watermill.NewSlogLogger(slog.New(slog.DiscardHandler))
+	open := func() (brokers.Broker, error) {
+		b, err := d.Open(ctx, url, settings, logger)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Declare(ctx, c.Bus.Topic, []string{c.Bus.Group}); err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+		return b, nil
+	}
+	events := busEvents(n)
+	payloads := make([][]byte, n)
+	for i, e := range events {
+		if payloads[i], err = e.AppendJSON(nil); err != nil {
+			return t, err
+		}
+	}
+
+	var stored atomic.Int64
+	all := make(chan struct{})
+	handler := func(msg *message.Message) error {
+		evs, bad := event.Decode(msg.Payload)
+		if len(bad) > 0 || len(evs) != 1 {
+			return fmt.Errorf("message %s: %d events, %d bad lines", msg.UUID, len(evs), len(bad))
+		}
+		r, err := row(evs[0])
+		if err != nil {
+			return err
+		}
+		tag, err := pool.Exec(msg.Context(), insertOneIdempotent, r...)
+		if err != nil {
+			return err // nacked: the broker offers it again
+		}
+		if tag.RowsAffected() == 1 && stored.Add(1) == int64(n) {
+			close(all)
+		}
+		return nil
+	}
+	for w := range cfg.BusWorkers {
+		b, err := open()
+		if err != nil {
+			return t, fmt.Errorf("worker %d: %w", w, err)
+		}
+		defer b.Close()
+		sub, err := b.Subscriber(c.Bus.Group)
+		if err != nil {
+			return t, err
+		}
+		router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, logger)
+		if err != nil {
+			return t, err
+		}
+		router.AddConsumerHandler("insert", c.Bus.Topic, oneAtATime{sub}, handler)
+		go func() { _ = router.Run(ctx) }()
+		defer router.Close()
+		select {
+		case <-router.Running():
+		case <-time.After(time.Minute):
+			return t, fmt.Errorf("worker %d's router did not start within a minute", w)
+		}
+	}
+	pb, err := open()
+	if err != nil {
+		return t, fmt.Errorf("publisher: %w", err)
+	}
+	defer pb.Close()
+
+	stop := pr.every(5*time.Second, func() string { return fmt.Sprintf("%d of %d stored", stored.Load(), n) })
+	defer stop()
+	m := startMeasure()
+	brokerCPU := commandCPUSeconds(brokerProcess[driver])
+	var (
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		pubErr  error
+	)
+	for g := range busPublishers {
+		wg.Go(func() {
+			for i := g; i < n; i += busPublishers {
+				msg := message.NewMessage(events[i].ID.String(), payloads[i])
+				msg.Metadata.Set(event.MetadataEvents, "1")
+				msg.Metadata.Set(event.MetadataFormat, event.ChunkFormat)
+				if err := pb.Publisher().Publish(c.Bus.Topic, msg); err != nil {
+					errOnce.Do(func() { pubErr = fmt.Errorf("publish event %d: %w", i, err) })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if pubErr != nil {
+		return t, pubErr
+	}
+	select {
+	case <-all:
+	case <-time.After(10 * time.Minute):
+		return t, fmt.Errorf("%d of %d events stored after 10 minutes", stored.Load(), n)
+	case <-ctx.Done():
+		return t, ctx.Err()
+	}
+	t = busCost(m.done(), n)
+	t.BrokerCPUSeconds = commandCPUSeconds(brokerProcess[driver]) - brokerCPU
+	t.BrokerMessages, t.DBWrites = n, n
+	t.StoredEvents, err = waitForRows(ctx, dsn, n)
+	return t, err
+}
+
+// insertOneIdempotent is insertOne that stores a redelivered message's event once.
+var insertOneIdempotent = insertOne + " ON CONFLICT DO NOTHING"
+
+// oneAtATime hands its subscriber's messages out one at a time: the next once the last was acked or
+// nacked. Watermill's stock subscribers for Redis Streams, NATS, RabbitMQ and SQL do so per
+// subscription (Kafka per partition); the drivers' own subscribers hand out many, which a router
+// would run at once. It is kind to the stock design: the driver may fetch the next messages while one
+// is handled, where a stock subscriber asks the broker for each only after the last one's ack.
+type oneAtATime struct{ message.Subscriber }
+
+func (s oneAtATime) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	in, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	go func() {
+		defer close(out)
+		for msg := range in {
+			select {
+			case out <- msg:
+			case <-ctx.Done():
+				msg.Nack()
+				return
+			}
+			select {
+			case <-msg.Acked():
+			case <-msg.Nacked():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
