@@ -60,7 +60,7 @@ func stockBroker(t testing.TB, addr string) brokers.Broker {
 		return wkafka.NewSubscriber(wkafka.SubscriberConfig{Brokers: []string{addr}, ConsumerGroup: group,
 			Unmarshaler: wkafka.DefaultMarshaler{}, OverwriteSaramaConfig: stockSaramaConfig(id)}, nil)
 	})
-	t.Cleanup(func() { _ = b.Close() })
+	t.Cleanup(func() { _ = pub.Close() }) // FromWatermill closes nothing of the caller's
 	return b
 }
 
