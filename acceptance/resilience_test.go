@@ -415,6 +415,7 @@ const loadWorkers = 32
 // and records each one's latency under the phase it was sent in.
 type load struct {
 	t         *testing.T
+	rate      int // requests per second
 	phase     atomic.Int32
 	quit      chan struct{}
 	done      chan struct{}
@@ -433,7 +434,7 @@ type latency struct {
 }
 
 func startLoad(t *testing.T, base string, reqs []request, rate int) *load {
-	l := &load{t: t, quit: make(chan struct{}), done: make(chan struct{})}
+	l := &load{t: t, rate: rate, quit: make(chan struct{}), done: make(chan struct{})}
 	l.started[phaseWarmup] = time.Now()
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		MaxIdleConnsPerHost: loadWorkers, MaxConnsPerHost: loadWorkers}}
@@ -524,6 +525,7 @@ func (l *load) sent() []request {
 // whole seconds (see runOutage), and the slowest request.
 type phaseStats struct {
 	n              int
+	p50            time.Duration
 	p99, typical99 time.Duration
 	max            time.Duration
 	perSecond      []time.Duration
@@ -545,13 +547,16 @@ func (l *load) stats(phase int32) phaseStats {
 	st := phaseStats{n: len(all), p99: p99(all)}
 	if len(all) > 0 {
 		st.max = slices.Max(all)
+		sorted := slices.Clone(all)
+		slices.Sort(sorted)
+		st.p50 = sorted[len(sorted)/2]
 	}
 	for sec := 0; ; sec++ {
 		lat, ok := bySecond[sec]
 		if !ok {
 			break
 		}
-		if len(lat) >= loadRate*3/4 { // a whole second (not the cut-off last one)
+		if len(lat) >= l.rate*3/4 { // a whole second (not the cut-off last one)
 			st.perSecond = append(st.perSecond, p99(lat))
 		}
 	}
@@ -568,8 +573,8 @@ func (st phaseStats) String() string {
 	for i, d := range st.perSecond {
 		per[i] = d.Round(100 * time.Microsecond).String()
 	}
-	return fmt.Sprintf("p99 %v, median per-second p99 %v, max %v over %d requests; per-second p99s [%s]",
-		st.p99.Round(10*time.Microsecond), st.typical99.Round(10*time.Microsecond), st.max.Round(10*time.Microsecond), st.n, strings.Join(per, " "))
+	return fmt.Sprintf("p50 %v, p99 %v, median per-second p99 %v, max %v over %d requests; per-second p99s [%s]",
+		st.p50.Round(10*time.Microsecond), st.p99.Round(10*time.Microsecond), st.typical99.Round(10*time.Microsecond), st.max.Round(10*time.Microsecond), st.n, strings.Join(per, " "))
 }
 
 // p99 returns the 99th percentile of lat (which it sorts).
