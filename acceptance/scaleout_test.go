@@ -3,6 +3,7 @@ package acceptance_test
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,10 @@ var busesUnderTest = []busUnderTest{
 		return k.Addr(), k
 	}},
 	{"redis", func(*testing.T, *demo) (string, killable) { return "redis://127.0.0.1:6379/0", nil }},
-	{"amqp", func(*testing.T, *demo) (string, killable) { return "amqp://guest:guest@127.0.0.1:5672/", nil }},
+	{"amqp", func(t *testing.T, _ *demo) (string, killable) {
+		r := rabbitProc(t)
+		return "amqp://guest:guest@" + r.addr + "/", r
+	}},
 	{"nats", func(t *testing.T, _ *demo) (string, killable) {
 		n := natsProc(t)
 		return "nats://" + n.addr, n
@@ -60,12 +64,17 @@ type brokerProc struct {
 	t    *testing.T
 	addr string
 	argv []string
+	env  []string // added to the test's environment
 	cmd  *exec.Cmd
 	out  *syncBuffer
 }
 
 func startBroker(t *testing.T, addr string, argv ...string) *brokerProc {
-	p := &brokerProc{t: t, addr: addr, argv: argv, out: &syncBuffer{}}
+	return startBrokerEnv(t, addr, nil, argv...)
+}
+
+func startBrokerEnv(t *testing.T, addr string, env []string, argv ...string) *brokerProc {
+	p := &brokerProc{t: t, addr: addr, argv: argv, env: env, out: &syncBuffer{}}
 	p.Start()
 	t.Cleanup(func() {
 		p.Kill()
@@ -80,11 +89,13 @@ func startBroker(t *testing.T, addr string, argv ...string) *brokerProc {
 func (p *brokerProc) Start() {
 	p.t.Helper()
 	p.cmd = exec.Command(p.argv[0], p.argv[1:]...)
+	p.cmd.Env = append(os.Environ(), p.env...)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Kill kills the whole group (a script's broker child too)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", p.addr, time.Second)
 		if err == nil {
@@ -92,16 +103,16 @@ func (p *brokerProc) Start() {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s does not answer on %s within 30s:\n%s", p.argv[0], p.addr, p.out)
+			p.t.Fatalf("%s does not answer on %s within 90s:\n%s", p.argv[0], p.addr, p.out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// Kill kills the process with SIGKILL.
+// Kill kills the process and its children with SIGKILL.
 func (p *brokerProc) Kill() {
 	if p.cmd != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		_ = p.cmd.Wait()
 		p.cmd = nil
 	}
@@ -112,6 +123,25 @@ func natsProc(t *testing.T) *brokerProc {
 	addr := freePort(t)
 	_, port, _ := net.SplitHostPort(addr)
 	return startBroker(t, addr, "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", t.TempDir())
+}
+
+// rabbitProc runs a RabbitMQ node of the test's own (its own name, ports and data directory, no
+// plugins), so that the test can kill it without touching the machine's node that other tests use.
+func rabbitProc(t *testing.T) *brokerProc {
+	addr, dist := freePort(t), freePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	_, distPort, _ := net.SplitHostPort(dist)
+	dir := t.TempDir()
+	return startBrokerEnv(t, addr, []string{
+		"RABBITMQ_NODENAME=sluiceacc" + port + "@localhost",
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT=" + port,
+		"RABBITMQ_DIST_PORT=" + distPort,
+		"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"),
+		"RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(dir, "enabled_plugins"),
+		"RABBITMQ_CONFIG_FILE=" + filepath.Join(dir, "rabbitmq"), // none: the defaults
+	}, "/usr/lib/rabbitmq/bin/rabbitmq-server")
 }
 
 // kill9 kills the process with SIGKILL: it writes nothing more and acknowledges nothing more.
