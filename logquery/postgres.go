@@ -325,6 +325,14 @@ func message(b []byte) (*event.Message, error) {
 // and committed after it is found by a later poll, and the rows already handed over (remembered by id
 // for Overlap) are not handed over again. Within a poll the new rows are handed over oldest first.
 func (p *Postgres) Follow(ctx context.Context, f Filter, fn func(*event.Event) error) error {
+	err := p.follow(ctx, f, fn)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err() // a poll cut by the end of ctx fails with whatever error pgx makes of it
+	}
+	return err
+}
+
+func (p *Postgres) follow(ctx context.Context, f Filter, fn func(*event.Event) error) error {
 	if err := f.Validate(); err != nil {
 		return err
 	}
