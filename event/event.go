@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -228,62 +227,6 @@ func Encode(events ...*Event) ([]byte, error) {
 		buf = append(buf, '\n')
 	}
 	return buf, nil
-}
-
-// LineError says which line of a payload could not be decoded, and why. Decode reports one per bad line
-// and keeps the good ones: one bad event must not take its message with it.
-type LineError struct {
-	Line int    // 1-based
-	Raw  []byte // the line as received
-	Err  error
-}
-
-func (e *LineError) Error() string {
-	return "event line " + strconv.Itoa(e.Line) + ": " + e.Err.Error()
-}
-
-func (e *LineError) Unwrap() error { return e.Err }
-
-// Decode parses an NDJSON payload into events, keeping each line in Raw. A line is made storable
-// first (SafeJSON: it may come from another process or another version), so Raw and every decoded
-// text are storable text whoever wrote them; a line that needed no change is kept as it is. Bad lines
-// are returned as LineErrors with the line as received; good lines are decoded whatever the bad ones.
-func Decode(payload []byte) ([]*Event, []*LineError) {
-	var (
-		events []*Event
-		bad    []*LineError
-	)
-	line := 0
-	for len(payload) > 0 {
-		i := bytes.IndexByte(payload, '\n')
-		var l []byte
-		if i < 0 {
-			l, payload = payload, nil
-		} else {
-			l, payload = payload[:i], payload[i+1:]
-		}
-		line++
-		if len(bytes.TrimSpace(l)) == 0 {
-			continue
-		}
-		safe, err := safeJSON(l, nil, decodeDepth) // storable from here on, whoever wrote the line
-		if err != nil {
-			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
-			continue
-		}
-		e := new(Event)
-		if err := json.Unmarshal(safe, e); err != nil {
-			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
-			continue
-		}
-		if err := e.Validate(); err != nil {
-			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
-			continue
-		}
-		e.Raw = safe
-		events = append(events, e)
-	}
-	return events, bad
 }
 
 // BatchID derives a batch's id from the set of its events' ids, whatever their order. The same events

@@ -51,18 +51,23 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string that starts at b[i] ('"'), or -1.
+// skipString returns the index after the string that starts at b[i] ('"'), or -1. It looks for each
+// quote with IndexByte (vectorised) and counts the backslashes before it: an odd count escapes it.
 func skipString(b []byte, i int) int {
 	for j := i + 1; j < len(b); {
-		k := bytes.IndexAny(b[j:], "\"\\")
+		k := bytes.IndexByte(b[j:], '"')
 		if k < 0 {
 			return -1
 		}
 		j += k
-		if b[j] == '"' {
+		n := 0
+		for p := j - 1; p > i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
 			return j + 1
 		}
-		j += 2 // a backslash and the character it escapes
+		j++
 	}
 	return -1
 }

@@ -329,7 +329,7 @@ func readChunk(msg *message.Message) chunk {
 		return c
 	}
 	if c.events, c.inProcess = event.FromContext(msg.Context()); !c.inProcess {
-		c.events, c.bad = event.Decode(msg.Payload)
+		c.events, c.bad = event.DecodeLean(msg.Payload) // the sinks store the nested parts as they are in Raw
 	}
 	return c
 }
