@@ -110,6 +110,13 @@ func printWhere(w io.Writer, cfg sluice.Config, p *sluice.Pipeline, addr net.Add
 	}
 	for _, r := range p.Routes() {
 		takes := "every level"
+		if r.Name == sluice.ForwardRoute { // a web node: it forwards what the workers' routes take
+			var names []string
+			for _, wr := range cfg.EffectiveRoutes() {
+				names = append(names, wr.Name)
+			}
+			takes = "every event that a worker route takes (" + strings.Join(names, ", ") + ")"
+		}
 		if len(r.Levels) > 0 {
 			takes = strings.Join(r.Levels, ", ")
 		}
