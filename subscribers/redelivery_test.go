@@ -91,14 +91,34 @@ func TestBatchSubscriberHandsANackedBatchOutAgain(t *testing.T) {
 	})
 }
 
+// redelivering returns a fake subscriber and a subscription of a batch subscriber over it that seals a
+// batch at maxEvents (or after an hour), writes one at a time, and hands a nacked batch out again
+// after delay, doubling up to maxDelay.
+func redelivering(t *testing.T, maxEvents int, delay, maxDelay time.Duration) (*fakeSub, *subscribers.BatchSubscriber, <-chan *message.Message) {
+	t.Helper()
+	sub := newFakeSub(8)
+	s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: maxEvents, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1},
+		subscribers.RedeliverAfter(delay, maxDelay))
+	return sub, s, subscribe(t, s, "logs")
+}
+
+// failedWrite takes the next batch, has w fail to write it, nacks it (as the router does) and returns
+// it.
+func failedWrite(t *testing.T, w *subscribers.Writer, out <-chan *message.Message) *message.Message {
+	t.Helper()
+	b := take(t, out)
+	if err := w.Handle(b); err == nil {
+		t.Fatal("the write did not fail")
+	}
+	b.Nack()
+	return b
+}
+
 // A nacked batch holds no write while it waits: the sealed batch goes out at once. When the nacked
 // one is due and a write is free, it goes before the batch sealed meanwhile.
 func TestBatchSubscriberNackedBatchWaitsWithoutAWrite(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sub := newFakeSub(8)
-		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 1, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1},
-			subscribers.RedeliverAfter(time.Second, time.Second))
-		out := subscribe(t, s, "logs")
+		sub, _, out := redelivering(t, 1, time.Second, time.Second)
 		c1, c2, c3 := events(1, "1"), events(1, "2"), events(1, "3")
 		sub.put(t, chunk(t, c1...), chunk(t, c2...), chunk(t, c3...))
 		b1 := take(t, out)
@@ -125,10 +145,7 @@ func TestBatchSubscriberNackedBatchWaitsWithoutAWrite(t *testing.T) {
 // nacked while draining, whatever its redelivery delay.
 func TestBatchSubscriberDrainShortensTheWaitOfANackedBatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sub := newFakeSub(4)
-		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 1, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1},
-			subscribers.RedeliverAfter(time.Minute, time.Hour))
-		out := subscribe(t, s, "logs")
+		sub, s, out := redelivering(t, 1, time.Minute, time.Hour)
 		m := chunk(t, events(1, "m")...)
 		sub.put(t, m)
 		b := take(t, out)
@@ -204,18 +221,11 @@ func TestBatchSubscriberEndingTheSubscriptionNacksAWaitingBatch(t *testing.T) {
 // unsettled.
 func TestBatchSubscriberCutCountsAWaitingBatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sub := newFakeSub(4)
-		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 3, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1},
-			subscribers.RedeliverAfter(time.Second, time.Second))
+		sub, s, out := redelivering(t, 3, time.Second, time.Second)
 		w := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: &recordingSink{fail: errors.New("gave up")}})
-		out := subscribe(t, s, "logs")
 		m := chunk(t, events(3, "m")...)
 		sub.put(t, m)
-		b := take(t, out)
-		if err := w.Handle(b); err == nil {
-			t.Fatal("the write did not fail")
-		}
-		b.Nack()
+		failedWrite(t, w, out)
 		synctest.Wait()
 		start := time.Now()
 		if inFlight := s.Cut(time.Hour); inFlight != 3 {
@@ -236,9 +246,7 @@ func TestBatchSubscriberCutCountsAWaitingBatch(t *testing.T) {
 // The dead letters of a batch are kept once, not again when the batch is handed out again.
 func TestWriterKeepsTheDeadLettersOfABatchHandedOutAgainOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sub := newFakeSub(4)
-		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 2, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1},
-			subscribers.RedeliverAfter(time.Second, time.Second))
+		sub, _, out := redelivering(t, 2, time.Second, time.Second)
 		box := &letterBox{}
 		var fails int
 		sink := funcSink(func(context.Context, subscribers.Batch) error {
@@ -248,13 +256,8 @@ func TestWriterKeepsTheDeadLettersOfABatchHandedOutAgainOnce(t *testing.T) {
 			return nil
 		})
 		w := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: sink, DeadLetters: box})
-		out := subscribe(t, s, "logs")
 		sub.put(t, rawChunk("not an event\n", 1), chunk(t, events(2, "m")...))
-		b := take(t, out)
-		if err := w.Handle(b); err == nil {
-			t.Fatal("the write did not fail")
-		}
-		b.Nack()
+		failedWrite(t, w, out)
 		time.Sleep(time.Second)
 		again := take(t, out)
 		if err := w.Handle(again); err != nil {
