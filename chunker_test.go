@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,7 +103,9 @@ func appEvent(i int) *event.Event {
 
 // One failed batch write is one retry sequence, whatever the number of chunks and events in the batch:
 // the sink sees MaxAttempts calls for that batch, all with the same batch id and events, and
-// sluice_retries_total counts MaxAttempts-1. The batch then goes back to the bus and is written.
+// sluice_retries_total counts MaxAttempts-1. The batch is then handed out again, the same batch (same
+// id, same events: not its chunks given back to the bus), and written; sluice_batches_redelivered_total
+// counts it.
 func TestFailedBatchWriteIsOneRetrySequence(t *testing.T) {
 	storageDown := errors.New("connection refused")
 	sink := &fakeSink{fail: func(call int) error {
@@ -135,6 +141,18 @@ func TestFailedBatchWriteIsOneRetrySequence(t *testing.T) {
 	}
 	if len(calls[0].Events) < 10 {
 		t.Fatalf("the failed batch had %d events: want whole chunks of 10", len(calls[0].Events))
+	}
+	i := slices.IndexFunc(calls[3:], func(b subscribers.Batch) bool { return b.ID == calls[0].ID })
+	if i < 0 || len(calls[3+i].Events) != len(calls[0].Events) {
+		t.Fatalf("the failed batch %s of %d events was not written again as the same batch", calls[0].ID, len(calls[0].Events))
+	}
+	rec := httptest.NewRecorder()
+	p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if want := `sluice_batches_redelivered_total{route="r"} 1`; !strings.Contains(rec.Body.String(), want) {
+		t.Fatalf("no %s in /metrics", want)
+	}
+	if got := p.bus.Stats().Redelivered; got != 0 {
+		t.Fatalf("the bus offered %d chunks again, want none (the batch is handed out again whole)", got)
 	}
 	if got := testutil.ToFloat64(p.metrics.retries.WithLabelValues("r")); got != 2 {
 		t.Fatalf("sluice_retries_total = %v, want 2 (one sequence of 3 attempts)", got)

@@ -18,9 +18,10 @@ import (
 
 // failureLog is a route's log of failed batch writes: one line per failed write attempt, with the
 // route, the batch (its id and events), the attempt, the error and what happens next (a retry and
-// when, the breaker open, or the batch redelivered by the bus), and at most one such line per
-// interval (the route's failure_log_interval). A failure less than an interval after the route's last
-// failure line is counted instead, and the next line says how many were not logged (suppressed).
+// when, the breaker open, or the batch redelivered: handed out again later), and at most one such
+// line per interval (the route's failure_log_interval). A failure less than an interval after the
+// route's last failure line is counted instead, and the next line says how many were not logged
+// (suppressed).
 // When the failures stop for an interval before a failure line has reported them, a summary line
 // does. So however many of its batches fail, a route logs at most one failure line per interval, and
 // one summary after each spell of failures (summaries too are an interval apart at least); every
@@ -107,7 +108,8 @@ func (f *failureLog) close() {
 // Retry returns Watermill's Retry middleware (nothing when retry is nil) with each failed write
 // attempt of the handler it wraps reported to the failure log once what comes next is known: a retry
 // (Retry announces it, with its wait, to its Logger: the batch's batchAttempts), or the end of the
-// retries (the batch message is nacked and the bus redelivers its chunks). Put it where Retry goes,
+// retries (the batch message is nacked, and the batch is handed out again later: by its batch
+// subscriber, or by the bus or broker its one chunk came from). Put it where Retry goes,
 // outside the Breaker: an attempt that ends while it waits for the breaker (its context ended) is not
 // a failed write and is not reported, nor is one whose batch message's context ended (shutdown).
 func (f *failureLog) Retry(retry *middleware.Retry) message.HandlerMiddleware {

@@ -12,8 +12,9 @@ import (
 )
 
 // metrics is the pipeline's Prometheus registry. It is the publishers' Counters, the route writers'
-// Observer, and a Collector that reads the bus's counters at scrape time (so the bus stays the one
-// source of truth for what it dropped).
+// Observer, and a Collector that reads the bus's counters and the routes' batch subscribers' at scrape
+// time (so the bus stays the one source of truth for what it dropped, and each batch subscriber for
+// the batches it handed out again).
 type metrics struct {
 	reg *prometheus.Registry
 	bus *bus.Bus
@@ -35,17 +36,20 @@ type metrics struct {
 	unrouted    prometheus.Counter
 
 	depthDesc, bytesDesc, inFlightDesc, redeliveredDesc, capacityDesc *prometheus.Desc
+	batchesRedeliveredDesc                                            *prometheus.Desc
 
-	// sinkOf is each route's sink type (the sink label): set as the routes are built, read-only once
-	// the pipeline runs.
-	sinkOf map[string]string
+	// sinkOf is each route's sink type (the sink label), and batchesOf its batch subscriber (read at
+	// scrape time): set as the routes are built, read-only once the pipeline runs.
+	sinkOf    map[string]string
+	batchesOf map[string]*subscribers.BatchSubscriber
 }
 
 func newMetrics(b *bus.Bus) *metrics {
 	m := &metrics{
-		sinkOf: map[string]string{},
-		reg:    prometheus.NewRegistry(),
-		bus:    b,
+		sinkOf:    map[string]string{},
+		batchesOf: map[string]*subscribers.BatchSubscriber{},
+		reg:       prometheus.NewRegistry(),
+		bus:       b,
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_events_dropped_total",
 			Help: "Events not accepted by a route, or not decodable, by reason and route (empty route: before routing)."},
 			[]string{"reason", "route"}),
@@ -84,7 +88,13 @@ func newMetrics(b *bus.Bus) *metrics {
 		inFlightDesc: prometheus.NewDesc("sluice_queue_in_flight",
 			"Bus messages (chunks of events) handed to routes and not yet acknowledged.", nil, nil),
 		redeliveredDesc: prometheus.NewDesc("sluice_bus_redelivered_total",
-			"Bus messages (chunks of events) offered again after a failed write.", nil, nil),
+			"Bus messages (chunks of events) offered again after a nack: a web node's chunks whose publish to the broker "+
+				"failed (a route's failed batch is handed out again whole: sluice_batches_redelivered_total).", nil, nil),
+		batchesRedeliveredDesc: prometheus.NewDesc("sluice_batches_redelivered_total",
+			"Batches handed out again, the same batch (same events, same id), after their write failed and its retries were "+
+				"spent, by route (the routes that gather chunks into batches; a route of one chunk per batch, a web node's "+
+				"or a worker's, gives the chunk back to the bus or the broker instead).",
+			[]string{"route"}, nil),
 		capacityDesc: prometheus.NewDesc("sluice_queue_capacity",
 			"The bus bound per route, in events.", nil, nil),
 	}
@@ -112,7 +122,7 @@ func (m *metrics) breakerWaited(route string, waited time.Duration) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.depthDesc, m.bytesDesc, m.inFlightDesc, m.redeliveredDesc, m.capacityDesc} {
+	for _, d := range []*prometheus.Desc{m.depthDesc, m.bytesDesc, m.inFlightDesc, m.redeliveredDesc, m.capacityDesc, m.batchesRedeliveredDesc} {
 		ch <- d
 	}
 }
@@ -125,6 +135,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.inFlightDesc, prometheus.GaugeValue, float64(st.InFlight))
 	ch <- prometheus.MustNewConstMetric(m.redeliveredDesc, prometheus.CounterValue, float64(st.Redelivered))
 	ch <- prometheus.MustNewConstMetric(m.capacityDesc, prometheus.GaugeValue, float64(m.bus.Config().MaxEvents))
+	for route, b := range m.batchesOf {
+		ch <- prometheus.MustNewConstMetric(m.batchesRedeliveredDesc, prometheus.CounterValue, float64(b.Redelivered()), route)
+	}
 }
 
 // Published implements publishers.Counters. It is called once per event: the counters of the two

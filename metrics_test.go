@@ -94,6 +94,7 @@ func TestCountersExistAtZeroFromTheStart(t *testing.T) {
 		`sluice_events_dropped_total{reason="closed",route=""} 0`,
 		`sluice_dead_letters_total{reason="invalid_data",route="r"} 0`,
 		`sluice_retries_total{route="r"} 0`,
+		`sluice_batches_redelivered_total{route="r"} 0`,
 		`sluice_sink_events_written_total{route="r",sink="fake"} 0`,
 		`sluice_sink_write_errors_total{route="r",sink="fake"} 0`,
 		`sluice_events_published_total{source="http"} 0`,

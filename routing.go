@@ -142,13 +142,18 @@ func (p *Pipeline) addRouteFrom(r Route, sink subscribers.Sink, timeout time.Dur
 	if err != nil {
 		return err
 	}
-	var opts []subscribers.BatchOption
+	// A failed batch waits bus.redelivery_delay (doubling) before it is written again, whoever holds
+	// it: the batch subscriber, or (one chunk per batch) the bus or broker it came from.
+	opts := []subscribers.BatchOption{subscribers.RedeliverAfter(p.cfg.Bus.RedeliveryDelay, p.cfg.Bus.MaxRedeliveryDelay)}
 	if src.oneChunk {
 		opts = append(opts, subscribers.OneChunkPerBatch())
 	}
 	batches, err := subscribers.NewBatchSubscriber(src.sub, r.Batch, opts...)
 	if err != nil {
 		return err
+	}
+	if !src.oneChunk {
+		p.metrics.batchesOf[r.Name] = batches // sluice_batches_redelivered_total
 	}
 	topic := src.topic
 	h := p.router.AddConsumerHandler("sluice."+r.Name, topic, batches, writer.Handle)

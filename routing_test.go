@@ -3,7 +3,9 @@ package sluice
 import (
 	"testing"
 
+	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/subscribers"
 )
 
 func TestRouteMatching(t *testing.T) {
@@ -36,5 +38,14 @@ func TestRouteMatching(t *testing.T) {
 		if got := matcher(tc.route)(tc.e); got != tc.want {
 			t.Errorf("%s: match = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A batch subscriber built without subscribers.RedeliverAfter waits as long as the bus does by
+// default: one default for bus.redelivery_delay, whoever holds the failed events.
+func TestBatchRedeliveryDefaultsAreTheBus(t *testing.T) {
+	if subscribers.DefaultRedeliveryDelay != bus.DefaultRedeliveryDelay || subscribers.DefaultMaxRedeliveryDelay != bus.DefaultMaxRedeliveryDelay {
+		t.Fatalf("subscribers' redelivery defaults %v, %v; the bus's %v, %v", subscribers.DefaultRedeliveryDelay,
+			subscribers.DefaultMaxRedeliveryDelay, bus.DefaultRedeliveryDelay, bus.DefaultMaxRedeliveryDelay)
 	}
 }

@@ -88,7 +88,9 @@ type Bus struct {
 	// MaxInFlight bounds the bus messages (chunks of events) handed to each route and not yet
 	// acknowledged: a plain bound on what a route holds while it gathers and writes its batches.
 	MaxInFlight int `yaml:"max_in_flight"`
-	// RedeliveryDelay is the first wait before a failed event is offered again (doubling up to MaxRedeliveryDelay).
+	// RedeliveryDelay is the first wait before a failed event is offered again (doubling up to
+	// MaxRedeliveryDelay), whoever holds it: a route's batch subscriber hands its failed batch out
+	// again whole, a web node's bus offers a chunk whose publish failed again, after this wait.
 	RedeliveryDelay    time.Duration `yaml:"redelivery_delay"`
 	MaxRedeliveryDelay time.Duration `yaml:"max_redelivery_delay"`
 }
@@ -213,8 +215,8 @@ type BatchPolicy = subscribers.BatchPolicy
 
 // RetryPolicy bounds the retries of a batch whose write failed transiently (one retry sequence per
 // batch, whatever its size): exponential backoff with jitter from InitialInterval up to MaxInterval, at
-// most MaxAttempts attempts in all and no new attempt after MaxElapsed. Then the batch's chunks go
-// back to the bus, which offers them again after bus.redelivery_delay.
+// most MaxAttempts attempts in all and no new attempt after MaxElapsed. Then the batch is handed out
+// again, the same batch (same events, same id), after bus.redelivery_delay (doubling).
 type RetryPolicy struct {
 	MaxAttempts     int           `yaml:"max_attempts"`
 	InitialInterval time.Duration `yaml:"initial_interval"`

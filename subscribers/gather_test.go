@@ -104,9 +104,9 @@ func (f *fakeSub) put(t testing.TB, msgs ...*message.Message) {
 	}
 }
 
-func newBatchSubscriber(t testing.TB, sub message.Subscriber, p subscribers.BatchPolicy) *subscribers.BatchSubscriber {
+func newBatchSubscriber(t testing.TB, sub message.Subscriber, p subscribers.BatchPolicy, opts ...subscribers.BatchOption) *subscribers.BatchSubscriber {
 	t.Helper()
-	s, err := subscribers.NewBatchSubscriber(sub, p)
+	s, err := subscribers.NewBatchSubscriber(sub, p, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,32 +600,35 @@ func TestBatchSubscriberDrainBeforeSubscribe(t *testing.T) {
 	})
 }
 
-// Port of the old "a failed write fails every message of the batch": a nacked batch nacks every one
-// of its chunks and acks none.
-func TestBatchSubscriberNackOfTheBatchNacksEveryChunk(t *testing.T) {
+// With OneChunkPerBatch (a broker's chunks) a nacked batch nacks its one chunk, acks nothing, and is
+// not handed out again by the batch subscriber: the broker offers the chunk again.
+func TestBatchSubscriberNackOfAOneChunkBatchNacksItsChunk(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sub := newFakeSub(16)
-		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 10, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1})
+		s := newBatchSubscriber(t, sub, subscribers.BatchPolicy{MaxEvents: 10, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1},
+			subscribers.OneChunkPerBatch())
 		boom := errors.New("storage down")
 		w := newWriter(t, subscribers.WriterConfig{Route: "test", Sink: &recordingSink{fail: boom}})
 		out := subscribe(t, s, "logs")
-		var msgs []*message.Message
-		for range 5 {
-			msgs = append(msgs, chunk(t, events(2, "m")...))
-		}
-		sub.put(t, msgs...)
+		m := chunk(t, events(2, "m")...)
+		sub.put(t, m)
 		b := take(t, out)
 		if err := w.Handle(b); !errors.Is(err, boom) {
 			t.Fatalf("err = %v, want %v", err, boom)
 		}
 		synctest.Wait()
-		if ack, nack := settled(msgs); ack != 0 || nack != 0 {
-			t.Fatalf("before the batch is settled: %d chunks acked, %d nacked", ack, nack)
+		if acked(m) || nacked(m) {
+			t.Fatal("the chunk was settled before its batch message")
 		}
 		b.Nack()
 		synctest.Wait()
-		if ack, nack := settled(msgs); ack != 0 || nack != len(msgs) {
-			t.Fatalf("%d chunks acked, %d nacked; want all %d nacked", ack, nack, len(msgs))
+		if !nacked(m) || acked(m) {
+			t.Fatal("the nacked batch's chunk was not nacked")
+		}
+		time.Sleep(time.Hour)
+		none(t, out)
+		if n := s.Redelivered(); n != 0 {
+			t.Fatalf("%d batches handed out again, want 0", n)
 		}
 	})
 }
@@ -815,7 +818,7 @@ func (s *spySub) deliveries() []*message.Message {
 }
 
 // overBus returns a bounded bus and a batch subscription to its topic "logs" through a spy.
-func overBus(t testing.TB, p subscribers.BatchPolicy) (*bus.Bus, *spySub, *subscribers.BatchSubscriber, <-chan *message.Message) {
+func overBus(t testing.TB, p subscribers.BatchPolicy, opts ...subscribers.BatchOption) (*bus.Bus, *spySub, *subscribers.BatchSubscriber, <-chan *message.Message) {
 	t.Helper()
 	b, err := bus.New(bus.Config{RedeliveryDelay: time.Millisecond, MaxRedeliveryDelay: 5 * time.Millisecond}, nil)
 	if err != nil {
@@ -823,7 +826,7 @@ func overBus(t testing.TB, p subscribers.BatchPolicy) (*bus.Bus, *spySub, *subsc
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	spy := &spySub{Subscriber: b}
-	s := newBatchSubscriber(t, spy, p)
+	s := newBatchSubscriber(t, spy, p, opts...)
 	return b, spy, s, subscribe(t, s, "logs")
 }
 
@@ -932,12 +935,13 @@ func TestBatchSubscriberAcksNoChunkOfAWriteKilledHalfWay(t *testing.T) {
 	}
 }
 
-// A write that fails half-way (the handler returns the error: the router nacks) acks no chunk; the
-// next batch carries the same events, and once it is written and acked every chunk is acked: the
-// bus is empty.
+// A write that fails half-way (the handler returns the error: the router nacks) settles no chunk;
+// the same batch (same id, same events) is handed out again, the bus offers none of its chunks
+// again, and once the batch is written and acked every chunk is acked: the bus is empty.
 func TestBatchSubscriberAcksChunksOnlyOnceTheirBatchIsWritten(t *testing.T) {
 	const chunks, perChunk = 4, 5
-	b, spy, _, out := overBus(t, subscribers.BatchPolicy{MaxEvents: chunks * perChunk, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1})
+	b, spy, s, out := overBus(t, subscribers.BatchPolicy{MaxEvents: chunks * perChunk, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxConcurrentWrites: 1},
+		subscribers.RedeliverAfter(time.Millisecond, 5*time.Millisecond))
 	all := publishChunks(t, b, chunks, perChunk)
 	down := errors.New("connection reset")
 	sink := &halfSink{halfway: make(chan struct{}), fail: down}
@@ -950,30 +954,35 @@ func TestBatchSubscriberAcksChunksOnlyOnceTheirBatchIsWritten(t *testing.T) {
 	}
 	batch.Nack()
 	again := receive(t, out)
+	if again.UUID != batch.UUID {
+		t.Fatalf("the batch handed out again has id %s, want %s", again.UUID, batch.UUID)
+	}
 	if got := batchEvents(t, again); !slices.Equal(sortedIDs(got), sortedIDs(eventIDs(all))) {
-		t.Fatalf("the next batch carries %d events, want the same %d", len(got), len(all))
+		t.Fatalf("the batch handed out again carries %d events, want the same %d", len(got), len(all))
 	}
 	if st := b.Stats(); st.DepthEvents != int64(len(all)) {
 		t.Fatalf("bus depth %d events after a failed write, want all %d", st.DepthEvents, len(all))
 	}
-	if ack, _ := settled(spy.deliveries()); ack != 0 {
-		t.Fatalf("%d chunks acked after a failed write", ack)
+	if ack, nack := settled(spy.deliveries()); ack != 0 || nack != 0 {
+		t.Fatalf("%d chunks acked, %d nacked after a failed write; want none settled", ack, nack)
 	}
 
 	if err := w.Handle(again); err != nil {
 		t.Fatal(err)
 	}
 	if obs.retries() != 0 {
-		t.Errorf("the first call for a redelivered batch counted as a retry")
+		t.Errorf("the first call for a batch handed out again counted as a retry")
 	}
 	again.Ack()
 	eventually(t, "empty", func() bool { return b.Stats().DepthEvents == 0 })
-	if st := b.Stats(); st.DepthMessages != 0 || st.InFlight != 0 || st.Waiting != 0 {
+	if st := b.Stats(); st.DepthMessages != 0 || st.InFlight != 0 || st.Waiting != 0 || st.Redelivered != 0 {
 		t.Fatalf("bus stats after the ack: %+v", st)
 	}
-	last := spy.deliveries()[chunks:]
-	if ack, _ := settled(last); ack != chunks || len(last) != chunks {
-		t.Fatalf("%d of the %d redelivered chunks acked, want %d", ack, len(last), chunks)
+	if ack, _ := settled(spy.deliveries()); ack != chunks || len(spy.deliveries()) != chunks {
+		t.Fatalf("%d of %d deliveries acked, want the %d chunks each delivered once and acked", ack, len(spy.deliveries()), chunks)
+	}
+	if n := s.Redelivered(); n != 1 {
+		t.Fatalf("Redelivered() = %d, want 1", n)
 	}
 	stored := sink.storedIDs()
 	for _, e := range all {

@@ -71,7 +71,8 @@ const DefaultMaxEventBytes = 1 << 20
 // every other event is written and the refused ones become dead letters, so one bad event never
 // takes its batch with it. A transient failure is returned as it is: the router's Retry middleware
 // calls Handle again with the same batch (same id: the sink's write is idempotent), and when the
-// retries are spent the batch is nacked and its chunks are offered again by the bus.
+// retries are spent the batch message is nacked, and the BatchSubscriber hands the same batch out
+// again later, in a new message.
 type Writer struct {
 	cfg WriterConfig
 }
@@ -95,9 +96,10 @@ type prepared struct {
 type preparedKey struct{}
 
 // Handle is the message.NoPublishHandlerFunc of a route: it writes msg's events (Contents) to the
-// sink. The first call for a message sets aside what cannot be stored (lines that are not events,
+// sink. The first call for a batch sets aside what cannot be stored (lines that are not events,
 // events over MaxEventBytes) as dead letters and drops events that appear twice (a redelivered chunk
-// racing its original); retries of the same message only write.
+// racing its original); retries of the same message, and the messages of the same batch handed out
+// again by its BatchSubscriber, only write.
 func (w *Writer) Handle(msg *message.Message) error {
 	g, inBatch := msg.Context().Value(contentsKey{}).(*gathered)
 	var p *prepared
@@ -109,12 +111,18 @@ func (w *Writer) Handle(msg *message.Message) error {
 	}
 	if v, ok := msg.Context().Value(preparedKey{}).(*prepared); ok {
 		p = v
+	} else if inBatch && g.prepared != nil {
+		p = g.prepared // the batch handed out again: its dead letters are kept already
 	} else {
 		var err error
 		if p, err = w.prepare(msg); err != nil {
 			return err // the dead letters were not kept: retried, then offered again
 		}
-		msg.SetContext(context.WithValue(msg.Context(), preparedKey{}, p))
+		if inBatch {
+			g.prepared = p
+		} else {
+			msg.SetContext(context.WithValue(msg.Context(), preparedKey{}, p))
+		}
 	}
 	if len(p.batch.Events) > 0 {
 		if inBatch {
