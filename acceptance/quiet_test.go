@@ -67,6 +67,7 @@ func sluiceLines(t *testing.T, stderr string) []sluiceLine {
 // count every failed attempt (sluice_sink_write_errors_total). No other line of sluice's is a WARN
 // or an ERROR (the breaker never opens; Watermill's own lines for each failure are at debug).
 func TestPostgresOutageIsAFewLogLines(t *testing.T) {
+	t.Parallel() // mostly waiting, through a proxy of its own: it runs beside the scale-out tests
 	const interval = 10 * time.Second
 	dsn, proxy, via := postgresThroughProxy(t)
 	d := startDemo(t, quietRoutes, "SLUICE_POSTGRES_DSN="+via, "SLUICE_POSTGRES_WRITE_TIMEOUT=2s",

@@ -83,6 +83,7 @@ func outageEnv(sink string) []string {
 
 // PostgreSQL becomes unreachable under load and comes back.
 func TestPostgresOutage(t *testing.T) {
+	t.Parallel() // mostly waiting, through a proxy of its own: it runs beside the scale-out tests
 	dsn, proxy, via := postgresThroughProxy(t)
 	d := startDemo(t, outageRoutes, append(outageEnv("postgres"), "SLUICE_POSTGRES_DSN="+via)...)
 	d.dsn = dsn // read back directly, not through the proxy
@@ -91,6 +92,7 @@ func TestPostgresOutage(t *testing.T) {
 
 // Azurite becomes unreachable under load and comes back.
 func TestAzuriteOutage(t *testing.T) {
+	t.Parallel() // mostly waiting, through a proxy of its own: it runs beside the scale-out tests
 	azure := testenv.Azurite(t)
 	m := regexp.MustCompile(`BlobEndpoint=https?://([^/;]+)`).FindStringSubmatch(azure)
 	if m == nil {

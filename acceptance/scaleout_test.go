@@ -194,7 +194,8 @@ func busEnv(driver, url, id string) []string {
 }
 
 // TestScaleOut runs the drivers two at a time (go test's -parallel is GOMAXPROCS): much of each run
-// is waiting (a dead worker's chunks handed over, the broker down for 5 s).
+// is waiting (a dead worker's chunks handed over, the broker down for 5 s). The outage tests, which
+// mostly wait through an outage of a proxy of their own, are parallel too and share those two slots.
 func TestScaleOut(t *testing.T) {
 	for _, b := range busesUnderTest {
 		t.Run(b.driver, func(t *testing.T) {
@@ -268,6 +269,7 @@ func scaleOut(t *testing.T, b busUnderTest) {
 // logged before, during and after, not asserted), its chunks wait in its bus and go out when the broker
 // is back, and every accepted event is written, or counted as dropped: exactly.
 func TestBrokerOutage(t *testing.T) {
+	t.Parallel() // mostly waiting: it runs beside the scale-out tests (see TestScaleOut)
 	const (
 		rate   = 200
 		before = 5 * time.Second
