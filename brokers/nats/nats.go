@@ -29,8 +29,11 @@
 //     what it holds: redelivered at once. A nacked message is redelivered after nack_delay (2 s).
 //   - A chunk that would not fit the server's max_payload (1 MiB by default) is sent compressed (zstd)
 //     and decompressed on delivery.
-//   - A stream or consumer that is gone (a server whose store was wiped) is declared again, with every
-//     group declared so far, by the first publish or fetch that meets its absence.
+//   - A stream or consumer that is gone (a server whose store was wiped, an operator's delete) is
+//     declared again, with every group declared so far, by each publish or fetch that meets its
+//     absence, 2 s later: nats-server acts as if a stream it is deleting were gone before it removes
+//     the stream's files, and a stream created again meanwhile under the same name loses its files
+//     (its messages acknowledged and never delivered). The publish waits, then publishes again.
 //   - A clean Close never deletes a durable consumer (the stock watermill-nats pkg/nats does, for a
 //     consumer it created, and the next start replays the whole stream: 600 duplicates of 1,000 in the
 //     probe). That, and one unacknowledged message per subscription, is why this driver does not use
@@ -261,14 +264,33 @@ func (b *Broker) Declare(ctx context.Context, topic string, groups []string) err
 	return nil
 }
 
+// lossSettle is how long a member that met the loss of a stream or consumer waits before it
+// declares them again. nats-server answers for a stream it is deleting as if it were gone (stream
+// not found, publishes without a responder, pending pull requests released with 409 Consumer
+// Deleted) before it removes the stream's directory: server/stream.go, (*stream).stop, takes the
+// stream out of the account's map first, stops the consumers, and calls store.Delete last (v2.9.10,
+// the server CI runs, and still so after v2.14). A stream created again under the same name
+// meanwhile gets the same directory, removed under it when the deletion ends: its publishes then
+// fail ("error opening msg block file") or are acknowledged and never delivered. Deleting a small
+// stream took about 20 ms here; the file store retries a failed removal for up to 1 s.
+const lossSettle = 2 * time.Second
+
 // declareAgain declares topic again with every group declared for it so far: after the stream (or
-// a consumer) was lost, as a NATS whose store was wiped loses them. Interest retention keeps only
-// what some consumer will read, so the stream comes back with its consumers.
+// a consumer) was lost, as a NATS whose store was wiped or an operator's delete loses them.
+// Interest retention keeps only what some consumer will read, so the stream comes back with its
+// consumers. It waits lossSettle first (or until ctx ends), so that a deletion under way is over.
 func (b *Broker) declareAgain(ctx context.Context, topic string, cause error) error {
 	b.mu.Lock()
 	groups := slices.Clone(b.declared[topic])
 	b.mu.Unlock()
-	b.log.Info("The stream or a consumer is gone: declaring them again", watermill.LogFields{"topic": topic, "groups": groups, "cause": cause.Error()})
+	b.log.Info("The stream or a consumer is gone: declaring them again once a deletion under way is over", watermill.LogFields{"topic": topic, "groups": groups, "cause": cause.Error(), "wait": lossSettle.String()})
+	t := time.NewTimer(lossSettle)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
 	return b.Declare(ctx, topic, groups)
 }
 
