@@ -294,7 +294,8 @@ func (b *Broker) declareAgain(ctx context.Context, topic string, cause error) er
 	return b.Declare(ctx, topic, groups)
 }
 
-// lost says whether err means that the stream or the consumer does not exist (any more).
+// lost says whether err means that the stream or the consumer does not exist (any more): a publish
+// that no stream answered, a pull request released by the consumer's deletion, or not found.
 func lost(err error) bool {
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) ||
 		errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)

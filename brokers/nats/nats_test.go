@@ -309,6 +309,35 @@ func TestLostStreamIsDeclaredAgain(t *testing.T) {
 	}
 }
 
+// The subscription meets the loss first and declares the stream and its consumer again on its own
+// (nobody publishes meanwhile); the next publish is delivered.
+func TestLostStreamIsDeclaredAgainBySubscription(t *testing.T) {
+	b := open(t, nats.DefaultSettings())
+	topic, g := declared(t, b, "a")
+	ch := subscribe(t, b, g[0], topic)
+	publish(t, b, topic, brokertest.Chunk(1))
+	receive(t, ch, 30*time.Second).Ack()
+	if err := b.js.DeleteStream(context.Background(), nats.StreamName(topic)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := b.js.Consumer(context.Background(), nats.StreamName(topic), nats.ConsumerName(g[0]))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the subscription did not declare the consumer again within 30 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sent := brokertest.Chunk(1)
+	publish(t, b, topic, sent)
+	if m := receive(t, ch, 30*time.Second); m.UUID != sent.UUID {
+		t.Fatalf("got %s, want %s", m.UUID, sent.UUID)
+	}
+}
+
 // The publisher meets the loss first (no subscription is running): it declares the stream and the
 // group's consumer again before it publishes, so the next member gets the message.
 func TestLostStreamIsDeclaredAgainByPublisher(t *testing.T) {

@@ -129,11 +129,19 @@ const fetchWait = time.Second
 // one message (handed out at once, not when n came). The wait is the server's (the pull request
 // expires there first): a request that the client gave up on while the server still had it open
 // would take messages that nobody hands out, delivered again only after ack_wait.
-// When the consumer is gone, it declares the topic again (see Broker.declareAgain).
+// When the consumer is gone, it declares the topic again (see Broker.declareAgain). The server says
+// so only to a pull request pending at the consumer's deletion (409 Consumer Deleted); one sent to a
+// consumer that does not exist gets no answer at all (the server's $JS.API.> handler drops it), so
+// the wait asks for idle heartbeats, and a missing one is checked with the consumer's info.
 func (r *source) Fetch(ctx context.Context, n int) ([]delivery.Item[jetstream.Msg], error) {
 	items, err := r.fetch(r.c.FetchNoWait(n))
 	if len(items) == 0 && err == nil && ctx.Err() == nil {
-		items, err = r.fetch(r.c.Fetch(1, jetstream.FetchMaxWait(fetchWait)))
+		items, err = r.fetch(r.c.Fetch(1, jetstream.FetchMaxWait(fetchWait), jetstream.FetchHeartbeat(fetchWait/2)))
+	}
+	if errors.Is(err, jetstream.ErrNoHeartbeat) {
+		if _, err = r.c.Info(ctx); err == nil { // a heartbeat late, not lost
+			return items, nil
+		}
 	}
 	if lost(err) {
 		if err := r.b.declareAgain(ctx, r.topic, err); err != nil {
