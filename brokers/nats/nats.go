@@ -34,6 +34,9 @@
 //     absence, 2 s later: nats-server acts as if a stream it is deleting were gone before it removes
 //     the stream's files, and a stream created again meanwhile under the same name loses its files
 //     (its messages acknowledged and never delivered). The publish waits, then publishes again.
+//   - A stream is created refusing publishes until its consumers exist (interest retention
+//     acknowledges and drops a message that no consumer is there to read); a publish that meets it
+//     declares it too and publishes again.
 //   - A clean Close never deletes a durable consumer (the stock watermill-nats pkg/nats does, for a
 //     consumer it created, and the next start replays the whole stream: 600 duplicates of 1,000 in the
 //     probe). That, and one unacknowledged message per subscription, is why this driver does not use
@@ -229,26 +232,22 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	return s, nil
 }
 
-// Declare creates or updates the stream of topic and a durable consumer per group.
+// Declare creates or updates the stream of topic and a durable consumer per group. A stream that
+// does not exist yet is created closed to publishes (max_msg_size 1: sluice's messages, headers
+// included, are all refused with "message size exceeds maximum allowed") and opened only once the
+// consumers exist: with interest retention a message published while a stream has no consumer is
+// acknowledged and dropped (the server skips it, and remembers its Nats-Msg-Id). A publisher that
+// meets a closed stream declares it itself (see publisher.Publish): a member that stopped between
+// the two steps does not leave it closed.
 func (b *Broker) Declare(ctx context.Context, topic string, groups []string) error {
 	if err := checkSubject(topic); err != nil {
 		return err
 	}
 	stream := StreamName(topic)
-	_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        stream,
-		Description: "sluice topic " + topic,
-		Subjects:    []string{topic},
-		Retention:   jetstream.InterestPolicy,
-		Storage:     jetstream.FileStorage,
-		Discard:     jetstream.DiscardNew,
-		MaxBytes:    orUnlimited(b.s.MaxBytes),
-		MaxMsgs:     -1,
-		MaxAge:      0,
-		Replicas:    b.s.Replicas,
-		Duplicates:  b.s.DuplicateWindow,
-	})
-	if err != nil {
+	// Refused as "already in use" when the stream exists open (a different configuration); a
+	// closed one that another member is declaring is returned as is.
+	_, err := b.js.CreateStream(ctx, b.streamConfig(topic, true))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return fmt.Errorf("brokers/nats: creating stream %s of topic %q: %w", stream, topic, err)
 	}
 	for _, g := range groups {
@@ -261,7 +260,33 @@ func (b *Broker) Declare(ctx context.Context, topic string, groups []string) err
 		}
 		b.mu.Unlock()
 	}
+	// An update, not a creation: a stream deleted meanwhile must not come back without its consumers.
+	if _, err := b.js.UpdateStream(ctx, b.streamConfig(topic, false)); err != nil {
+		return fmt.Errorf("brokers/nats: updating stream %s of topic %q: %w", stream, topic, err)
+	}
 	return nil
+}
+
+// streamConfig is the configuration of topic's stream: closed to publishes while its consumers are
+// being created.
+func (b *Broker) streamConfig(topic string, closed bool) jetstream.StreamConfig {
+	c := jetstream.StreamConfig{
+		Name:        StreamName(topic),
+		Description: "sluice topic " + topic,
+		Subjects:    []string{topic},
+		Retention:   jetstream.InterestPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    orUnlimited(b.s.MaxBytes),
+		MaxMsgs:     -1,
+		MaxAge:      0,
+		Replicas:    b.s.Replicas,
+		Duplicates:  b.s.DuplicateWindow,
+	}
+	if closed {
+		c.MaxMsgSize = 1
+	}
+	return c
 }
 
 // lossSettle is how long a member that met the loss of a stream or consumer waits before it
@@ -279,10 +304,15 @@ const lossSettle = 2 * time.Second
 // a consumer) was lost, as a NATS whose store was wiped or an operator's delete loses them.
 // Interest retention keeps only what some consumer will read, so the stream comes back with its
 // consumers. It waits lossSettle first (or until ctx ends), so that a deletion under way is over.
+// A stream that another member is declaring (cause: beingDeclared) is declared at once: it was
+// created after that member's wait.
 func (b *Broker) declareAgain(ctx context.Context, topic string, cause error) error {
 	b.mu.Lock()
 	groups := slices.Clone(b.declared[topic])
 	b.mu.Unlock()
+	if beingDeclared(cause) {
+		return b.Declare(ctx, topic, groups)
+	}
 	b.log.Info("The stream or a consumer is gone: declaring them again once a deletion under way is over", watermill.LogFields{"topic": topic, "groups": groups, "cause": cause.Error(), "wait": lossSettle.String()})
 	t := time.NewTimer(lossSettle)
 	defer t.Stop()
@@ -300,6 +330,9 @@ func lost(err error) bool {
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) ||
 		errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
 }
+
+// beingDeclared says whether err is the refusal of a stream that a member is declaring (see Declare).
+func beingDeclared(err error) bool { return errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) }
 
 func orUnlimited(n int64) int64 {
 	if n == 0 {

@@ -3,6 +3,7 @@ package nats_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -345,6 +346,31 @@ func TestLostStreamIsDeclaredAgainByPublisher(t *testing.T) {
 	topic, g := declared(t, b, "a")
 	if err := b.js.DeleteStream(context.Background(), nats.StreamName(topic)); err != nil {
 		t.Fatal(err)
+	}
+	sent := brokertest.Chunk(1)
+	publish(t, b, topic, sent)
+	if m := receive(t, subscribe(t, b, g[0], topic), 30*time.Second); m.UUID != sent.UUID {
+		t.Fatalf("got %s, want %s", m.UUID, sent.UUID)
+	} else {
+		m.Ack()
+	}
+}
+
+// A member declaring a stream creates it refusing publishes until its consumers exist (interest
+// retention would acknowledge a message published before and drop it): a publish that meets such a
+// stream declares it too, and its message is delivered.
+func TestPublishIntoAStreamBeingDeclared(t *testing.T) {
+	b := open(t, nats.DefaultSettings())
+	topic, g := declared(t, b, "a")
+	if err := b.js.DeleteStream(context.Background(), nats.StreamName(topic)); err != nil {
+		t.Fatal(err)
+	}
+	// Another member has created the stream again and not yet the consumer.
+	if err := nats.CreateClosedStream(context.Background(), b.Broker, topic); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.js.Publish(context.Background(), topic, []byte("xy")); !errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		t.Fatalf("a publish into the stream being declared: %v, want it refused (message size exceeds maximum allowed)", err)
 	}
 	sent := brokertest.Chunk(1)
 	publish(t, b, topic, sent)

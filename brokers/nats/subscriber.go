@@ -22,7 +22,7 @@ type publisher struct{ b *Broker }
 // as headers, and returns once JetStream acknowledged it (a duplicate within the window counts as
 // stored). The message's context bounds the wait (the jetstream default, 5 s, when it has no
 // deadline). When the stream is gone it declares it again (Broker.declareAgain: lossSettle
-// later) and publishes once more.
+// later) and publishes once more; so it does when the stream is being declared by another member.
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := checkSubject(topic); err != nil {
 		return err
@@ -45,7 +45,7 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 			return fmt.Errorf("brokers/nats: message %s: %d bytes exceed the NATS server's max_payload (%d bytes): lower bus.forward.chunk.max_bytes or raise max_payload in the server's configuration", m.UUID, size, limit)
 		}
 		_, err := p.b.js.PublishMsg(m.Context(), nm, jetstream.WithMsgID(m.UUID), jetstream.WithExpectStream(stream))
-		if lost(err) {
+		if lost(err) || beingDeclared(err) {
 			if derr := p.b.declareAgain(m.Context(), topic, err); derr != nil {
 				err = fmt.Errorf("%w (declaring the stream again: %v)", err, derr)
 			} else {
