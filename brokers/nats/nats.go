@@ -46,7 +46,8 @@
 // "sluice.pg" is "sluice_2Epg": every character that JetStream refuses in a name (and "_") is written
 // as _XX in hex, so two topics or groups never share one.
 //
-// This package imports nothing of sluice but brokers and its internal delivery package.
+// This package imports nothing of sluice but brokers (and its internal delivery and closing
+// packages) and subscribers (for SettingError).
 package nats
 
 import (
@@ -66,6 +67,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/internal/closing"
 	"github.com/sluicelog/sluice/subscribers"
 )
 
@@ -203,9 +205,9 @@ type Broker struct {
 	js  jetstream.JetStream
 	log watermill.LoggerAdapter
 
+	open closing.Set // the subscribers
+
 	mu       sync.Mutex
-	closed   bool
-	subs     []*Subscriber
 	declared map[string][]string // the groups declared per topic: declared again when the stream is lost
 }
 
@@ -222,13 +224,10 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("brokers/nats: the consumer group is empty")
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	s := &Subscriber{b: b, group: group}
+	if !b.open.Add(s.Close) {
 		return nil, errClosed
 	}
-	s := &Subscriber{b: b, group: group}
-	b.subs = append(b.subs, s)
 	return s, nil
 }
 
@@ -360,24 +359,16 @@ func (b *Broker) consumer(ctx context.Context, topic, group string) (jetstream.C
 }
 
 // Close closes the subscribers (naking what they hold), then the connection.
-func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	subs := b.subs
-	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
+func (b *Broker) Close() error { return b.open.Close(b.closeConnection) }
+
+// closeConnection sends what the connection still holds (the naks and acks sent last), then closes it.
+func (b *Broker) closeConnection() error {
+	var err error
 	if b.nc.IsConnected() {
-		errs = append(errs, b.nc.FlushTimeout(5*time.Second)) // the naks and acks sent last
+		err = b.nc.FlushTimeout(5 * time.Second)
 	}
 	b.nc.Close()
-	return errors.Join(errs...)
+	return err
 }
 
 // StreamName is the JetStream stream of topic.

@@ -61,6 +61,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/internal/closing"
 )
 
 // Driver is the name bus.driver gives this driver, and its section's (bus.postgres).
@@ -88,12 +89,12 @@ type Broker struct {
 	offsets   wsql.DefaultPostgreSQLOffsetsAdapter
 	publisher *publisher
 
+	open closing.Set // the pruner, then the subscribers
+
 	mu     sync.Mutex
-	subs   []*wsql.Subscriber
 	topics map[string]bool // declared: the pruner's
 	stop   chan struct{}
 	done   chan struct{}
-	closed bool
 }
 
 // Open connects to the PostgreSQL at dsn (bus.url) and starts the pruner. It fails when dsn is not a
@@ -155,6 +156,7 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 	}
 	b.publisher = &publisher{stock: stock}
 	go b.pruneLoop()
+	b.open.Add(b.stopPruning) // first: the pruner stops before the subscribers close
 	return b, nil
 }
 
@@ -200,13 +202,10 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	if !b.open.Add(sub.Close) {
 		_ = sub.Close()
 		return nil, errors.New("brokers/postgres: broker closed")
 	}
-	b.subs = append(b.subs, sub)
 	return sub, nil
 }
 
@@ -264,26 +263,16 @@ func (b *Broker) checkTopic(topic string) error {
 	return nil
 }
 
-// Close closes the subscribers, the publisher and the pool.
+// Close stops the pruner, then closes the subscribers, the publisher and the pool.
 func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
+	return b.open.Close(b.publisher.Close, func() error { b.pool.Close(); return nil })
+}
+
+// stopPruning ends the pruner and waits for it.
+func (b *Broker) stopPruning() error {
 	close(b.stop)
 	<-b.done
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
-	errs = append(errs, b.publisher.Close())
-	b.pool.Close()
-	return errors.Join(errs...)
+	return nil
 }
 
 func (b *Broker) pruneLoop() {

@@ -42,7 +42,8 @@
 // loses it to another member (a duplicate on every slow batch); its Publisher and its marshalling
 // (the message's UUID and msgpack metadata in the entry) are used as they are.
 //
-// This package imports nothing of sluice but brokers and its internal delivery package.
+// This package imports nothing of sluice but brokers (and its internal delivery and closing
+// packages) and subscribers (for SettingError).
 package redis
 
 import (
@@ -62,6 +63,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/internal/closing"
 	"github.com/sluicelog/sluice/subscribers"
 )
 
@@ -203,11 +205,11 @@ type Broker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	open closing.Set // the subscribers
+
 	mu       sync.Mutex
-	closed   bool
 	trimming map[string]bool // streams with a trimming loop
 	members  map[string]int  // subscribers made per group
-	subs     []*Subscriber
 }
 
 var _ brokers.Broker = (*Broker)(nil)
@@ -245,13 +247,12 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 		return nil, errors.New("brokers/redis: the consumer group is empty")
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
 	b.members[group]++
 	s := &Subscriber{b: b, group: group, consumer: fmt.Sprintf("%s-%d", b.consumer, b.members[group])}
-	b.subs = append(b.subs, s)
+	b.mu.Unlock()
+	if !b.open.Add(s.Close) {
+		return nil, errClosed
+	}
 	return s, nil
 }
 
@@ -278,29 +279,23 @@ func (b *Broker) createGroup(ctx context.Context, stream, group string) error {
 
 // Close closes the subscribers (releasing what they hold), the publisher and the connections.
 func (b *Broker) Close() error {
+	return b.open.Close(b.stopTrimming, b.pub.Close, b.client.Close)
+}
+
+// stopTrimming ends the trimming loops and waits for them.
+func (b *Broker) stopTrimming() error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	subs := b.subs
+	b.cancel() // under mu: trim starts no loop once the context is done
 	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
-	b.cancel()
 	b.wg.Wait()
-	errs = append(errs, b.pub.Close(), b.client.Close())
-	return errors.Join(errs...)
+	return nil
 }
 
 // trim starts the trimming loop of stream, once per broker.
 func (b *Broker) trim(stream string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.trimming[stream] || b.closed {
+	if b.trimming[stream] || b.ctx.Err() != nil {
 		return
 	}
 	b.trimming[stream] = true
