@@ -87,7 +87,7 @@ type Broker struct {
 	log       watermill.LoggerAdapter
 	schema    wsql.DefaultPostgreSQLSchema
 	offsets   wsql.DefaultPostgreSQLOffsetsAdapter
-	publisher *publisher
+	publisher *closing.Publisher
 
 	open closing.Set // the pruner, then the subscribers
 
@@ -154,7 +154,7 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 		pool.Close()
 		return nil, err
 	}
-	b.publisher = &publisher{stock: stock}
+	b.publisher = closing.NewPublisher(stock, wsql.ErrPublisherClosed)
 	go b.pruneLoop()
 	b.open.Add(b.stopPruning) // first: the pruner stops before the subscribers close
 	return b, nil
@@ -163,35 +163,6 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 // Publisher returns the stock SQL publisher (with a safe Close): Publish returns once its INSERT is
 // committed.
 func (b *Broker) Publisher() message.Publisher { return b.publisher }
-
-// publisher is the stock SQL publisher with a Close that is safe while publishes run: the stock one
-// sets a plain flag that Publish reads, and may Wait on its WaitGroup before a Publish's Add.
-type publisher struct {
-	mu     sync.RWMutex
-	closed bool
-	stock  *wsql.Publisher
-}
-
-// Publish returns once the INSERT of msgs is committed.
-func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return wsql.ErrPublisherClosed
-	}
-	return p.stock.Publish(topic, msgs...)
-}
-
-// Close waits for the publishes under way and refuses the next ones.
-func (p *publisher) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil
-	}
-	p.closed = true
-	return p.stock.Close()
-}
 
 // Subscriber returns a subscriber in the consumer group group.
 func (b *Broker) Subscriber(group string) (message.Subscriber, error) {

@@ -177,7 +177,7 @@ func Open(ctx context.Context, rawURL string, s Settings, log watermill.LoggerAd
 		consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID()[:6])
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	return &Broker{s: s, client: client, pub: &publisher{stock: stock}, log: log, consumer: consumer, ctx: bctx, cancel: cancel,
+	return &Broker{s: s, client: client, pub: closing.NewPublisher(stock, errClosed), log: log, consumer: consumer, ctx: bctx, cancel: cancel,
 		trimming: map[string]bool{}, members: map[string]int{}}, nil
 }
 
@@ -197,7 +197,7 @@ func warnWithoutPersistence(ctx context.Context, c *goredis.Client, log watermil
 type Broker struct {
 	s        Settings
 	client   *goredis.Client // subscriptions, Declare, trimming
-	pub      *publisher
+	pub      *closing.Publisher
 	log      watermill.LoggerAdapter
 	consumer string
 
@@ -217,29 +217,6 @@ var _ brokers.Broker = (*Broker)(nil)
 // Publisher returns the stock watermill-redisstream Publisher (XADD per message, no trimming),
 // guarded so that Close waits for the publishes under way.
 func (b *Broker) Publisher() message.Publisher { return b.pub }
-
-// publisher guards the stock Publisher, which reads its closed flag without its lock.
-type publisher struct {
-	mu     sync.RWMutex
-	closed bool
-	stock  *redisstream.Publisher
-}
-
-func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return errClosed
-	}
-	return p.stock.Publish(topic, msgs...)
-}
-
-func (p *publisher) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	return p.stock.Close()
-}
 
 // Subscriber returns a member of group.
 func (b *Broker) Subscriber(group string) (message.Subscriber, error) {

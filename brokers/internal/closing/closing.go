@@ -1,7 +1,8 @@
 // Package closing owns what the broker drivers share about closing a Broker: the parts a Broker made
 // and must close (its subscribers, a background loop), the refusal of new ones once it is closing,
 // and the Close itself, which closes each part once, in the order made, then the Broker's own
-// publisher and connections, and returns every error joined. A second Close does nothing.
+// publisher and connections, and returns every error joined (Set); and a stock Watermill publisher
+// made safe to close while it publishes (Publisher). A second Close does nothing.
 //
 // It knows no broker and starts nothing: a driver keeps a Set in its Broker, adds each part's close
 // function when it makes the part, and calls Set.Close from Broker.Close.
