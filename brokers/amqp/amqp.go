@@ -66,6 +66,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/internal/closing"
 )
 
 // Driver is the name bus.driver gives this driver, and its section's (bus.amqp).
@@ -87,10 +88,11 @@ type Broker struct {
 	// declared, when set (by tests, before use), is told every exchange and queue declared.
 	declared func(exchange string, queues []string)
 
+	open closing.Set // the subscribers
+
 	mu     sync.Mutex
 	conn   *amqp091.Connection
-	subs   []*subscriber
-	closed bool
+	closed bool // the connection is closed for good: connection dials no more
 }
 
 // Open checks uri (bus.url) and connects to RabbitMQ, within ctx and confirm_timeout.
@@ -213,33 +215,24 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 		return nil, errors.New("brokers/amqp: empty consumer group")
 	}
 	s := &subscriber{b: b, group: group, closing: make(chan struct{})}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	if !b.open.Add(s.Close) {
 		return nil, errors.New("brokers/amqp: broker closed")
 	}
-	b.subs = append(b.subs, s)
 	return s, nil
 }
 
 // Close closes the subscribers, then the publisher and the connection.
-func (b *Broker) Close() error {
-	b.mu.Lock()
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
-	errs = append(errs, b.pub.Close())
+func (b *Broker) Close() error { return b.open.Close(b.pub.Close, b.closeConnection) }
+
+// closeConnection closes the connection for publishing and declaring, for good.
+func (b *Broker) closeConnection() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
 	if b.conn != nil && !b.conn.IsClosed() {
-		errs = append(errs, b.conn.Close())
+		return b.conn.Close()
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // redact hides the password of an AMQP URL.

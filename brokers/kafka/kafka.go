@@ -56,13 +56,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/internal/closing"
 )
 
 // Name is the driver's name: bus.driver's value and the settings' section, bus.kafka.
@@ -103,9 +103,7 @@ type Broker struct {
 	client   *kgo.Client // produces and administers
 	pub      *publisher
 
-	mu     sync.Mutex
-	closed bool
-	subs   []*subscriber
+	open closing.Set // the subscribers
 }
 
 // Open connects to the brokers that url lists (bus.url) with settings, and checks that one of them
@@ -166,34 +164,16 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("kafka: Subscriber: empty consumer group")
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	s := &subscriber{broker: b, group: group}
+	if !b.open.Add(s.Close) {
 		return nil, errors.New("kafka: Subscriber: the broker is closed")
 	}
-	s := &subscriber{broker: b, group: group}
-	b.subs = append(b.subs, s)
 	return s, nil
 }
 
 // Close closes every subscriber the broker made (committing what was acknowledged), then the
 // publisher.
-func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	subs := b.subs
-	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
-	errs = append(errs, b.pub.Close())
-	return errors.Join(errs...)
-}
+func (b *Broker) Close() error { return b.open.Close(b.pub.Close) }
 
 var _ brokers.Broker = (*Broker)(nil)
 

@@ -29,8 +29,14 @@
 //     what it holds: redelivered at once. A nacked message is redelivered after nack_delay (2 s).
 //   - A chunk that would not fit the server's max_payload (1 MiB by default) is sent compressed (zstd)
 //     and decompressed on delivery.
-//   - A stream or consumer that is gone (a server whose store was wiped) is declared again, with every
-//     group declared so far, by the first publish or fetch that meets its absence.
+//   - A stream or consumer that is gone (a server whose store was wiped, an operator's delete) is
+//     declared again, with every group declared so far, by each publish or fetch that meets its
+//     absence, 2 s later: nats-server acts as if a stream it is deleting were gone before it removes
+//     the stream's files, and a stream created again meanwhile under the same name loses its files
+//     (its messages acknowledged and never delivered). The publish waits, then publishes again.
+//   - A stream is created refusing publishes until its consumers exist (interest retention
+//     acknowledges and drops a message that no consumer is there to read); a publish that meets it
+//     declares it too and publishes again.
 //   - A clean Close never deletes a durable consumer (the stock watermill-nats pkg/nats does, for a
 //     consumer it created, and the next start replays the whole stream: 600 duplicates of 1,000 in the
 //     probe). That, and one unacknowledged message per subscription, is why this driver does not use
@@ -40,7 +46,8 @@
 // "sluice.pg" is "sluice_2Epg": every character that JetStream refuses in a name (and "_") is written
 // as _XX in hex, so two topics or groups never share one.
 //
-// This package imports nothing of sluice but brokers and its internal delivery package.
+// This package imports nothing of sluice but brokers (and its internal delivery and closing
+// packages) and subscribers (for SettingError).
 package nats
 
 import (
@@ -60,6 +67,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/internal/closing"
 	"github.com/sluicelog/sluice/subscribers"
 )
 
@@ -197,9 +205,9 @@ type Broker struct {
 	js  jetstream.JetStream
 	log watermill.LoggerAdapter
 
+	open closing.Set // the subscribers
+
 	mu       sync.Mutex
-	closed   bool
-	subs     []*Subscriber
 	declared map[string][]string // the groups declared per topic: declared again when the stream is lost
 }
 
@@ -216,36 +224,29 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("brokers/nats: the consumer group is empty")
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	s := &Subscriber{b: b, group: group}
+	if !b.open.Add(s.Close) {
 		return nil, errClosed
 	}
-	s := &Subscriber{b: b, group: group}
-	b.subs = append(b.subs, s)
 	return s, nil
 }
 
-// Declare creates or updates the stream of topic and a durable consumer per group.
+// Declare creates or updates the stream of topic and a durable consumer per group. A stream that
+// does not exist yet is created closed to publishes (max_msg_size 1: sluice's messages, headers
+// included, are all refused with "message size exceeds maximum allowed") and opened only once the
+// consumers exist: with interest retention a message published while a stream has no consumer is
+// acknowledged and dropped (the server skips it, and remembers its Nats-Msg-Id). A publisher that
+// meets a closed stream declares it itself (see publisher.Publish): a member that stopped between
+// the two steps does not leave it closed.
 func (b *Broker) Declare(ctx context.Context, topic string, groups []string) error {
 	if err := checkSubject(topic); err != nil {
 		return err
 	}
 	stream := StreamName(topic)
-	_, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        stream,
-		Description: "sluice topic " + topic,
-		Subjects:    []string{topic},
-		Retention:   jetstream.InterestPolicy,
-		Storage:     jetstream.FileStorage,
-		Discard:     jetstream.DiscardNew,
-		MaxBytes:    orUnlimited(b.s.MaxBytes),
-		MaxMsgs:     -1,
-		MaxAge:      0,
-		Replicas:    b.s.Replicas,
-		Duplicates:  b.s.DuplicateWindow,
-	})
-	if err != nil {
+	// Refused as "already in use" when the stream exists open (a different configuration); a
+	// closed one that another member is declaring is returned as is.
+	_, err := b.js.CreateStream(ctx, b.streamConfig(topic, true))
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return fmt.Errorf("brokers/nats: creating stream %s of topic %q: %w", stream, topic, err)
 	}
 	for _, g := range groups {
@@ -258,25 +259,79 @@ func (b *Broker) Declare(ctx context.Context, topic string, groups []string) err
 		}
 		b.mu.Unlock()
 	}
+	// An update, not a creation: a stream deleted meanwhile must not come back without its consumers.
+	if _, err := b.js.UpdateStream(ctx, b.streamConfig(topic, false)); err != nil {
+		return fmt.Errorf("brokers/nats: updating stream %s of topic %q: %w", stream, topic, err)
+	}
 	return nil
 }
 
+// streamConfig is the configuration of topic's stream: closed to publishes while its consumers are
+// being created.
+func (b *Broker) streamConfig(topic string, closed bool) jetstream.StreamConfig {
+	c := jetstream.StreamConfig{
+		Name:        StreamName(topic),
+		Description: "sluice topic " + topic,
+		Subjects:    []string{topic},
+		Retention:   jetstream.InterestPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		MaxBytes:    orUnlimited(b.s.MaxBytes),
+		MaxMsgs:     -1,
+		MaxAge:      0,
+		Replicas:    b.s.Replicas,
+		Duplicates:  b.s.DuplicateWindow,
+	}
+	if closed {
+		c.MaxMsgSize = 1
+	}
+	return c
+}
+
+// lossSettle is how long a member that met the loss of a stream or consumer waits before it
+// declares them again. nats-server answers for a stream it is deleting as if it were gone (stream
+// not found, publishes without a responder, pending pull requests released with 409 Consumer
+// Deleted) before it removes the stream's directory: server/stream.go, (*stream).stop, takes the
+// stream out of the account's map first, stops the consumers, and calls store.Delete last (v2.9.10,
+// the server CI runs, and still so after v2.14). A stream created again under the same name
+// meanwhile gets the same directory, removed under it when the deletion ends: its publishes then
+// fail ("error opening msg block file") or are acknowledged and never delivered. Deleting a small
+// stream took about 20 ms here; the file store retries a failed removal for up to 1 s.
+const lossSettle = 2 * time.Second
+
 // declareAgain declares topic again with every group declared for it so far: after the stream (or
-// a consumer) was lost, as a NATS whose store was wiped loses them. Interest retention keeps only
-// what some consumer will read, so the stream comes back with its consumers.
+// a consumer) was lost, as a NATS whose store was wiped or an operator's delete loses them.
+// Interest retention keeps only what some consumer will read, so the stream comes back with its
+// consumers. It waits lossSettle first (or until ctx ends), so that a deletion under way is over.
+// A stream that another member is declaring (cause: beingDeclared) is declared at once: it was
+// created after that member's wait.
 func (b *Broker) declareAgain(ctx context.Context, topic string, cause error) error {
 	b.mu.Lock()
 	groups := slices.Clone(b.declared[topic])
 	b.mu.Unlock()
-	b.log.Info("The stream or a consumer is gone: declaring them again", watermill.LogFields{"topic": topic, "groups": groups, "cause": cause.Error()})
+	if beingDeclared(cause) {
+		return b.Declare(ctx, topic, groups)
+	}
+	b.log.Info("The stream or a consumer is gone: declaring them again once a deletion under way is over", watermill.LogFields{"topic": topic, "groups": groups, "cause": cause.Error(), "wait": lossSettle.String()})
+	t := time.NewTimer(lossSettle)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
 	return b.Declare(ctx, topic, groups)
 }
 
-// lost says whether err means that the stream or the consumer does not exist (any more).
+// lost says whether err means that the stream or the consumer does not exist (any more): a publish
+// that no stream answered, a pull request released by the consumer's deletion, or not found.
 func lost(err error) bool {
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) ||
 		errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
 }
+
+// beingDeclared says whether err is the refusal of a stream that a member is declaring (see Declare).
+func beingDeclared(err error) bool { return errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) }
 
 func orUnlimited(n int64) int64 {
 	if n == 0 {
@@ -304,24 +359,16 @@ func (b *Broker) consumer(ctx context.Context, topic, group string) (jetstream.C
 }
 
 // Close closes the subscribers (naking what they hold), then the connection.
-func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	subs := b.subs
-	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
+func (b *Broker) Close() error { return b.open.Close(b.closeConnection) }
+
+// closeConnection sends what the connection still holds (the naks and acks sent last), then closes it.
+func (b *Broker) closeConnection() error {
+	var err error
 	if b.nc.IsConnected() {
-		errs = append(errs, b.nc.FlushTimeout(5*time.Second)) // the naks and acks sent last
+		err = b.nc.FlushTimeout(5 * time.Second)
 	}
 	b.nc.Close()
-	return errors.Join(errs...)
+	return err
 }
 
 // StreamName is the JetStream stream of topic.

@@ -21,7 +21,8 @@ type publisher struct{ b *Broker }
 // Publish publishes each message to the subject topic with its UUID as Nats-Msg-Id and its metadata
 // as headers, and returns once JetStream acknowledged it (a duplicate within the window counts as
 // stored). The message's context bounds the wait (the jetstream default, 5 s, when it has no
-// deadline).
+// deadline). When the stream is gone it declares it again (Broker.declareAgain: lossSettle
+// later) and publishes once more; so it does when the stream is being declared by another member.
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := checkSubject(topic); err != nil {
 		return err
@@ -44,8 +45,12 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 			return fmt.Errorf("brokers/nats: message %s: %d bytes exceed the NATS server's max_payload (%d bytes): lower bus.forward.chunk.max_bytes or raise max_payload in the server's configuration", m.UUID, size, limit)
 		}
 		_, err := p.b.js.PublishMsg(m.Context(), nm, jetstream.WithMsgID(m.UUID), jetstream.WithExpectStream(stream))
-		if lost(err) && p.b.declareAgain(m.Context(), topic, err) == nil {
-			_, err = p.b.js.PublishMsg(m.Context(), nm, jetstream.WithMsgID(m.UUID), jetstream.WithExpectStream(stream))
+		if lost(err) || beingDeclared(err) {
+			if derr := p.b.declareAgain(m.Context(), topic, err); derr != nil {
+				err = fmt.Errorf("%w (declaring the stream again: %v)", err, derr)
+			} else {
+				_, err = p.b.js.PublishMsg(m.Context(), nm, jetstream.WithMsgID(m.UUID), jetstream.WithExpectStream(stream))
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("brokers/nats: publishing message %s to %s: %w", m.UUID, topic, err)
@@ -124,11 +129,19 @@ const fetchWait = time.Second
 // one message (handed out at once, not when n came). The wait is the server's (the pull request
 // expires there first): a request that the client gave up on while the server still had it open
 // would take messages that nobody hands out, delivered again only after ack_wait.
-// When the consumer is gone, it declares the topic again (see Broker.declareAgain).
+// When the consumer is gone, it declares the topic again (see Broker.declareAgain). The server says
+// so only to a pull request pending at the consumer's deletion (409 Consumer Deleted); one sent to a
+// consumer that does not exist gets no answer at all (the server's $JS.API.> handler drops it), so
+// the wait asks for idle heartbeats, and a missing one is checked with the consumer's info.
 func (r *source) Fetch(ctx context.Context, n int) ([]delivery.Item[jetstream.Msg], error) {
 	items, err := r.fetch(r.c.FetchNoWait(n))
 	if len(items) == 0 && err == nil && ctx.Err() == nil {
-		items, err = r.fetch(r.c.Fetch(1, jetstream.FetchMaxWait(fetchWait)))
+		items, err = r.fetch(r.c.Fetch(1, jetstream.FetchMaxWait(fetchWait), jetstream.FetchHeartbeat(fetchWait/2)))
+	}
+	if errors.Is(err, jetstream.ErrNoHeartbeat) {
+		if _, err = r.c.Info(ctx); err == nil { // a heartbeat late, not lost
+			return items, nil
+		}
 	}
 	if lost(err) {
 		if err := r.b.declareAgain(ctx, r.topic, err); err != nil {

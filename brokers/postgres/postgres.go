@@ -61,6 +61,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/internal/closing"
 )
 
 // Driver is the name bus.driver gives this driver, and its section's (bus.postgres).
@@ -86,14 +87,14 @@ type Broker struct {
 	log       watermill.LoggerAdapter
 	schema    wsql.DefaultPostgreSQLSchema
 	offsets   wsql.DefaultPostgreSQLOffsetsAdapter
-	publisher *publisher
+	publisher *closing.Publisher
+
+	open closing.Set // the pruner, then the subscribers
 
 	mu     sync.Mutex
-	subs   []*wsql.Subscriber
 	topics map[string]bool // declared: the pruner's
 	stop   chan struct{}
 	done   chan struct{}
-	closed bool
 }
 
 // Open connects to the PostgreSQL at dsn (bus.url) and starts the pruner. It fails when dsn is not a
@@ -153,43 +154,15 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 		pool.Close()
 		return nil, err
 	}
-	b.publisher = &publisher{stock: stock}
+	b.publisher = closing.NewPublisher(stock, wsql.ErrPublisherClosed)
 	go b.pruneLoop()
+	b.open.Add(b.stopPruning) // first: the pruner stops before the subscribers close
 	return b, nil
 }
 
 // Publisher returns the stock SQL publisher (with a safe Close): Publish returns once its INSERT is
 // committed.
 func (b *Broker) Publisher() message.Publisher { return b.publisher }
-
-// publisher is the stock SQL publisher with a Close that is safe while publishes run: the stock one
-// sets a plain flag that Publish reads, and may Wait on its WaitGroup before a Publish's Add.
-type publisher struct {
-	mu     sync.RWMutex
-	closed bool
-	stock  *wsql.Publisher
-}
-
-// Publish returns once the INSERT of msgs is committed.
-func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return wsql.ErrPublisherClosed
-	}
-	return p.stock.Publish(topic, msgs...)
-}
-
-// Close waits for the publishes under way and refuses the next ones.
-func (p *publisher) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil
-	}
-	p.closed = true
-	return p.stock.Close()
-}
 
 // Subscriber returns a subscriber in the consumer group group.
 func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
@@ -200,13 +173,10 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	if !b.open.Add(sub.Close) {
 		_ = sub.Close()
 		return nil, errors.New("brokers/postgres: broker closed")
 	}
-	b.subs = append(b.subs, sub)
 	return sub, nil
 }
 
@@ -264,26 +234,16 @@ func (b *Broker) checkTopic(topic string) error {
 	return nil
 }
 
-// Close closes the subscribers, the publisher and the pool.
+// Close stops the pruner, then closes the subscribers, the publisher and the pool.
 func (b *Broker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
+	return b.open.Close(b.publisher.Close, func() error { b.pool.Close(); return nil })
+}
+
+// stopPruning ends the pruner and waits for it.
+func (b *Broker) stopPruning() error {
 	close(b.stop)
 	<-b.done
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
-	errs = append(errs, b.publisher.Close())
-	b.pool.Close()
-	return errors.Join(errs...)
+	return nil
 }
 
 func (b *Broker) pruneLoop() {

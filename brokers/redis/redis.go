@@ -42,7 +42,8 @@
 // loses it to another member (a duplicate on every slow batch); its Publisher and its marshalling
 // (the message's UUID and msgpack metadata in the entry) are used as they are.
 //
-// This package imports nothing of sluice but brokers and its internal delivery package.
+// This package imports nothing of sluice but brokers (and its internal delivery and closing
+// packages) and subscribers (for SettingError).
 package redis
 
 import (
@@ -62,6 +63,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sluicelog/sluice/brokers"
+	"github.com/sluicelog/sluice/brokers/internal/closing"
 	"github.com/sluicelog/sluice/subscribers"
 )
 
@@ -175,7 +177,7 @@ func Open(ctx context.Context, rawURL string, s Settings, log watermill.LoggerAd
 		consumer = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), watermill.NewShortUUID()[:6])
 	}
 	bctx, cancel := context.WithCancel(context.Background())
-	return &Broker{s: s, client: client, pub: &publisher{stock: stock}, log: log, consumer: consumer, ctx: bctx, cancel: cancel,
+	return &Broker{s: s, client: client, pub: closing.NewPublisher(stock, errClosed), log: log, consumer: consumer, ctx: bctx, cancel: cancel,
 		trimming: map[string]bool{}, members: map[string]int{}}, nil
 }
 
@@ -195,7 +197,7 @@ func warnWithoutPersistence(ctx context.Context, c *goredis.Client, log watermil
 type Broker struct {
 	s        Settings
 	client   *goredis.Client // subscriptions, Declare, trimming
-	pub      *publisher
+	pub      *closing.Publisher
 	log      watermill.LoggerAdapter
 	consumer string
 
@@ -203,11 +205,11 @@ type Broker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	open closing.Set // the subscribers
+
 	mu       sync.Mutex
-	closed   bool
 	trimming map[string]bool // streams with a trimming loop
 	members  map[string]int  // subscribers made per group
-	subs     []*Subscriber
 }
 
 var _ brokers.Broker = (*Broker)(nil)
@@ -216,42 +218,18 @@ var _ brokers.Broker = (*Broker)(nil)
 // guarded so that Close waits for the publishes under way.
 func (b *Broker) Publisher() message.Publisher { return b.pub }
 
-// publisher guards the stock Publisher, which reads its closed flag without its lock.
-type publisher struct {
-	mu     sync.RWMutex
-	closed bool
-	stock  *redisstream.Publisher
-}
-
-func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return errClosed
-	}
-	return p.stock.Publish(topic, msgs...)
-}
-
-func (p *publisher) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	return p.stock.Close()
-}
-
 // Subscriber returns a member of group.
 func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("brokers/redis: the consumer group is empty")
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
 	b.members[group]++
 	s := &Subscriber{b: b, group: group, consumer: fmt.Sprintf("%s-%d", b.consumer, b.members[group])}
-	b.subs = append(b.subs, s)
+	b.mu.Unlock()
+	if !b.open.Add(s.Close) {
+		return nil, errClosed
+	}
 	return s, nil
 }
 
@@ -278,29 +256,23 @@ func (b *Broker) createGroup(ctx context.Context, stream, group string) error {
 
 // Close closes the subscribers (releasing what they hold), the publisher and the connections.
 func (b *Broker) Close() error {
+	return b.open.Close(b.stopTrimming, b.pub.Close, b.client.Close)
+}
+
+// stopTrimming ends the trimming loops and waits for them.
+func (b *Broker) stopTrimming() error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
-	b.closed = true
-	subs := b.subs
+	b.cancel() // under mu: trim starts no loop once the context is done
 	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		errs = append(errs, s.Close())
-	}
-	b.cancel()
 	b.wg.Wait()
-	errs = append(errs, b.pub.Close(), b.client.Close())
-	return errors.Join(errs...)
+	return nil
 }
 
 // trim starts the trimming loop of stream, once per broker.
 func (b *Broker) trim(stream string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.trimming[stream] || b.closed {
+	if b.trimming[stream] || b.ctx.Err() != nil {
 		return
 	}
 	b.trimming[stream] = true
