@@ -150,19 +150,9 @@ func (e *Event) readMember(key, v []byte, nested *uint8) bool {
 	case "ts":
 		return e.TS.UnmarshalJSON(v) == nil // what encoding/json calls, null included
 	case "level":
-		if v[0] == 'n' {
-			return true
-		}
-		str, ok := readString(v)
-		e.Level = Level(str)
-		return ok
+		s = (*string)(&e.Level)
 	case "kind":
-		if v[0] == 'n' {
-			return true
-		}
-		str, ok := readString(v)
-		e.Kind = Kind(str)
-		return ok
+		s = (*string)(&e.Kind)
 	case "message":
 		s = &e.Message
 	case "service":
