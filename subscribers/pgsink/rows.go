@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/sluicelog/sluice/event"
 )
@@ -82,7 +83,7 @@ func eventRow(e *event.Event) ([]any, error) {
 		}
 	}
 	return []any{
-		e.ID, e.TS, string(e.Level), string(e.Kind), event.SafeString(e.Message),
+		pgtype.UUID{Bytes: e.ID, Valid: true}, e.TS, string(e.Level), string(e.Kind), event.SafeString(e.Message), // the id as 16 bytes: a uuid.UUID would go through its text form
 		optText(e.Service), optText(e.RequestID), optText(e.TraceID), optText(e.SpanID),
 		optText(e.Method), optText(e.Route), optText(e.Path),
 		optNumber(int32(e.Status)), optNumber(e.DurationMS),
