@@ -259,11 +259,9 @@ func TestMigrateToPartitionsKeepsEveryRow(t *testing.T) {
 		events = append(events, sinktest.Events(50, time.Now().AddDate(0, 0, -d))...)
 	}
 	events = append(events, sinktest.Events(5, time.Now().AddDate(-2, 0, 0))...)
-	rows := make([][]any, len(events))
-	for i, e := range events {
-		if rows[i], err = pgsink.Row(e); err != nil {
-			t.Fatal(err)
-		}
+	rows, err := pgsink.Rows(events)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if _, err := pool.CopyFrom(ctx, pgx.Identifier{"application_logs"}, pgsink.Columns(), pgx.CopyFromRows(rows)); err != nil {
 		t.Fatal(err)

@@ -89,13 +89,9 @@ func BenchmarkPostgresRequestID(b *testing.B) {
 	pool := testenv.MigratedPostgres(b)
 	start := time.Now()
 	needle := benchData(b, benchEvents, func(events []*event.Event) {
-		rows := make([][]any, len(events))
-		for i, e := range events {
-			r, err := pgsink.Row(e)
-			if err != nil {
-				b.Fatal(err)
-			}
-			rows[i] = r
+		rows, err := pgsink.Rows(events)
+		if err != nil {
+			b.Fatal(err)
 		}
 		if _, err := pool.CopyFrom(ctx, pgx.Identifier{pgsink.DefaultTable}, pgsink.Columns(), pgx.CopyFromRows(rows)); err != nil {
 			b.Fatal(err)

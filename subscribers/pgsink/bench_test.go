@@ -107,13 +107,9 @@ func BenchmarkEncodeRow(b *testing.B) {
 		pgtype.TextOID, pgtype.Int4OID, pgtype.Float8OID, pgtype.TextOID, pgtype.TextOID, pgtype.Int8OID,
 		pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.JSONBOID, pgtype.JSONBOID, pgtype.JSONBOID}
 	events := sinktest.Events(1000, time.Date(2026, 3, 14, 9, 0, 0, 0, time.UTC))
-	rows := make([][]any, len(events))
-	for i, e := range events {
-		r, err := pgsink.Row(e)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rows[i] = r
+	rows, err := pgsink.Rows(events)
+	if err != nil {
+		b.Fatal(err)
 	}
 	if len(rows[0]) != len(oids) {
 		b.Fatalf("a row has %d values, the benchmark knows %d columns", len(rows[0]), len(oids))

@@ -179,3 +179,17 @@ func Columns() []string { return append([]string(nil), columnNames...) }
 // PostgreSQL, NULL for empty optional fields, the nested parts as jsonb. It fails for an event the
 // sink refuses (see Write).
 func Row(e *event.Event) ([]any, error) { return eventRow(e) }
+
+// Rows returns the events' rows, in order, as Row makes each: what a COPY into Columns takes. It
+// fails at the first event the sink refuses.
+func Rows(events []*event.Event) ([][]any, error) {
+	rows := make([][]any, len(events))
+	for i, e := range events {
+		r, err := eventRow(e)
+		if err != nil {
+			return nil, err
+		}
+		rows[i] = r
+	}
+	return rows, nil
+}
