@@ -146,11 +146,13 @@ func TestFailedBatchWriteIsOneRetrySequence(t *testing.T) {
 	if i < 0 || len(calls[3+i].Events) != len(calls[0].Events) {
 		t.Fatalf("the failed batch %s of %d events was not written again as the same batch", calls[0].ID, len(calls[0].Events))
 	}
-	rec := httptest.NewRecorder()
-	p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	if want := `sluice_batches_redelivered_total{route="r"} 1`; !strings.Contains(rec.Body.String(), want) {
-		t.Fatalf("no %s in /metrics", want)
-	}
+	// The count is taken by the batch's watch goroutine, which may run after the write did.
+	want := `sluice_batches_redelivered_total{route="r"} 1`
+	waitFor(t, want+" in /metrics", func() bool {
+		rec := httptest.NewRecorder()
+		p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return strings.Contains(rec.Body.String(), want)
+	})
 	if got := p.bus.Stats().Redelivered; got != 0 {
 		t.Fatalf("the bus offered %d chunks again, want none (the batch is handed out again whole)", got)
 	}

@@ -282,6 +282,7 @@ func (s *BatchSubscriber) Cut(settle time.Duration) (inFlight int) {
 func (b *gathered) startWrite() {
 	b.sub.settleMu.Lock()
 	b.writing = true
+	b.waiting = false // handed out again: its watch may not have said so yet (handOutAgain)
 	b.sub.settleMu.Unlock()
 }
 
