@@ -23,6 +23,7 @@ import (
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/internal/testenv"
 )
 
 // BusMemory is the bus scenario's name for the in-process bus (bus.driver: memory): one pipeline that
@@ -158,12 +159,19 @@ func brokerURL(ctx context.Context, cfg Config, name string, pr *progress) (url 
 	}
 	switch name {
 	case "kafka":
-		k, err := startKfake(ctx)
+		// kfake as the kafka driver's tests run it: built from internal/kfake, a process of its own
+		// on a free port, with a data directory.
+		dir, err := os.MkdirTemp("", "sluice-bench-kfake")
 		if err != nil {
 			return "", nil, err
 		}
-		pr.say("bus: kafka: kfake started on %s", k.addr)
-		return k.addr, k.stop, nil
+		k, err := testenv.StartKafka(testenv.KafkaOptions{}, dir)
+		if err != nil {
+			os.RemoveAll(dir)
+			return "", nil, err
+		}
+		pr.say("bus: kafka: kfake started on %s", k.Addr())
+		return k.Addr(), func() { k.Close(); os.RemoveAll(dir) }, nil
 	case "postgres":
 		return freshDatabase(ctx, cfg.PostgresDSN)
 	}

@@ -32,9 +32,10 @@ type KafkaOptions struct {
 
 // KafkaProc is a Kafka-protocol broker (franz-go's kfake, built from internal/kfake) running as a
 // process of its own on 127.0.0.1, with a data directory that keeps its topics, records, consumer
-// groups and committed offsets across Kill and Start. It is stopped when the test ends.
+// groups and committed offsets across Kill and Start. Kafka stops it when the test ends; a program
+// that starts one with StartKafka stops it with Close.
 type KafkaProc struct {
-	t       testing.TB
+	t       testing.TB // nil when started by StartKafka: Kill and Start then panic on a failure
 	bin     string
 	args    []string
 	addr    string
@@ -55,16 +56,28 @@ var kfakeBuild struct {
 // starts it on a free port and returns it once it accepts connections.
 func Kafka(t testing.TB, o KafkaOptions) *KafkaProc {
 	t.Helper()
+	k, err := StartKafka(o, t.TempDir())
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	k.t = t
+	t.Cleanup(k.Close)
+	return k
+}
+
+// StartKafka is Kafka for a program that is not a test (the benchmark harness): kfake keeps its data
+// and log in dir, and runs until Close. The working directory must be inside sluice's checkout,
+// where internal/kfake is built from.
+func StartKafka(o KafkaOptions, dir string) (*KafkaProc, error) {
 	kfakeBuild.once.Do(func() { kfakeBuild.bin, kfakeBuild.err = buildKfake() })
 	if kfakeBuild.err != nil {
-		t.Fatalf("testenv: build internal/kfake: %v", kfakeBuild.err)
+		return nil, fmt.Errorf("build internal/kfake: %w", kfakeBuild.err)
 	}
 	port, err := freePort()
 	if err != nil {
-		t.Fatalf("testenv: find a free port for kfake: %v", err)
+		return nil, fmt.Errorf("find a free port for kfake: %w", err)
 	}
-	dir := t.TempDir()
-	k := &KafkaProc{t: t, bin: kfakeBuild.bin, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+	k := &KafkaProc{bin: kfakeBuild.bin, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		logPath: filepath.Join(dir, "kfake.log"),
 		args:    []string{"-port", strconv.Itoa(port), "-data-dir", filepath.Join(dir, "data")}}
 	if o.Partitions > 0 {
@@ -76,9 +89,10 @@ func Kafka(t testing.TB, o KafkaOptions) *KafkaProc {
 	if o.AutoCreateTopics {
 		k.args = append(k.args, "-auto-create-topics")
 	}
-	k.Start()
-	t.Cleanup(k.stop)
-	return k
+	if err := k.start(); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // Addr is the broker's host:port (what bus.url holds), the same across Kill and Start.
@@ -87,7 +101,6 @@ func (k *KafkaProc) Addr() string { return k.addr }
 // Kill kills the broker with SIGKILL (a crash: nothing is flushed by the process) and waits until it
 // is gone. Killing a broker that is not running does nothing.
 func (k *KafkaProc) Kill() {
-	k.t.Helper()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.cmd == nil {
@@ -101,11 +114,23 @@ func (k *KafkaProc) Kill() {
 // Start starts the broker again, on the same port and data directory, and returns once it accepts
 // connections; it fails the test when it cannot within 30 s. Starting a running broker does nothing.
 func (k *KafkaProc) Start() {
-	k.t.Helper()
+	if k.t != nil {
+		k.t.Helper()
+	}
+	if err := k.start(); err != nil {
+		if k.t == nil {
+			panic("testenv: " + err.Error())
+		}
+		k.t.Fatalf("testenv: %v", err)
+	}
+}
+
+// start is Start that returns its failure.
+func (k *KafkaProc) start() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.cmd != nil {
-		return
+		return nil
 	}
 	// The port may still be held for an instant by the killed process's socket: try again for a while.
 	var err error
@@ -115,8 +140,9 @@ func (k *KafkaProc) Start() {
 		}
 	}
 	if err != nil {
-		k.t.Fatalf("testenv: start kfake on %s: %v", k.addr, err)
+		return fmt.Errorf("start kfake on %s: %w", k.addr, err)
 	}
+	return nil
 }
 
 // startOnce starts the process and waits for its ready line; on failure the process is gone.
@@ -164,8 +190,8 @@ func (k *KafkaProc) startOnce() error {
 	}
 }
 
-// stop stops the broker with SIGTERM (SIGKILL after 10 s).
-func (k *KafkaProc) stop() {
+// Close stops the broker with SIGTERM (SIGKILL after 10 s). Kafka calls it when the test ends.
+func (k *KafkaProc) Close() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.cmd == nil {
