@@ -13,7 +13,8 @@ var (
 	ColumnNames = columnNames
 )
 
-// ApplyUpTo applies the migrations up to version and no further: a database as an older release left it.
+// ApplyUpTo applies the migrations up to version that the database does not have, and no further: a
+// database as an older release left it.
 func ApplyUpTo(ctx context.Context, pool *pgxpool.Pool, version int) error {
 	ms, err := migrations()
 	if err != nil {
@@ -27,8 +28,12 @@ func ApplyUpTo(ctx context.Context, pool *pgxpool.Pool, version int) error {
 	if _, err := conn.Exec(ctx, createVersionTable); err != nil {
 		return err
 	}
+	have, err := appliedVersions(ctx, conn)
+	if err != nil {
+		return err
+	}
 	for _, m := range ms {
-		if m.Version <= version {
+		if _, ok := have[m.Version]; !ok && m.Version <= version {
 			if err := apply(ctx, conn.Conn(), m); err != nil {
 				return err
 			}

@@ -55,6 +55,7 @@ type migration struct {
 // goMigrations are the migrations that SQL in one transaction cannot do.
 var goMigrations = []migration{
 	{Migration: Migration{Version: 3, Name: "0003_partition_by_day (Go)"}, run: partitionByDay},
+	{Migration: Migration{Version: 4, Name: "0004_hash_id_indexes (Go)"}, run: hashIDIndexes},
 }
 
 // migrations returns the embedded migrations in version order.

@@ -60,6 +60,9 @@ func TestMigrateMakesAPartitionedTable(t *testing.T) {
 	if !slices.Equal(indexes, wantIdx) {
 		t.Errorf("indexes %v, want %v", indexes, wantIdx)
 	}
+	if got, want := idIndexes(t, pool)["application_logs"], []string{"application_logs_request_id_idx hash", "application_logs_trace_id_idx hash"}; !slices.Equal(got, want) {
+		t.Errorf("the indexes of the ids: %v, want %v", got, want)
+	}
 }
 
 // Events of days without a partition (a replay of last year's events, a clock a month ahead) are
@@ -186,8 +189,8 @@ func TestMigrateConvertsAFilledTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	applied, err := pgsink.Migrate(ctx, pool)
-	if err != nil || len(applied) != 1 {
-		t.Fatalf("Migrate applied %v, %v; want 0003", applied, err)
+	if err != nil || len(applied) != 2 {
+		t.Fatalf("Migrate applied %v, %v; want 0003 and 0004", applied, err)
 	}
 	if n := count(t, pool, "SELECT count(*) FROM application_logs"); n != len(events) {
 		t.Errorf("%d rows after the migration, want %d", n, len(events))
