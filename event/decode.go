@@ -73,6 +73,9 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 			continue
 		}
 		e.Raw = safe
+		if e.nested.n < 0 { // readTop read it, and noted where the nested parts are
+			e.nested.base, e.nested.n = &safe[0], len(safe)
+		}
 		if lean {
 			e.Lean()
 		}
@@ -94,6 +97,7 @@ func (e *Event) readTop(doc []byte) bool {
 	}
 	i = skipSpace(doc, i+1)
 	if i < len(doc) && doc[i] == '}' {
+		e.nested.n = -1
 		return true
 	}
 	var nested uint8 // the nested parts seen: 1 request, 2 response, 4 attrs
@@ -118,6 +122,14 @@ func (e *Event) readTop(doc []byte) bool {
 		if vend < 0 || !e.readMember(key, doc[i:vend], &nested) {
 			return false
 		}
+		switch string(key) {
+		case "request":
+			e.nested.at[0] = [2]int32{int32(i), int32(vend)}
+		case "response":
+			e.nested.at[1] = [2]int32{int32(i), int32(vend)}
+		case "attrs":
+			e.nested.at[2] = [2]int32{int32(i), int32(vend)}
+		}
 		i = skipSpace(doc, vend)
 		if i >= len(doc) {
 			return false
@@ -126,6 +138,7 @@ func (e *Event) readTop(doc []byte) bool {
 		case ',':
 			i = skipSpace(doc, i+1)
 		case '}':
+			e.nested.n = -1 // read: decode notes the document
 			return true
 		default:
 			return false

@@ -75,6 +75,16 @@ func checkLean(t *testing.T, payload []byte) {
 	t.Helper()
 	want, wantBad := Decode(payload)
 	got, gotBad := DecodeLean(payload)
+	for _, e := range got { // where the decoder noted the nested parts, they are where RawMember finds them
+		for _, k := range []string{"request", "response", "attrs", "message"} {
+			v, ok := e.RawNested(k)
+			w, wok := RawMember(e.Raw, k)
+			if ok != wok || string(v) != string(w) {
+				t.Fatalf("payload %q: RawNested(%q) = %q, %v; RawMember: %q, %v", payload, k, v, ok, w, wok)
+			}
+		}
+		e.nested = nestedSpans{} // Decode notes nothing
+	}
 	for _, e := range want {
 		e.Lean()
 	}
@@ -153,5 +163,37 @@ func TestDecodeLeanTypicalEventsTakeTheFastPath(t *testing.T) {
 		if !new(Event).readTop(line) {
 			t.Errorf("%s: the fast path gave up", line)
 		}
+	}
+}
+
+// RawNested finds the nested parts where DecodeLean noted them, and scans Raw when Raw is no longer
+// the slice they were noted in.
+func TestRawNestedFollowsRaw(t *testing.T) {
+	line, err := benchEvent().AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, bad := DecodeLean(line)
+	if len(bad) > 0 || len(got) != 1 {
+		t.Fatalf("DecodeLean: %d events, bad %v", len(got), bad)
+	}
+	e := got[0]
+	if e.nested.n == 0 {
+		t.Fatal("DecodeLean noted nothing")
+	}
+	want, _ := RawMember(e.Raw, "request")
+	if v, ok := e.RawNested("request"); !ok || len(want) < 10 || string(v) != string(want) {
+		t.Fatalf("request %q, %v; want %q", v, ok, want)
+	}
+	e.Raw = append([]byte(nil), e.Raw...) // the same bytes elsewhere
+	if v, ok := e.RawNested("request"); !ok || string(v) != string(want) {
+		t.Fatalf("request after a copy of Raw: %q, %v; want %q", v, ok, want)
+	}
+	e.Raw = []byte(`{"attrs":{"a":1}}`)
+	if v, ok := e.RawNested("attrs"); !ok || string(v) != `{"a":1}` {
+		t.Fatalf("attrs of a new Raw: %q, %v", v, ok)
+	}
+	if v, ok := e.RawNested("request"); ok {
+		t.Fatalf("request of a new Raw without one: %q", v)
 	}
 }

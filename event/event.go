@@ -106,6 +106,18 @@ type Event struct {
 	// decode and validate. Either way it is storable (AppendJSON writes storable JSON, Decode makes
 	// a line storable), so sinks that store JSON store Raw as it is and do not encode the event again.
 	Raw []byte `json:"-"`
+
+	// nested is where Raw's nested parts are, when DecodeLean noted it (see RawNested).
+	nested nestedSpans
+}
+
+// nestedSpans says where the nested parts of an event's Raw are: at[k] is [start, end) of request,
+// response and attrs in Raw (end 0: absent), valid while Raw is the slice it was noted for (its first
+// byte and length).
+type nestedSpans struct {
+	base *byte
+	n    int
+	at   [3][2]int32
 }
 
 // Message is the captured part of an HTTP request or response.

@@ -111,6 +111,30 @@ func skipValue(b []byte, i int) int {
 	return j
 }
 
+// RawNested returns the member key of Raw as RawMember(e.Raw, key) does. For "request", "response"
+// and "attrs" of an event that DecodeLean read, it does so without scanning Raw: the decoder noted
+// where they are (the sinks that store them as columns ask for all three, and a scan costs as much as
+// the decoding).
+func (e *Event) RawNested(key string) ([]byte, bool) {
+	k := -1
+	switch key {
+	case "request":
+		k = 0
+	case "response":
+		k = 1
+	case "attrs":
+		k = 2
+	}
+	if k >= 0 && e.nested.n > 0 && len(e.Raw) == e.nested.n && &e.Raw[0] == e.nested.base {
+		at := e.nested.at[k]
+		if at[1] == 0 {
+			return nil, false
+		}
+		return e.Raw[at[0]:at[1]], true
+	}
+	return RawMember(e.Raw, key)
+}
+
 // Lean drops the event's nested parts (Request, Response, Attrs) once Raw holds its encoding: they
 // stay in Raw (RawMember reads them) and the event holds far less memory, and fewer pointers for the
 // garbage collector, while it waits in the bus. It does nothing when Raw is empty.

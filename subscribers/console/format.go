@@ -140,7 +140,7 @@ func appendMillis(b []byte, ms float64) []byte {
 func appendAttrs(b []byte, e *event.Event) []byte {
 	attrs := e.Attrs
 	if attrs == nil && len(e.Raw) > 0 {
-		raw, ok := event.RawMember(e.Raw, "attrs")
+		raw, ok := e.RawNested("attrs")
 		if !ok {
 			return b
 		}

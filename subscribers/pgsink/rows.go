@@ -73,13 +73,13 @@ func eventRow(e *event.Event) ([]any, error) {
 	}
 	if len(e.Raw) > 0 { // a lean event (event.Lean): its nested parts are in its encoding only
 		if e.Request == nil {
-			req = rawJSON(e.Raw, "request")
+			req = rawJSON(e, "request")
 		}
 		if e.Response == nil {
-			resp = rawJSON(e.Raw, "response")
+			resp = rawJSON(e, "response")
 		}
 		if e.Attrs == nil {
-			attrs = rawJSON(e.Raw, "attrs")
+			attrs = rawJSON(e, "attrs")
 		}
 	}
 	return []any{
@@ -119,8 +119,8 @@ func optJSON(doc []byte) any {
 
 // rawJSON is the member key of an event's encoding (storable: see event.Event.Raw), or nil when it is
 // absent or null.
-func rawJSON(raw []byte, key string) []byte {
-	v, ok := event.RawMember(raw, key)
+func rawJSON(e *event.Event, key string) []byte {
+	v, ok := e.RawNested(key)
 	if !ok || string(v) == "null" {
 		return nil
 	}
