@@ -90,7 +90,8 @@ func (p *Pipeline) buildForward(open func(context.Context) (brokers.Broker, erro
 			MaxEventBytes: 1 << 30}} // capture.max_event_bytes bounds events already
 	lb := &lazyBroker{open: open, name: name, topic: p.cfg.Bus.Topic, groups: groups(p.cfg), url: p.cfg.Bus.URL}
 	p.opened = map[string]subscribers.Opened{name: lb}
-	sink := &forwardSink{name: name, topic: p.cfg.Bus.Topic, broker: lb, outstanding: make(chan struct{}, 2*f.MaxConcurrentPublishes)}
+	sink := &forwardSink{name: name, topic: p.cfg.Bus.Topic, broker: lb, compression: f.Compression,
+		outstanding: make(chan struct{}, 2*f.MaxConcurrentPublishes)}
 	src := source{sub: p.bus, topic: p.cfg.Bus.Topic + "." + ForwardRoute, chunked: true, oneChunk: true,
 		match: func(e *event.Event) bool {
 			for _, take := range takes {
@@ -109,11 +110,12 @@ func (p *Pipeline) buildForward(open func(context.Context) (brokers.Broker, erro
 
 // forwardSink is the web node's sink: it publishes each batch (one chunk) to the broker as one
 // message, its UUID the batch id (the same for every retry of the chunk), its payload the events'
-// lines, and returns nil once the broker has acknowledged it.
+// lines compressed with bus.forward.compression, and returns nil once the broker has acknowledged it.
 type forwardSink struct {
-	name   string
-	topic  string
-	broker *lazyBroker
+	name        string
+	topic       string
+	broker      *lazyBroker
+	compression string // an event.Encoding, or none
 	// outstanding bounds the publishes under way, those whose write gave up on them included: a broker
 	// that hangs does not pile up goroutines.
 	outstanding chan struct{}
@@ -128,17 +130,10 @@ func (s *forwardSink) Write(ctx context.Context, b subscribers.Batch) error {
 	if err != nil {
 		return err
 	}
-	n := 0
-	for _, e := range b.Events {
-		n += len(e.Raw) + 1
+	msg, err := s.message(b)
+	if err != nil {
+		return subscribers.Permanent(err) // the same events would fail the same way: isolate them
 	}
-	payload := make([]byte, 0, n)
-	for _, e := range b.Events {
-		payload = append(append(payload, e.Raw...), '\n')
-	}
-	msg := message.NewMessage(b.ID.String(), payload)
-	msg.Metadata.Set(event.MetadataEvents, strconv.Itoa(len(b.Events)))
-	msg.Metadata.Set(event.MetadataFormat, event.ChunkFormat)
 	select {
 	case s.outstanding <- struct{}{}:
 	default:
@@ -160,6 +155,48 @@ func (s *forwardSink) Write(ctx context.Context, b subscribers.Batch) error {
 	case <-ctx.Done():
 		return fmt.Errorf("publish to the %s broker: %w", s.name, ctx.Err())
 	}
+}
+
+// joined holds the uncompressed lines of a chunk while they are compressed: the buffer is reused,
+// where a fresh one of 512 KiB per chunk would be fresh memory for the process to fault in.
+var joined = sync.Pool{New: func() any { return new([]byte) }}
+
+// message is the broker message of the batch: its events' lines, compressed.
+func (s *forwardSink) message(b subscribers.Batch) (*message.Message, error) {
+	n := 0
+	for _, e := range b.Events {
+		n += len(e.Raw) + 1
+	}
+	compressed := s.compression != event.EncodingNone && s.compression != ""
+	var (
+		buf     *[]byte
+		payload []byte
+	)
+	if compressed {
+		buf = joined.Get().(*[]byte)
+		defer joined.Put(buf)
+		payload = (*buf)[:0]
+	}
+	if cap(payload) < n {
+		payload = make([]byte, 0, n)
+	}
+	for _, e := range b.Events {
+		payload = append(append(payload, e.Raw...), '\n')
+	}
+	if compressed {
+		*buf = payload
+		var err error
+		if payload, err = event.Compress(nil, payload, s.compression); err != nil {
+			return nil, fmt.Errorf("%s broker: batch %s: %w", s.name, b.ID, err)
+		}
+	}
+	msg := message.NewMessage(b.ID.String(), payload)
+	msg.Metadata.Set(event.MetadataEvents, strconv.Itoa(len(b.Events)))
+	msg.Metadata.Set(event.MetadataFormat, event.ChunkFormat)
+	if compressed {
+		msg.Metadata.Set(event.MetadataEncoding, s.compression)
+	}
+	return msg, nil
 }
 
 // lazyBroker opens the broker on first use and declares the topic and the routes' consumer groups,

@@ -23,15 +23,17 @@ import (
 // flakyPublisher fails while down is set, and records the UUIDs it was asked to publish.
 type flakyPublisher struct {
 	message.Publisher
-	down  atomic.Bool
-	mu    sync.Mutex
-	tried map[string]int
+	down      atomic.Bool
+	mu        sync.Mutex
+	tried     map[string]int
+	encodings map[string]int // messages by event.MetadataEncoding
 }
 
 func (f *flakyPublisher) Publish(topic string, msgs ...*message.Message) error {
 	f.mu.Lock()
 	for _, m := range msgs {
 		f.tried[m.UUID]++
+		f.encodings[m.Metadata.Get(event.MetadataEncoding)]++
 	}
 	f.mu.Unlock()
 	if f.down.Load() {
@@ -44,7 +46,7 @@ func (f *flakyPublisher) Publish(topic string, msgs ...*message.Message) error {
 // kept for subscribers that come later.
 func goChannelBroker() (*flakyPublisher, brokers.Broker) {
 	gc := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
-	pub := &flakyPublisher{Publisher: gc, tried: map[string]int{}}
+	pub := &flakyPublisher{Publisher: gc, tried: map[string]int{}, encodings: map[string]int{}}
 	return pub, brokers.FromWatermill(pub, func(string) (message.Subscriber, error) { return gc, nil })
 }
 
@@ -93,12 +95,19 @@ func waitStored(t *testing.T, name string, s *fakeSink, n int) []subscribers.Bat
 	}
 }
 
-// A web node forwards every event that some route takes to the broker, in chunks; a worker reads
-// them once per route and writes each chunk as one batch: every event is stored once per route that
-// takes it, and only there.
+// A web node forwards every event that some route takes to the broker, in chunks (compressed as
+// bus.forward.compression says); a worker reads them once per route and writes each chunk as one
+// batch: every event is stored once per route that takes it, and only there.
 func TestWebNodeForwardsWorkerWrites(t *testing.T) {
+	for _, c := range []string{event.EncodingS2, event.EncodingZstd, event.EncodingNone} {
+		t.Run(c, func(t *testing.T) { testWebNodeForwardsWorkerWrites(t, c) })
+	}
+}
+
+func testWebNodeForwardsWorkerWrites(t *testing.T, compression string) {
 	cfg := brokerConfig()
-	_, b := goChannelBroker()
+	cfg.Bus.Forward.Compression = compression
+	pub, b := goChannelBroker()
 	web, err := New(context.Background(), cfg, quiet(), WithBroker(b))
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +140,15 @@ func TestWebNodeForwardsWorkerWrites(t *testing.T) {
 	waitStored(t, "errors", sinks["errors"], warn)
 	if err := web.Publish(context.Background(), appEvent(0)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Publish after Close: %v", err)
+	}
+	want := compression
+	if want == event.EncodingNone {
+		want = ""
+	}
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	if len(pub.encodings) != 1 || pub.encodings[want] < n/cfg.Bus.Forward.Chunk.MaxEvents {
+		t.Errorf("messages by encoding %v, want every one %q", pub.encodings, want)
 	}
 }
 

@@ -102,7 +102,11 @@ type Bus struct {
 // bus.redelivery_delay; Breaker stops trying for Cooldown after Failures failed publishes in a row.
 // While the broker is down the local bus fills up to its bound, and then drops are counted.
 type Forward struct {
-	Chunk                  ChunkPolicy   `yaml:"chunk"`
+	Chunk ChunkPolicy `yaml:"chunk"`
+	// Compression compresses each chunk before it is published: s2 (fast), zstd (smaller), or none.
+	// The broker then stores, copies and sends a fifth to an eighth of the bytes; workers decompress
+	// whatever a message says it holds (event.MetadataEncoding).
+	Compression            string        `yaml:"compression"`
 	MaxConcurrentPublishes int           `yaml:"max_concurrent_publishes"`
 	PublishTimeout         time.Duration `yaml:"publish_timeout"`
 	Retry                  RetryPolicy   `yaml:"retry"`
@@ -110,11 +114,12 @@ type Forward struct {
 }
 
 // DefaultForward is the forwarding of a web node: chunks of 1,000 events, 512 KiB or 1 s (each becomes
-// one broker message, and one archive object per hour on the workers), 4 publishes at once of 10 s
-// at most, 3 attempts, and a breaker that opens after 5 failures for 5 s.
+// one broker message, and one archive object per hour on the workers), compressed with s2, 4 publishes
+// at once of 10 s at most, 3 attempts, and a breaker that opens after 5 failures for 5 s.
 func DefaultForward() Forward {
 	return Forward{
 		Chunk:                  ChunkPolicy{MaxEvents: 1000, MaxBytes: 512 << 10, Linger: time.Second},
+		Compression:            event.EncodingS2,
 		MaxConcurrentPublishes: 4,
 		PublishTimeout:         10 * time.Second,
 		Retry:                  RetryPolicy{MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second, MaxElapsed: 5 * time.Second},
@@ -508,11 +513,14 @@ func (f Forward) validate(prefix string) []error {
 	if f.Chunk.MaxEvents <= 0 {
 		bad("chunk.max_events", f.Chunk.MaxEvents, "must be positive")
 	}
-	if f.Chunk.MaxBytes <= 0 {
-		bad("chunk.max_bytes", f.Chunk.MaxBytes, "must be positive")
+	if f.Chunk.MaxBytes <= 0 || f.Chunk.MaxBytes > event.MaxChunkBytes/2 {
+		bad("chunk.max_bytes", f.Chunk.MaxBytes, fmt.Sprintf("must be positive and at most %d (a worker refuses a chunk over %d bytes, and an event may end a chunk past the bound)", event.MaxChunkBytes/2, event.MaxChunkBytes))
 	}
 	if f.Chunk.Linger <= 0 {
 		bad("chunk.linger", f.Chunk.Linger, "must be positive")
+	}
+	if err := event.CheckEncoding(f.Compression); err != nil {
+		bad("compression", f.Compression, "must be none, s2 or zstd")
 	}
 	if f.MaxConcurrentPublishes <= 0 {
 		bad("max_concurrent_publishes", f.MaxConcurrentPublishes, "must be positive")

@@ -361,6 +361,8 @@ func TestBusDriverSection(t *testing.T) {
 		"bus:\n  driver: testmq\n":                                       "bus.url",
 		"bus:\n  driver: kafkaa\n":                                       "testmq",
 		"bus:\n  forward:\n    max_concurrent_publishes: 0\n":            "bus.forward.max_concurrent_publishes",
+		"bus:\n  forward:\n    compression: gzip\n":                      "bus.forward.compression",
+		"bus:\n  forward:\n    chunk:\n      max_bytes: 1073741824\n":    "bus.forward.chunk.max_bytes",
 	} {
 		writeFile(t, file, yml)
 		if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), want) {

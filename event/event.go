@@ -204,6 +204,8 @@ func (e *Event) Validate() error {
 //     (the format of messages published before the key existed: one event per message).
 //   - Metadata MetadataEvents: the number of lines, in decimal. The bus bounds by it.
 //   - UUID: a fresh id per chunk (NewID), not an event's id.
+//   - Metadata MetadataEncoding, when set: the payload is compressed (see Compress); a consumer
+//     decompresses it (Decompress) before it decodes it.
 //
 // In process the publisher may also put the decoded events in the message's context (NewContext), so
 // that the subscriber need not decode what was just encoded; a broker carries only the payload.

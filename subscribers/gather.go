@@ -59,7 +59,7 @@ const drainWait = 20 * time.Millisecond
 //
 // A batch message carries the number of events in event.MetadataEvents and, in its context, the
 // decoded events and the lines that could not be decoded (Contents reads them). Its payload is the
-// chunks' payloads one after the other (NDJSON), or empty when every chunk came with its events
+// chunks' NDJSON one after the other (decompressed: see event.MetadataEncoding), or empty when every chunk came with its events
 // decoded in its context (in process): read a batch with Contents, not from its payload. Its UUID is
 // the batch id (event.BatchID of its events).
 //
@@ -392,6 +392,7 @@ type gatherer struct {
 // gathered is a batch being gathered, then handed out.
 type gathered struct {
 	chunks []*message.Message
+	lines  [][]byte // each chunk's NDJSON, decompressed
 	events []*event.Event
 	bad    []*event.LineError
 	bytes  int64
@@ -435,21 +436,29 @@ func Contents(msg *message.Message) ([]*event.Event, []*event.LineError) {
 // chunk is one chunk message and its contents, read once.
 type chunk struct {
 	msg       *message.Message
+	lines     []byte // the payload, decompressed
 	events    []*event.Event
 	bad       []*event.LineError
 	inProcess bool // the events came decoded in the message's context
 }
 
 // readChunk reads the events of one chunk message: from its context when the publisher put them
-// there, else by decoding its payload.
+// there, else by decompressing (event.MetadataEncoding) and decoding its payload. A payload that
+// cannot be decompressed is one bad line: the chunk's lines cannot be told apart.
 func readChunk(msg *message.Message) chunk {
-	c := chunk{msg: msg}
+	c := chunk{msg: msg, lines: msg.Payload}
 	if err := event.CheckFormat(msg.Metadata.Get(event.MetadataFormat)); err != nil {
 		c.bad = []*event.LineError{{Line: 0, Raw: msg.Payload, Err: err}}
 		return c
 	}
 	if c.events, c.inProcess = event.FromContext(msg.Context()); !c.inProcess {
-		c.events, c.bad = event.DecodeLean(msg.Payload) // the sinks store the nested parts as they are in Raw
+		lines, err := event.Decompress(msg.Payload, msg.Metadata.Get(event.MetadataEncoding))
+		if err != nil {
+			c.bad = []*event.LineError{{Line: 0, Raw: msg.Payload, Err: fmt.Errorf("chunk %s: %w", msg.UUID, err)}}
+			return c
+		}
+		c.lines = lines
+		c.events, c.bad = event.DecodeLean(lines) // the sinks store the nested parts as they are in Raw
 	}
 	return c
 }
@@ -545,7 +554,7 @@ func (g *gatherer) run() {
 			}
 			c := readChunk(m)
 			if cur != nil && len(cur.chunks) > 0 && (len(cur.events)+len(c.events) > p.MaxEvents ||
-				cur.bytes+int64(len(m.Payload)) > p.MaxBytes) {
+				cur.bytes+int64(len(c.lines)) > p.MaxBytes) {
 				if ready != nil {
 					// No room for it in cur, and cur cannot be sealed while another waits: it
 					// opens the batch after cur, so keep it aside until cur is sealed.
@@ -639,15 +648,16 @@ func (g *gatherer) add(b *gathered, c chunk, eager bool) *gathered {
 	}
 	b.inProcess = b.inProcess && c.inProcess
 	b.chunks = append(b.chunks, c.msg)
+	b.lines = append(b.lines, c.lines)
 	b.events = append(b.events, c.events...)
 	b.bad = append(b.bad, c.bad...)
-	b.bytes += int64(len(c.msg.Payload))
+	b.bytes += int64(len(c.lines))
 	return b
 }
 
-// message builds the batch message of b. Its payload is the chunks' payloads one after the other,
-// except when every chunk's events came decoded in its context (in process): then nothing reads the
-// bytes, and the payload is left empty rather than copied. A batch handed out again gets a new
+// message builds the batch message of b. Its payload is the chunks' NDJSON one after the other (one
+// chunk's, not copied), except when every chunk's events came decoded in its context (in process):
+// then nothing reads the bytes, and the payload is left empty rather than copied. A batch handed out again gets a new
 // message with the id and payload of its last one.
 func (b *gathered) message(parent context.Context) *message.Message {
 	var msg *message.Message
@@ -655,10 +665,12 @@ func (b *gathered) message(parent context.Context) *message.Message {
 		msg = message.NewMessage(b.msg.UUID, b.msg.Payload)
 	} else {
 		var payload []byte
-		if !b.inProcess {
+		if !b.inProcess && len(b.lines) == 1 {
+			payload = b.lines[0]
+		} else if !b.inProcess {
 			payload = make([]byte, 0, b.bytes)
-			for _, m := range b.chunks {
-				payload = append(payload, m.Payload...)
+			for _, l := range b.lines {
+				payload = append(payload, l...)
 			}
 		}
 		id := event.NewID()

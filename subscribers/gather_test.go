@@ -769,6 +769,37 @@ func TestContentsOfAChunkMessage(t *testing.T) {
 	}
 }
 
+// Contents decompresses a payload that says it is compressed (event.MetadataEncoding); a payload that
+// does not decompress, or that would be too large, is one bad line holding the payload as received.
+func TestContentsOfACompressedChunk(t *testing.T) {
+	evs := events(3, "m")
+	for _, enc := range []string{event.EncodingS2, event.EncodingZstd} {
+		m := chunk(t, evs...)
+		z, err := event.Compress(nil, m.Payload, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Payload = z
+		m.Metadata.Set(event.MetadataEncoding, enc)
+		got, bad := subscribers.Contents(m)
+		if len(bad) != 0 || !slices.Equal(eventIDs(got), eventIDs(evs)) {
+			t.Fatalf("%s: decoded %v, %v", enc, eventIDs(got), bad)
+		}
+		corrupt := chunk(t, evs...)
+		corrupt.Payload = append(bytes.Clone(z[:len(z)/2]), 0xff, 0xfe)
+		corrupt.Metadata.Set(event.MetadataEncoding, enc)
+		got, bad = subscribers.Contents(corrupt)
+		if len(got) != 0 || len(bad) != 1 || !bytes.Equal(bad[0].Raw, corrupt.Payload) || !strings.Contains(bad[0].Error(), enc) {
+			t.Fatalf("%s, corrupt: %d events, bad %v", enc, len(got), bad)
+		}
+	}
+	unknown := chunk(t, evs...)
+	unknown.Metadata.Set(event.MetadataEncoding, "brotli")
+	if got, bad := subscribers.Contents(unknown); len(got) != 0 || len(bad) != 1 || !strings.Contains(bad[0].Error(), "brotli") {
+		t.Fatalf("unknown encoding: %d events, bad %v", len(got), bad)
+	}
+}
+
 // eventually waits (real time, up to waitFor) for cond.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()

@@ -26,7 +26,10 @@ type Settings struct {
 	// plus its headers is over Kafka's own default of 1,000,012 bytes. A topic created otherwise
 	// must allow it, or such chunks fail with MESSAGE_TOO_LARGE.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
-	// Compression of the records: none, gzip, snappy (the default), lz4 or zstd.
+	// Compression of the record batches: none (the default), gzip, snappy, lz4 or zstd. A web node's
+	// chunks come compressed already (bus.forward.compression, s2), which Kafka's codecs would only
+	// compress again; set one for messages that are not (bus.forward.compression none, or a
+	// publisher of your own).
 	Compression string `yaml:"compression"`
 	// PublishTimeout is how long a Publish retries while no broker acknowledges (30 s); then it
 	// fails, and the web node's local bus keeps the chunk.
@@ -66,7 +69,7 @@ func DefaultSettings() Settings {
 		Partitions:        6,
 		ReplicationFactor: -1,
 		MaxMessageBytes:   4 << 20,
-		Compression:       "snappy",
+		Compression:       "none",
 		PublishTimeout:    30 * time.Second,
 		SessionTimeout:    10 * time.Second,
 		HeartbeatInterval: time.Second,
