@@ -269,7 +269,7 @@ func TestMigrateToPartitionsKeepsEveryRow(t *testing.T) {
 	cmd := exec.Command(sluiceBin, "migrate")
 	cmd.Env = append(os.Environ(), "SLUICE_POSTGRES_DSN="+dsn)
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "applied now: 1") {
+	if err != nil || !strings.Contains(string(out), "applied now: 2") { // 0003 (partitions) and 0004 (hash indexes)
 		t.Fatalf("sluice migrate: %v\n%s", err, out)
 	}
 	if n := count(t, pool, "SELECT count(*) FROM application_logs"); n != len(events) {
@@ -278,6 +278,26 @@ func TestMigrateToPartitionsKeepsEveryRow(t *testing.T) {
 	var kind string
 	if err := pool.QueryRow(ctx, "SELECT relkind::text FROM pg_class WHERE relname = 'application_logs'").Scan(&kind); err != nil || kind != "p" {
 		t.Errorf("application_logs is of kind %q (%v), want p (partitioned)", kind, err)
+	}
+	for _, ix := range []string{"application_logs_request_id_idx", "application_logs_trace_id_idx"} {
+		var method string
+		if err := pool.QueryRow(ctx, "SELECT am.amname::text FROM pg_class c JOIN pg_am am ON am.oid = c.relam WHERE c.oid = to_regclass($1)",
+			ix).Scan(&method); err != nil || method != "hash" {
+			t.Errorf("%s is a %q index (%v), want hash", ix, method, err)
+		}
+	}
+	var withRequest int
+	for _, e := range events {
+		if e.RequestID != "" {
+			withRequest++
+			var n int
+			if err := pool.QueryRow(ctx, "SELECT count(*) FROM application_logs WHERE request_id = $1 AND id = $2", e.RequestID, e.ID).Scan(&n); err != nil || n != 1 {
+				t.Errorf("event %s by its request id after the migration: %d rows (%v)", e.ID, n, err)
+			}
+			if withRequest == 20 {
+				break
+			}
+		}
 	}
 	var missing int
 	ids := make([]string, len(events))
