@@ -26,7 +26,8 @@ import (
 //     meanwhile): CREATE INDEX on the parent, which attaches the partitions' hash indexes instead of
 //     building them (and builds it on a partition made since step 1: a day ahead, empty), DROP INDEX of
 //     the B-tree (its partitions' with it), and the rename to the B-tree's name. The transaction
-//     touches the catalog only.
+//     touches the catalog only. On an empty table (a new database) step 2 is all: it builds the
+//     empty indexes at once.
 //
 // It does nothing to an index that is a hash index already.
 
@@ -62,6 +63,13 @@ func hashIndex(ctx context.Context, conn *pgx.Conn, name, column string) error {
 		return err
 	}
 	def := " USING hash (" + column + ") WHERE " + column + " IS NOT NULL"
+	var empty bool
+	if err := conn.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM "+pgx.Identifier{DefaultTable}.Sanitize()+")").Scan(&empty); err != nil {
+		return err
+	}
+	if empty {
+		parts = nil // a new database: step 2 alone builds them, at once (each CONCURRENTLY build waits for other transactions)
+	}
 	for _, p := range parts { // step 1
 		ix := pgx.Identifier{p + "_" + column + "_hash"}.Sanitize()
 		var valid *bool
