@@ -217,6 +217,14 @@ func (e *Event) readMember(key, v []byte, nested *uint8) bool {
 	default:
 		return !foldsToField(key) // a member of no field is ignored, as encoding/json ignores it
 	}
+	if bit != 0 { // a nested part: an object or null, read later from Raw
+		// Twice (null or not), and encoding/json would keep the last where RawMember finds the first.
+		if *nested&bit != 0 || (v[0] != '{' && v[0] != 'n') {
+			return false
+		}
+		*nested |= bit
+		return true
+	}
 	switch {
 	case v[0] == 'n':
 		return true
@@ -229,13 +237,7 @@ func (e *Event) readMember(key, v []byte, nested *uint8) bool {
 		*n = i
 		return err == nil
 	}
-	// A nested part: an object (or null), read later from Raw. Twice, and encoding/json would keep
-	// the last where RawMember finds the first.
-	if *nested&bit != 0 || v[0] != '{' {
-		return false
-	}
-	*nested |= bit
-	return true
+	return false // unreachable: every field above is a string, a number or a nested part
 }
 
 // plainString returns the content of the JSON string v when it has no escapes.

@@ -126,6 +126,21 @@ func checkLean(t *testing.T, payload []byte) {
 	}
 }
 
+// A nested part written twice, null first or last, leaves the fast path: RawNested and RawMember
+// agree on which one the event has.
+func TestDecodeLeanNestedPartTwice(t *testing.T) {
+	head := `{"id":"0193b5e2-8f4c-7d2a-9b1e-3c4d5e6f7a8b","ts":"2026-01-01T00:00:00Z","level":"INFO","kind":"http","message":"m",`
+	for _, line := range []string{
+		head + `"request":null,"request":{"method":"GET"}}`,
+		head + `"request":{"method":"GET"},"request":null}`,
+	} {
+		if new(Event).readTop([]byte(line)) {
+			t.Errorf("%s: the fast path read a nested part written twice", line)
+		}
+		checkLean(t, []byte(line))
+	}
+}
+
 func TestDecodeLeanKeepsNestedPartsAsWritten(t *testing.T) {
 	line := `{"id":"0193b5e2-8f4c-7d2a-9b1e-3c4d5e6f7a8b","ts":"2026-01-01T00:00:00Z","level":"INFO","kind":"http","message":"m",` +
 		`"request":{"query":1,"extra":true},"attrs":{"big":12345678901234567890}}`
