@@ -26,10 +26,12 @@ import (
 //     meanwhile): CREATE INDEX on the parent, which attaches the partitions' hash indexes instead of
 //     building them (and builds it on a partition made since step 1: a day ahead, empty), DROP INDEX of
 //     the B-tree (its partitions' with it), and the rename to the B-tree's name. The transaction
-//     touches the catalog only. On an empty table (a new database) step 2 is all: it builds the
-//     empty indexes at once.
+//     touches the catalog only. Under the lock it first checks that every partition holding rows
+//     has its valid hash index; one that appeared since step 1 (a replayed past day) sends the
+//     migration back to step 1, rather than be indexed while every write waits. On an empty table (a
+//     new database) step 2 builds the empty indexes at once.
 //
-// It does nothing to an index that is a hash index already.
+// It does nothing to an index that is a valid hash index already.
 
 // hashIndexes are the indexes that 0004 makes hash indexes, by name, and their column.
 var hashIndexes = []struct{ name, column string }{
@@ -40,13 +42,16 @@ var hashIndexes = []struct{ name, column string }{
 // hashIDIndexes is migration 0004 (see above).
 func hashIDIndexes(ctx context.Context, conn *pgx.Conn) error {
 	for _, ix := range hashIndexes {
-		var method string
-		err := conn.QueryRow(ctx, `SELECT am.amname::text FROM pg_class c JOIN pg_am am ON am.oid = c.relam
-			WHERE c.oid = to_regclass($1)`, ix.name).Scan(&method)
+		var (
+			method string
+			valid  bool
+		)
+		err := conn.QueryRow(ctx, `SELECT am.amname::text, x.indisvalid FROM pg_class c JOIN pg_am am ON am.oid = c.relam
+			JOIN pg_index x ON x.indexrelid = c.oid WHERE c.oid = to_regclass($1)`, ix.name).Scan(&method, &valid)
 		if err != nil {
 			return fmt.Errorf("find index %s: %w", ix.name, err)
 		}
-		if method == "hash" {
+		if method == "hash" && valid {
 			continue
 		}
 		if err := hashIndex(ctx, conn, ix.name, ix.column); err != nil {
@@ -56,8 +61,37 @@ func hashIDIndexes(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
+// errPartitionsChanged: a partition that holds rows and has no valid hash index appeared after step
+// 1 (a replayed past day, made and filled by a sink meanwhile). Step 2 would build its index while
+// holding a lock that stops every write: step 1 runs again instead.
+var errPartitionsChanged = errors.New("a partition with rows and without its hash index appeared")
+
 // hashIndex replaces the index name on column of application_logs with a hash index of that name.
 func hashIndex(ctx context.Context, conn *pgx.Conn, name, column string) error {
+	for attempt := 1; ; attempt++ {
+		err := hashIndexOnce(ctx, conn, name, column)
+		if !errors.Is(err, errPartitionsChanged) || attempt == 5 {
+			return err
+		}
+	}
+}
+
+// partitionIndex is the name of partition's hash index on column, quoted.
+func partitionIndex(partition, column string) string {
+	return pgx.Identifier{partition + "_" + column + "_hash"}.Sanitize()
+}
+
+// indexValid reports whether the index ix (quoted) exists, and whether it is valid.
+func indexValid(ctx context.Context, q querier, ix string) (exists, valid bool, err error) {
+	var v *bool
+	err = q.QueryRow(ctx, `SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)`, ix).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	return v != nil, v != nil && *v, err
+}
+
+func hashIndexOnce(ctx context.Context, conn *pgx.Conn, name, column string) error {
 	parts, err := partitionNames(ctx, conn)
 	if err != nil {
 		return err
@@ -67,23 +101,22 @@ func hashIndex(ctx context.Context, conn *pgx.Conn, name, column string) error {
 	if err := conn.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM "+pgx.Identifier{DefaultTable}.Sanitize()+")").Scan(&empty); err != nil {
 		return err
 	}
-	if empty {
-		parts = nil // a new database: step 2 alone builds them, at once (each CONCURRENTLY build waits for other transactions)
-	}
 	for _, p := range parts { // step 1
-		ix := pgx.Identifier{p + "_" + column + "_hash"}.Sanitize()
-		var valid *bool
-		err := conn.QueryRow(ctx, `SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)`, ix).Scan(&valid)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		ix := partitionIndex(p, column)
+		exists, valid, err := indexValid(ctx, conn, ix)
+		if err != nil {
 			return err
 		}
-		if valid != nil && *valid {
+		if valid {
 			continue
 		}
-		if valid != nil {
+		if exists { // a failed build left it invalid: attached, it would make the parent's invalid too
 			if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+ix); err != nil {
 				return fmt.Errorf("drop invalid index %s: %w", ix, err)
 			}
+		}
+		if empty {
+			continue // a new database: step 2 builds them all at once (each CONCURRENTLY build waits for other transactions)
 		}
 		if _, err := conn.Exec(ctx, "CREATE INDEX CONCURRENTLY "+ix+" ON "+pgx.Identifier{p}.Sanitize()+def); err != nil {
 			return fmt.Errorf("build index %s: %w", ix, err)
@@ -95,6 +128,32 @@ func hashIndex(ctx context.Context, conn *pgx.Conn, name, column string) error {
 		for _, s := range []string{
 			"SET LOCAL lock_timeout = '30s'",
 			fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", partitionLockKey),
+		} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		// Under the lock no partition is made: every one that holds rows must have its index now.
+		now, err := partitionNames(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, p := range now {
+			if _, valid, err := indexValid(ctx, tx, partitionIndex(p, column)); err != nil || valid {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			var rows bool
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+pgx.Identifier{p}.Sanitize()+")").Scan(&rows); err != nil {
+				return err
+			}
+			if rows {
+				return fmt.Errorf("partition %s: %w", p, errPartitionsChanged)
+			}
+		}
+		for _, s := range []string{
 			"CREATE INDEX " + next + " ON " + parent + def,
 			"DROP INDEX " + pgx.Identifier{name}.Sanitize(),
 			"ALTER INDEX " + next + " RENAME TO " + pgx.Identifier{name}.Sanitize(),

@@ -152,3 +152,30 @@ func TestMigrateMakesTheIdIndexesHash(t *testing.T) {
 		t.Errorf("second Migrate applied %v, %v; want nothing", again, err)
 	}
 }
+
+// An invalid hash index that a failed build left on a partition is dropped and built again, on an
+// empty table too: attached, it would leave the parent's index invalid for good.
+func TestMigrateRebuildsAnInvalidHashIndex(t *testing.T) {
+	pool := newPool(t)
+	ctx := context.Background()
+	if err := pgsink.ApplyUpTo(ctx, pool, 3); err != nil {
+		t.Fatal(err)
+	}
+	p := partitions(t, pool)[0]
+	for _, q := range []string{
+		"CREATE INDEX " + p + "_trace_id_hash ON " + p + " USING hash (trace_id) WHERE trace_id IS NOT NULL",
+		"UPDATE pg_index SET indisvalid = false WHERE indexrelid = '" + p + "_trace_id_hash'::regclass",
+	} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pgsink.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	for table, ixs := range idIndexes(t, pool) {
+		if len(ixs) != 2 || strings.Contains(strings.Join(ixs, ","), "invalid") || strings.Contains(strings.Join(ixs, ","), "btree") {
+			t.Errorf("%s: indexes %v, want two valid hash indexes", table, ixs)
+		}
+	}
+}
