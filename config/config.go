@@ -481,6 +481,8 @@ func (c Config) Validate() error {
 	}
 	if c.Capture.MaxEventBytes < 4096 {
 		bad("capture.max_event_bytes", c.Capture.MaxEventBytes, "must be at least 4096")
+	} else if c.Bus.Driver != brokers.Memory && c.Capture.MaxEventBytes > event.MaxChunkBytes/2 {
+		bad("capture.max_event_bytes", c.Capture.MaxEventBytes, "must be at most %d with a broker (half of what a worker takes in one chunk)", event.MaxChunkBytes/2)
 	}
 	if err := c.Capture.Sampling.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("config: capture.sampling: %w", err))
@@ -514,7 +516,7 @@ func (f Forward) validate(prefix string) []error {
 		bad("chunk.max_events", f.Chunk.MaxEvents, "must be positive")
 	}
 	if f.Chunk.MaxBytes <= 0 || f.Chunk.MaxBytes > event.MaxChunkBytes/2 {
-		bad("chunk.max_bytes", f.Chunk.MaxBytes, fmt.Sprintf("must be positive and at most %d (a worker refuses a chunk over %d bytes, and an event may end a chunk past the bound)", event.MaxChunkBytes/2, event.MaxChunkBytes))
+		bad("chunk.max_bytes", f.Chunk.MaxBytes, fmt.Sprintf("must be positive and at most %d (a worker refuses a chunk over %d bytes, and an event of up to capture.max_event_bytes may end a chunk past the bound)", event.MaxChunkBytes/2, event.MaxChunkBytes))
 	}
 	if f.Chunk.Linger <= 0 {
 		bad("chunk.linger", f.Chunk.Linger, "must be positive")

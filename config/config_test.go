@@ -356,13 +356,14 @@ func TestBusDriverSection(t *testing.T) {
 		t.Error("a driver's section is listed as a sink's")
 	}
 	for yml, want := range map[string]string{
-		"bus:\n  testmq:\n    streem: x\n":                               "bus.testmq.streem",
-		"bus:\n  driver: testmq\n  url: x\n  testmq:\n    replicas: 0\n": "bus.testmq.replicas",
-		"bus:\n  driver: testmq\n":                                       "bus.url",
-		"bus:\n  driver: kafkaa\n":                                       "testmq",
-		"bus:\n  forward:\n    max_concurrent_publishes: 0\n":            "bus.forward.max_concurrent_publishes",
-		"bus:\n  forward:\n    compression: gzip\n":                      "bus.forward.compression",
-		"bus:\n  forward:\n    chunk:\n      max_bytes: 1073741824\n":    "bus.forward.chunk.max_bytes",
+		"bus:\n  testmq:\n    streem: x\n":                                          "bus.testmq.streem",
+		"bus:\n  driver: testmq\n  url: x\n  testmq:\n    replicas: 0\n":            "bus.testmq.replicas",
+		"bus:\n  driver: testmq\n":                                                  "bus.url",
+		"bus:\n  driver: kafkaa\n":                                                  "testmq",
+		"bus:\n  forward:\n    max_concurrent_publishes: 0\n":                       "bus.forward.max_concurrent_publishes",
+		"bus:\n  forward:\n    compression: gzip\n":                                 "bus.forward.compression",
+		"bus:\n  driver: testmq\n  url: x\ncapture:\n  max_event_bytes: 16777216\n": "capture.max_event_bytes",
+		"bus:\n  forward:\n    chunk:\n      max_bytes: 1073741824\n":               "bus.forward.chunk.max_bytes",
 	} {
 		writeFile(t, file, yml)
 		if _, err := Load(file, nil); err == nil || !strings.Contains(err.Error(), want) {

@@ -25,10 +25,11 @@ const (
 )
 
 // MaxChunkBytes bounds the payload of a chunk once decompressed: a payload that says it holds more
-// is refused whole before anything is allocated for it (a compressed payload a few KiB long can claim
-// gigabytes). A web node's chunks are far smaller (bus.forward.chunk.max_bytes, 512 KiB by default,
-// at most this).
-const MaxChunkBytes = 64 << 20
+// is refused whole before anything is allocated for it (a compressed payload a few bytes long can
+// claim gigabytes; one that claims less than this costs a worker at most this much memory before it
+// is found corrupt). A web node's chunks are far smaller: bus.forward.chunk.max_bytes (512 KiB by
+// default) plus at most one event of capture.max_event_bytes (256 KiB), each at most half of this.
+const MaxChunkBytes = 16 << 20
 
 // ErrChunkTooLarge is the error of a compressed payload that decompresses to more than MaxChunkBytes.
 var ErrChunkTooLarge = errors.New("decompressed chunk is over the limit")
@@ -88,11 +89,11 @@ func Compress(dst, payload []byte, encoding string) ([]byte, error) {
 }
 
 // Decompress returns the chunk that payload holds compressed with encoding (the message's
-// MetadataEncoding; "" is not compressed: payload itself). It refuses, before allocating it, a chunk
+// MetadataEncoding; "" and "none" are not compressed: payload itself). It refuses, before allocating it, a chunk
 // over MaxChunkBytes, and reports a corrupt payload.
 func Decompress(payload []byte, encoding string) ([]byte, error) {
 	switch encoding {
-	case "":
+	case "", EncodingNone:
 		return payload, nil
 	case EncodingS2:
 		n, err := s2.DecodedLen(payload)

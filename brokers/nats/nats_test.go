@@ -17,7 +17,9 @@ import (
 	"github.com/sluicelog/sluice/brokers"
 	"github.com/sluicelog/sluice/brokers/brokertest"
 	"github.com/sluicelog/sluice/brokers/nats"
+	"github.com/sluicelog/sluice/event"
 	"github.com/sluicelog/sluice/internal/testenv"
+	"github.com/sluicelog/sluice/subscribers"
 )
 
 // cleaned is a broker whose declared streams are deleted when the test ends, after it is closed
@@ -397,6 +399,36 @@ func TestTooLargeMessageIsRefusedClearly(t *testing.T) {
 	err := b.Publisher().Publish(topic, m)
 	if err == nil || !strings.Contains(err.Error(), "max_payload") || !strings.Contains(err.Error(), "bus.forward.chunk.max_bytes") {
 		t.Fatalf("Publish of 2 MiB = %v, want an error naming max_payload and bus.forward.chunk.max_bytes", err)
+	}
+}
+
+// A message whose driver-compressed payload does not decompress is handed out as it is, marked
+// compressed (a worker finds it corrupt and dead-letters it), not a failed fetch that would bring it
+// back again and again: the message after it arrives too.
+func TestCorruptCompressedMessageIsHandedOut(t *testing.T) {
+	b := open(t, nats.DefaultSettings())
+	topic, g := declared(t, b, "a")
+	nm := natsio.NewMsg(topic)
+	nm.Data = []byte("\x28\xb5\x2f\xfd not zstd")
+	nm.Header.Set("Sluice-Payload-Encoding", "zstd")
+	if _, err := b.js.PublishMsg(context.Background(), nm, jetstream.WithMsgID("corrupt")); err != nil {
+		t.Fatal(err)
+	}
+	good := brokertest.Chunk(2)
+	publish(t, b, topic, good)
+	ch := subscribe(t, b, g[0], topic)
+	first := receive(t, ch, 30*time.Second)
+	if first.UUID != "corrupt" || first.Metadata.Get(event.MetadataEncoding) != event.EncodingZstd || string(first.Payload) != string(nm.Data) {
+		t.Fatalf("got %s (encoding %q, %d bytes), want the corrupt message as it is, marked zstd", first.UUID, first.Metadata.Get(event.MetadataEncoding), len(first.Payload))
+	}
+	if _, bad := subscribers.Contents(first); len(bad) != 1 {
+		t.Errorf("a worker reads %d bad lines from it, want 1", len(bad))
+	}
+	first.Ack()
+	if second := receive(t, ch, 30*time.Second); second.UUID != good.UUID {
+		t.Fatalf("got %s, want the good message %s", second.UUID, good.UUID)
+	} else {
+		second.Ack()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicelog/sluice/brokers/internal/delivery"
+	"github.com/sluicelog/sluice/event"
 )
 
 type publisher struct{ b *Broker }
@@ -67,7 +68,7 @@ const encodingHeader = "Sluice-Payload-Encoding"
 
 var (
 	zstdEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
-	zstdDecoder, _ = zstd.NewReader(nil)
+	zstdDecoder, _ = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(event.MaxChunkBytes))
 )
 
 // size is the size of nm on the wire, with the Nats-Msg-Id header it will carry.
@@ -165,9 +166,12 @@ func (r *source) fetch(batch jetstream.MessageBatch, err error) ([]delivery.Item
 	for jm := range batch.Messages() {
 		h := jm.Headers()
 		data := jm.Data()
+		corrupt := false
 		if h.Get(encodingHeader) == "zstd" {
-			if data, err = zstdDecoder.DecodeAll(data, nil); err != nil {
-				return items, fmt.Errorf("brokers/nats: message %s: decompressing its payload: %w", h.Get(natsio.MsgIdHdr), err)
+			if d, derr := zstdDecoder.DecodeAll(data, nil); derr == nil {
+				data = d
+			} else {
+				corrupt = true // handed out as it is: the worker finds it corrupt too, and dead-letters it
 			}
 		}
 		m := message.NewMessage(h.Get(natsio.MsgIdHdr), data)
@@ -175,6 +179,9 @@ func (r *source) fetch(batch jetstream.MessageBatch, err error) ([]delivery.Item
 			if !strings.HasPrefix(k, "Nats-") && k != encodingHeader && len(vs) > 0 {
 				m.Metadata.Set(k, vs[0])
 			}
+		}
+		if corrupt {
+			m.Metadata.Set(event.MetadataEncoding, event.EncodingZstd)
 		}
 		items = append(items, delivery.Item[jetstream.Msg]{Key: jm, Msg: m})
 	}
