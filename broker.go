@@ -192,10 +192,7 @@ func (s *forwardSink) message(b subscribers.Batch) (*message.Message, error) {
 	}
 	msg := message.NewMessage(b.ID.String(), payload)
 	msg.Metadata.Set(event.MetadataEvents, strconv.Itoa(len(b.Events)))
-	msg.Metadata.Set(event.MetadataFormat, event.ChunkFormat)
-	if compressed {
-		msg.Metadata.Set(event.MetadataEncoding, s.compression)
-	}
+	msg.Metadata.Set(event.MetadataFormat, event.ChunkFormatFor(s.compression))
 	return msg, nil
 }
 

@@ -26,14 +26,14 @@ type flakyPublisher struct {
 	down      atomic.Bool
 	mu        sync.Mutex
 	tried     map[string]int
-	encodings map[string]int // messages by event.MetadataEncoding
+	encodings map[string]int // messages by their event.MetadataFormat
 }
 
 func (f *flakyPublisher) Publish(topic string, msgs ...*message.Message) error {
 	f.mu.Lock()
 	for _, m := range msgs {
 		f.tried[m.UUID]++
-		f.encodings[m.Metadata.Get(event.MetadataEncoding)]++
+		f.encodings[m.Metadata.Get(event.MetadataFormat)]++
 	}
 	f.mu.Unlock()
 	if f.down.Load() {
@@ -141,10 +141,7 @@ func testWebNodeForwardsWorkerWrites(t *testing.T, compression string) {
 	if err := web.Publish(context.Background(), appEvent(0)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Publish after Close: %v", err)
 	}
-	want := compression
-	if want == event.EncodingNone {
-		want = ""
-	}
+	want := event.ChunkFormatFor(compression) // "ndjson/1+s2", "ndjson/1+zstd", "ndjson/1"
 	pub.mu.Lock()
 	defer pub.mu.Unlock()
 	if len(pub.encodings) != 1 || pub.encodings[want] < n/cfg.Bus.Forward.Chunk.MaxEvents {

@@ -105,7 +105,7 @@ type Forward struct {
 	Chunk ChunkPolicy `yaml:"chunk"`
 	// Compression compresses each chunk before it is published: s2 (fast), zstd (smaller), or none.
 	// The broker then stores, copies and sends a fifth to an eighth of the bytes; workers decompress
-	// whatever a message says it holds (event.MetadataEncoding).
+	// whatever a message says it holds (its format: event.ChunkFormatFor).
 	Compression            string        `yaml:"compression"`
 	MaxConcurrentPublishes int           `yaml:"max_concurrent_publishes"`
 	PublishTimeout         time.Duration `yaml:"publish_timeout"`

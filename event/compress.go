@@ -10,17 +10,15 @@ import (
 )
 
 // A chunk that crosses a broker may be compressed: its payload is then the chunk's NDJSON compressed
-// as one block, and MetadataEncoding names how. In-process chunks are never compressed.
+// as one block, and its MetadataFormat names how (ChunkFormatFor). In-process chunks are never
+// compressed.
 const (
-	// MetadataEncoding names the compression of a bus message's payload: EncodingS2 or EncodingZstd
-	// (absent: not compressed).
-	MetadataEncoding = "sluice_encoding"
 	// EncodingS2 is an S2 block (github.com/klauspost/compress/s2, a faster Snappy): on the events of
 	// sluice's benchmarks, 4.7 times smaller, 1.2 µs per event to compress and 0.3 µs to decompress.
 	EncodingS2 = "s2"
 	// EncodingZstd is a zstd frame at its fastest level: 8.2 times smaller, 2.5 µs and 0.6 µs.
 	EncodingZstd = "zstd"
-	// EncodingNone is the configuration's word for no compression (MetadataEncoding absent).
+	// EncodingNone is the configuration's word for no compression (the format is ChunkFormat).
 	EncodingNone = "none"
 )
 
@@ -88,8 +86,8 @@ func Compress(dst, payload []byte, encoding string) ([]byte, error) {
 	return nil, CheckEncoding(encoding)
 }
 
-// Decompress returns the chunk that payload holds compressed with encoding (the message's
-// MetadataEncoding; "" and "none" are not compressed: payload itself). It refuses, before allocating it, a chunk
+// Decompress returns the chunk that payload holds compressed with encoding (ChunkEncoding of the
+// message's format; "" and "none" are not compressed: payload itself). It refuses, before allocating it, a chunk
 // over MaxChunkBytes, and reports a corrupt payload.
 func Decompress(payload []byte, encoding string) ([]byte, error) {
 	switch encoding {

@@ -204,8 +204,10 @@ func (e *Event) Validate() error {
 //     (the format of messages published before the key existed: one event per message).
 //   - Metadata MetadataEvents: the number of lines, in decimal. The bus bounds by it.
 //   - UUID: a fresh id per chunk (NewID), not an event's id.
-//   - Metadata MetadataEncoding, when set: the payload is compressed (see Compress); a consumer
-//     decompresses it (Decompress) before it decodes it.
+//   - A compressed payload (see Compress) says so in its format: ChunkFormat, "+", and the
+//     encoding ("ndjson/1+s2", "ndjson/1+zstd": ChunkFormatFor). A consumer decompresses it
+//     (Decompress) before it decodes it; one that does not know the format refuses the chunk whole
+//     (a dead letter of its bytes as received) rather than read compressed bytes as lines.
 //
 // In process the publisher may also put the decoded events in the message's context (NewContext), so
 // that the subscriber need not decode what was just encoded; a broker carries only the payload.
@@ -218,13 +220,35 @@ const (
 	ChunkFormat = "ndjson/1"
 )
 
+// ChunkFormatFor returns the MetadataFormat of a chunk compressed with encoding (EncodingNone or "":
+// ChunkFormat).
+func ChunkFormatFor(encoding string) string {
+	if encoding == "" || encoding == EncodingNone {
+		return ChunkFormat
+	}
+	return ChunkFormat + "+" + encoding
+}
+
+// ChunkEncoding returns the compression that a message's MetadataFormat names ("" for none), or an
+// error when it names a format this version of sluice cannot read (an absent value is version 1).
+func ChunkEncoding(format string) (string, error) {
+	switch format {
+	case "", ChunkFormat:
+		return "", nil
+	case ChunkFormatFor(EncodingS2):
+		return EncodingS2, nil
+	case ChunkFormatFor(EncodingZstd):
+		return EncodingZstd, nil
+	}
+	return "", fmt.Errorf("unknown bus message format %q (this sluice reads %q, %q and %q)", format,
+		ChunkFormat, ChunkFormatFor(EncodingS2), ChunkFormatFor(EncodingZstd))
+}
+
 // CheckFormat returns an error when a message's MetadataFormat names a format this version of sluice
 // cannot read (an absent value is version 1).
 func CheckFormat(format string) error {
-	if format == "" || format == ChunkFormat {
-		return nil
-	}
-	return fmt.Errorf("unknown bus message format %q (this sluice reads %q)", format, ChunkFormat)
+	_, err := ChunkEncoding(format)
+	return err
 }
 
 // NewID returns a fresh UUIDv7 (the ids of events; also the ids of bus messages).

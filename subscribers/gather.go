@@ -59,7 +59,7 @@ const drainWait = 20 * time.Millisecond
 //
 // A batch message carries the number of events in event.MetadataEvents and, in its context, the
 // decoded events and the lines that could not be decoded (Contents reads them). Its payload is the
-// chunks' NDJSON one after the other (decompressed: see event.MetadataEncoding), or empty when every chunk came with its events
+// chunks' NDJSON one after the other (decompressed: see event.ChunkFormatFor), or empty when every chunk came with its events
 // decoded in its context (in process): read a batch with Contents, not from its payload. Its UUID is
 // the batch id (event.BatchID of its events).
 //
@@ -443,16 +443,17 @@ type chunk struct {
 }
 
 // readChunk reads the events of one chunk message: from its context when the publisher put them
-// there, else by decompressing (event.MetadataEncoding) and decoding its payload. A payload that
+// there, else by decompressing (as its format says: event.ChunkEncoding) and decoding its payload. A payload that
 // cannot be decompressed is one bad line: the chunk's lines cannot be told apart.
 func readChunk(msg *message.Message) chunk {
 	c := chunk{msg: msg, lines: msg.Payload}
-	if err := event.CheckFormat(msg.Metadata.Get(event.MetadataFormat)); err != nil {
+	encoding, err := event.ChunkEncoding(msg.Metadata.Get(event.MetadataFormat))
+	if err != nil {
 		c.bad = []*event.LineError{{Line: 0, Raw: msg.Payload, Err: err}}
 		return c
 	}
 	if c.events, c.inProcess = event.FromContext(msg.Context()); !c.inProcess {
-		lines, err := event.Decompress(msg.Payload, msg.Metadata.Get(event.MetadataEncoding))
+		lines, err := event.Decompress(msg.Payload, encoding)
 		if err != nil {
 			c.bad = []*event.LineError{{Line: 0, Raw: msg.Payload, Err: fmt.Errorf("chunk %s: %w", msg.UUID, err)}}
 			return c

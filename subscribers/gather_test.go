@@ -769,7 +769,7 @@ func TestContentsOfAChunkMessage(t *testing.T) {
 	}
 }
 
-// Contents decompresses a payload that says it is compressed (event.MetadataEncoding); a payload that
+// Contents decompresses a payload whose format says it is compressed (event.ChunkFormatFor); a payload that
 // does not decompress, or that would be too large, is one bad line holding the payload as received.
 func TestContentsOfACompressedChunk(t *testing.T) {
 	evs := events(3, "m")
@@ -780,21 +780,21 @@ func TestContentsOfACompressedChunk(t *testing.T) {
 			t.Fatal(err)
 		}
 		m.Payload = z
-		m.Metadata.Set(event.MetadataEncoding, enc)
+		m.Metadata.Set(event.MetadataFormat, event.ChunkFormatFor(enc))
 		got, bad := subscribers.Contents(m)
 		if len(bad) != 0 || !slices.Equal(eventIDs(got), eventIDs(evs)) {
 			t.Fatalf("%s: decoded %v, %v", enc, eventIDs(got), bad)
 		}
 		corrupt := chunk(t, evs...)
 		corrupt.Payload = append(bytes.Clone(z[:len(z)/2]), 0xff, 0xfe)
-		corrupt.Metadata.Set(event.MetadataEncoding, enc)
+		corrupt.Metadata.Set(event.MetadataFormat, event.ChunkFormatFor(enc))
 		got, bad = subscribers.Contents(corrupt)
 		if len(got) != 0 || len(bad) != 1 || !bytes.Equal(bad[0].Raw, corrupt.Payload) || !strings.Contains(bad[0].Error(), enc) {
 			t.Fatalf("%s, corrupt: %d events, bad %v", enc, len(got), bad)
 		}
 	}
 	unknown := chunk(t, evs...)
-	unknown.Metadata.Set(event.MetadataEncoding, "brotli")
+	unknown.Metadata.Set(event.MetadataFormat, event.ChunkFormat+"+brotli")
 	if got, bad := subscribers.Contents(unknown); len(got) != 0 || len(bad) != 1 || !strings.Contains(bad[0].Error(), "brotli") {
 		t.Fatalf("unknown encoding: %d events, bad %v", len(got), bad)
 	}

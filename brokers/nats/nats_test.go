@@ -418,8 +418,8 @@ func TestCorruptCompressedMessageIsHandedOut(t *testing.T) {
 	publish(t, b, topic, good)
 	ch := subscribe(t, b, g[0], topic)
 	first := receive(t, ch, 30*time.Second)
-	if first.UUID != "corrupt" || first.Metadata.Get(event.MetadataEncoding) != event.EncodingZstd || string(first.Payload) != string(nm.Data) {
-		t.Fatalf("got %s (encoding %q, %d bytes), want the corrupt message as it is, marked zstd", first.UUID, first.Metadata.Get(event.MetadataEncoding), len(first.Payload))
+	if first.UUID != "corrupt" || first.Metadata.Get(event.MetadataFormat) != event.ChunkFormatFor(event.EncodingZstd) || string(first.Payload) != string(nm.Data) {
+		t.Fatalf("got %s (encoding %q, %d bytes), want the corrupt message as it is, marked zstd", first.UUID, first.Metadata.Get(event.MetadataFormat), len(first.Payload))
 	}
 	if _, bad := subscribers.Contents(first); len(bad) != 1 {
 		t.Errorf("a worker reads %d bad lines from it, want 1", len(bad))

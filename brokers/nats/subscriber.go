@@ -181,7 +181,7 @@ func (r *source) fetch(batch jetstream.MessageBatch, err error) ([]delivery.Item
 			}
 		}
 		if corrupt {
-			m.Metadata.Set(event.MetadataEncoding, event.EncodingZstd)
+			m.Metadata.Set(event.MetadataFormat, event.ChunkFormatFor(event.EncodingZstd))
 		}
 		items = append(items, delivery.Item[jetstream.Msg]{Key: jm, Msg: m})
 	}
