@@ -195,18 +195,12 @@ func convert(ctx context.Context, conn *pgx.Conn, now time.Time, empty bool) (st
 func prepareConversion(ctx context.Context, conn *pgx.Conn, cut time.Time) error {
 	for _, ix := range prebuilt {
 		// An index that a failed CREATE INDEX CONCURRENTLY left invalid is dropped and built again.
-		var valid *bool
-		err := conn.QueryRow(ctx, `SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)`, ix.name).Scan(&valid)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		valid, err := dropInvalid(ctx, conn, ix.name)
+		if err != nil {
 			return err
 		}
-		if valid != nil && *valid {
+		if valid {
 			continue
-		}
-		if valid != nil {
-			if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+ix.name); err != nil {
-				return fmt.Errorf("drop invalid index %s: %w", ix.name, err)
-			}
 		}
 		if _, err := conn.Exec(ctx, "CREATE "+ix.def); err != nil {
 			return fmt.Errorf("build index %s: %w", ix.name, err)

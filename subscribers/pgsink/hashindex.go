@@ -81,7 +81,7 @@ func partitionIndex(partition, column string) string {
 	return pgx.Identifier{partition + "_" + column + "_hash"}.Sanitize()
 }
 
-// indexValid reports whether the index ix (quoted) exists, and whether it is valid.
+// indexValid reports whether the index ix (a name as SQL writes it) exists, and whether it is valid.
 func indexValid(ctx context.Context, q querier, ix string) (exists, valid bool, err error) {
 	var v *bool
 	err = q.QueryRow(ctx, `SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)`, ix).Scan(&v)
@@ -89,6 +89,19 @@ func indexValid(ctx context.Context, q querier, ix string) (exists, valid bool, 
 		return false, false, nil
 	}
 	return v != nil, v != nil && *v, err
+}
+
+// dropInvalid reports whether the index ix is there and valid; one that a failed CREATE INDEX
+// CONCURRENTLY left invalid it drops (concurrently), to be built again.
+func dropInvalid(ctx context.Context, conn *pgx.Conn, ix string) (valid bool, err error) {
+	exists, valid, err := indexValid(ctx, conn, ix)
+	if err != nil || valid || !exists {
+		return valid, err
+	}
+	if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+ix); err != nil {
+		return false, fmt.Errorf("drop invalid index %s: %w", ix, err)
+	}
+	return false, nil
 }
 
 func hashIndexOnce(ctx context.Context, conn *pgx.Conn, name, column string) error {
@@ -103,17 +116,12 @@ func hashIndexOnce(ctx context.Context, conn *pgx.Conn, name, column string) err
 	}
 	for _, p := range parts { // step 1
 		ix := partitionIndex(p, column)
-		exists, valid, err := indexValid(ctx, conn, ix)
+		valid, err := dropInvalid(ctx, conn, ix) // an invalid one, attached, would leave the parent's invalid too
 		if err != nil {
 			return err
 		}
 		if valid {
 			continue
-		}
-		if exists { // a failed build left it invalid: attached, it would make the parent's invalid too
-			if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+ix); err != nil {
-				return fmt.Errorf("drop invalid index %s: %w", ix, err)
-			}
 		}
 		if empty {
 			continue // a new database: step 2 builds them all at once (each CONCURRENTLY build waits for other transactions)
