@@ -3,6 +3,7 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"math/bits"
 	"strconv"
 )
 
@@ -61,7 +62,9 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 			continue
 		}
 		e := new(Event)
-		if !lean || !e.readTop(safe) {
+		if lean && e.readTop(safe) {
+			e.nested.base, e.nested.n = &safe[0], len(safe) // readTop noted where its nested parts are
+		} else {
 			*e = Event{}
 			if err := json.Unmarshal(safe, e); err != nil {
 				bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
@@ -73,9 +76,6 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 			continue
 		}
 		e.Raw = safe
-		if e.nested.n < 0 { // readTop read it, and noted where the nested parts are
-			e.nested.base, e.nested.n = &safe[0], len(safe)
-		}
 		if lean {
 			e.Lean()
 		}
@@ -97,7 +97,6 @@ func (e *Event) readTop(doc []byte) bool {
 	}
 	i = skipSpace(doc, i+1)
 	if i < len(doc) && doc[i] == '}' {
-		e.nested.n = -1
 		return true
 	}
 	var nested uint8 // the nested parts seen: 1 request, 2 response, 4 attrs
@@ -119,16 +118,8 @@ func (e *Event) readTop(doc []byte) bool {
 		}
 		i = skipSpace(doc, i+1)
 		vend := skipValue(doc, i)
-		if vend < 0 || !e.readMember(key, doc[i:vend], &nested) {
+		if vend < 0 || !e.readMember(key, doc[i:vend], i, &nested) {
 			return false
-		}
-		switch string(key) {
-		case "request":
-			e.nested.at[0] = [2]int32{int32(i), int32(vend)}
-		case "response":
-			e.nested.at[1] = [2]int32{int32(i), int32(vend)}
-		case "attrs":
-			e.nested.at[2] = [2]int32{int32(i), int32(vend)}
 		}
 		i = skipSpace(doc, vend)
 		if i >= len(doc) {
@@ -138,7 +129,6 @@ func (e *Event) readTop(doc []byte) bool {
 		case ',':
 			i = skipSpace(doc, i+1)
 		case '}':
-			e.nested.n = -1 // read: decode notes the document
 			return true
 		default:
 			return false
@@ -146,8 +136,9 @@ func (e *Event) readTop(doc []byte) bool {
 	}
 }
 
-// readMember sets the field of key from the JSON value v (see readTop).
-func (e *Event) readMember(key, v []byte, nested *uint8) bool {
+// readMember sets the field of key from the JSON value v, which starts at offset at of the document
+// (see readTop).
+func (e *Event) readMember(key, v []byte, at int, nested *uint8) bool {
 	var (
 		s   *string
 		n   *int64
@@ -217,12 +208,13 @@ func (e *Event) readMember(key, v []byte, nested *uint8) bool {
 	default:
 		return !foldsToField(key) // a member of no field is ignored, as encoding/json ignores it
 	}
-	if bit != 0 { // a nested part: an object or null, read later from Raw
+	if bit != 0 { // a nested part: an object or null, read later from Raw, where it is noted to be at
 		// Twice (null or not), and encoding/json would keep the last where RawMember finds the first.
 		if *nested&bit != 0 || (v[0] != '{' && v[0] != 'n') {
 			return false
 		}
 		*nested |= bit
+		e.nested.at[bits.TrailingZeros8(bit)] = [2]int32{int32(at), int32(at + len(v))}
 		return true
 	}
 	switch {
