@@ -244,12 +244,6 @@ func ChunkEncoding(format string) (string, error) {
 		ChunkFormat, ChunkFormatFor(EncodingS2), ChunkFormatFor(EncodingZstd))
 }
 
-// CheckFormat returns an error when a message's MetadataFormat names a format this version of sluice
-// cannot read (an absent value is version 1).
-func CheckFormat(format string) error {
-	_, err := ChunkEncoding(format)
-	return err
-}
 
 // NewID returns a fresh UUIDv7 (the ids of events; also the ids of bus messages).
 func NewID() uuid.UUID { return newID(time.Now()) }
