@@ -244,7 +244,6 @@ func ChunkEncoding(format string) (string, error) {
 		ChunkFormat, ChunkFormatFor(EncodingS2), ChunkFormatFor(EncodingZstd))
 }
 
-
 // NewID returns a fresh UUIDv7 (the ids of events; also the ids of bus messages).
 func NewID() uuid.UUID { return newID(time.Now()) }
 
