@@ -31,41 +31,72 @@ func removeTopic(ctx context.Context, driver, url, topic string, groups []string
 		defer c.Close()
 		return c.Del(ctx, topic).Err()
 	case "nats":
-		nc, err := nats.Connect(url)
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return err
-		}
-		err = js.DeleteStream(ctx, natsdriver.StreamName(topic)) // its consumers with it
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil
-		}
-		return err
+		return deleteStream(ctx, url, natsdriver.StreamName(topic))
 	case "amqp":
-		conn, err := amqp091.Dial(url)
-		if err != nil {
-			return err
+		queues := make([]string, len(groups))
+		for i, g := range groups {
+			queues[i] = amqp.QueueName(topic, g)
 		}
-		defer conn.Close()
-		ch, err := conn.Channel()
-		if err != nil {
-			return err
-		}
-		defer ch.Close()
-		var errs []error
-		for _, g := range groups {
-			if _, err := ch.QueueDelete(amqp.QueueName(topic, g), false, false, false); err != nil {
-				errs = append(errs, fmt.Errorf("queue %s: %w", amqp.QueueName(topic, g), err))
-			}
-		}
-		if err := ch.ExchangeDelete(topic, false, false); err != nil {
-			errs = append(errs, fmt.Errorf("exchange %s: %w", topic, err))
-		}
-		return errors.Join(errs...)
+		return deleteQueues(url, queues, topic)
 	}
 	return nil
+}
+
+// removeStock removes what a stock set declared on a long-lived broker: the Redis stream, the
+// RabbitMQ queue, the JetStream stream. Kafka (a kfake process of the run's own) and postgres (a
+// database dropped after the run) need nothing.
+func removeStock(ctx context.Context, driver, url, topic string) error {
+	switch driver {
+	case "redis":
+		return removeTopic(ctx, driver, url, topic, nil) // the stream, as sluice's driver names it
+	case "nats":
+		return deleteStream(ctx, url, topic)
+	case "amqp":
+		return deleteQueues(url, []string{topic})
+	}
+	return nil
+}
+
+// deleteStream deletes a JetStream stream, with its consumers, if it exists.
+func deleteStream(ctx context.Context, url, stream string) error {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	err = js.DeleteStream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	return err
+}
+
+// deleteQueues deletes RabbitMQ queues, and then exchanges, by name.
+func deleteQueues(url string, queues []string, exchanges ...string) error {
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	var errs []error
+	for _, q := range queues {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			errs = append(errs, fmt.Errorf("queue %s: %w", q, err))
+		}
+	}
+	for _, x := range exchanges {
+		if err := ch.ExchangeDelete(x, false, false); err != nil {
+			errs = append(errs, fmt.Errorf("exchange %s: %w", x, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -134,8 +134,12 @@ func (r *Results) WriteTable(w io.Writer) {
 // writeTable writes the bus scenario's tables: the throughput of each design, then where sluice's time
 // went.
 func (b *BusResults) writeTable(t *tables) {
-	t.title("Bus: events/s from a web node's Publish to rows committed in PostgreSQL (mean event %s B of JSON; %d publishing goroutines, %d workers)",
-		count(b.EventJSONBytes), b.Publishers, b.Workers)
+	runs := ""
+	if b.Runs > 1 {
+		runs = fmt.Sprintf("; each bus's median of %d runs", b.Runs)
+	}
+	t.title("Bus: events/s from a web node's Publish to rows committed in PostgreSQL (mean event %s B of JSON; %d publishing goroutines, %d workers%s)",
+		count(b.EventJSONBytes), b.Publishers, b.Workers, runs)
 	t.header("bus", "design", "events", "seconds", "events/s", "broker messages", "DB writes", "Go CPU µs/event",
 		"PostgreSQL CPU µs/event", "broker CPU µs/event", "sluice is")
 	row := func(bus, design string, d BusThroughput, vs string) {
@@ -144,14 +148,25 @@ func (b *BusResults) writeTable(t *tables) {
 			perEvent(d.BrokerCPUSeconds, d.Events), vs)
 	}
 	if p := b.InProcess; p != nil {
-		row("in-process", "sluice: one pipeline, memory bus, COPY", *p, "—")
+		vs := "—"
+		if len(b.InProcessRuns) > 1 {
+			rates := make([]string, len(b.InProcessRuns))
+			for i, r := range b.InProcessRuns {
+				rates[i] = count(r.EventsPerSecond)
+			}
+			vs = fmt.Sprintf("(median of %d runs: %s events/s)", len(rates), strings.Join(rates, ", "))
+		}
+		row("in-process", "sluice: one pipeline, memory bus, COPY", *p, vs)
 	}
 	names := slices.Sorted(maps.Keys(b.Brokers))
 	for _, name := range names {
 		br := b.Brokers[name]
 		row(name, fmt.Sprintf("sluice: web node, a message per chunk, %d workers, COPY per chunk", b.Workers), br.Sluice, "—")
-		row(name, fmt.Sprintf("stock Watermill: a message per event, %d subscriptions, an INSERT per message", b.Workers), br.Stock,
-			times("stock", br.Sluice.EventsPerSecond, br.Stock.EventsPerSecond))
+		vs := times("stock", br.Sluice.EventsPerSecond, br.Stock.EventsPerSecond)
+		if len(br.Runs) > 1 {
+			vs += " (median of " + br.runRatios() + ")"
+		}
+		row(name, fmt.Sprintf("stock Watermill: its adapter, a message per event, %d subscriptions, an INSERT per message", b.Workers), br.Stock, vs)
 	}
 	t.title("Bus: where sluice's time went (seconds summed over whoever did it at once; broker messages are chunks)")
 	t.header("bus", "seconds", "publishers waiting on a full local bus s", "publishes to the broker s",

@@ -96,6 +96,7 @@ type benchFlags struct {
 	busDrivers     string
 	busURLs        map[string]string
 	busWorkers     int
+	busRuns        int
 }
 
 // flagBench registers the flags on fs.
@@ -138,6 +139,7 @@ func flagBench(fs *flag.FlagSet) *benchFlags {
 		return nil
 	})
 	fs.IntVar(&f.busWorkers, "bus-workers", bench.DefaultBusWorkers, "workers of the bus scenario (and subscriptions of its stock design)")
+	fs.IntVar(&f.busRuns, "bus-runs", 1, "rounds of the bus scenario over every bus: each bus's median run is reported")
 	fs.StringVar(&f.serverProfiles, "server-profiles", "", "write a CPU and a heap profile of each demo process into `dir` (demo-MODE.cpu.pprof, demo-MODE.heap.pprof)")
 	return f
 }
@@ -185,7 +187,7 @@ func runBench(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 		if f.busDrivers != "" {
 			cfg.BusDrivers = strings.Split(f.busDrivers, ",")
 		}
-		cfg.BusURLs, cfg.BusWorkers = f.busURLs, f.busWorkers
+		cfg.BusURLs, cfg.BusWorkers, cfg.BusRuns = f.busURLs, f.busWorkers, f.busRuns
 		err = profiling.WithCPU(f.cpuProfile, func() error {
 			res, runErr = bench.Run(ctx, cfg)
 			return nil
