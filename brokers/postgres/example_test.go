@@ -19,6 +19,7 @@ func Example() {
   driver: postgres
   url: postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
   postgres:
+    partitions: 2
     poll_interval: 100ms
     retention: 24h
 `), 0o600)
@@ -37,5 +38,5 @@ func Example() {
 	defer b.Close()
 	fmt.Printf("bus.driver %s, settings %+v\n", d.Name, c.BusSettings())
 	// Output:
-	// bus.driver postgres, settings {TablePrefix:sluice_bus_ PollInterval:100ms AckDeadline:30s NackDelay:1s SubscribeBatchSize:1 Retention:24h0m0s PruneInterval:1m0s MaxConns:8}
+	// bus.driver postgres, settings {TablePrefix:sluice_bus_ Partitions:2 PollInterval:100ms AckDeadline:30s NackDelay:1s SubscribeBatchSize:1 Retention:24h0m0s PruneInterval:1m0s MaxConns:16}
 }

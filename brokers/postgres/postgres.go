@@ -7,12 +7,15 @@
 // driver sluice already links for its PostgreSQL sink, where v3 goes through database/sql and
 // pgx's stdlib adapter; nothing that sluice uses forces v3 (same log schema, same offsets table).
 //
-// Topology: a topic is a table <table_prefix><topic> (one row per chunk: uuid, payload as bytea,
-// metadata as JSON, the inserting transaction's id and an offset) and a table
-// <table_prefix>offsets_<topic> with one row per consumer group: the position up to which the group
-// has acknowledged. Every group reads every row; Declare creates both tables and the row of each
-// group, so a group declared before anything is published starts at the beginning and pruning keeps
-// what it has not read yet.
+// Topology: a topic has partitions (bus.postgres.partitions, 4, fixed when the topic is first used and
+// kept in the table <table_prefix>topics). Partition p is watermill-sql's topic <topic> for p = 0 (so a
+// topic made before partitions existed is its partition 0, of 1) and <topic>:p for the others, each a
+// table <table_prefix><that> (one row per chunk: uuid, payload as bytea, metadata as JSON, the
+// inserting transaction's id and an offset) and a table <table_prefix>offsets_<that> with one row per
+// consumer group: the position up to which the group has acknowledged. Every group reads every row;
+// Declare creates the tables and the row of each group, so a group declared before anything is
+// published starts at the beginning and pruning keeps what it has not read yet. Each Publish goes to
+// one partition, the partitions in turn.
 //
 // What it guarantees:
 //   - Durability: Publish returns once the INSERT of its messages is committed (one multi-row INSERT,
@@ -26,11 +29,12 @@
 //     default, subscribe_batch_size) are offered again. A nack offers the chunk again after
 //     nack_delay; a chunk not acknowledged within ack_deadline is offered again too (and the context of
 //     the message handed out is cancelled).
-//   - Members of a group take turns: a poll locks the group's row (SELECT … FOR UPDATE) until the
-//     rows it read are handled, so one member hands out at a time, one chunk at a time, in commit
-//     order. A second worker
-//     of a group is a hot standby for it, not more throughput (each route is a group of its own, so
-//     routes do run in parallel). When a worker is killed its connection closes, PostgreSQL aborts its
+//   - Members of a group take turns per partition: a poll locks the group's row of the partition
+//     (SELECT … FOR UPDATE) until the rows it read are handled, so one member hands out a partition's
+//     chunks at a time, one chunk at a time, in commit order. A subscription reads every partition,
+//     so it holds up to one chunk per partition unacknowledged, and a group's workers write up to
+//     as many chunks at once as the topic has partitions; there is no order across partitions (each
+//     route is a group of its own, so routes run in parallel too). When a worker is killed its connection closes, PostgreSQL aborts its
 //     transaction at once and another member takes over at its next poll (poll_interval); a worker
 //     whose machine vanished is found by the server's TCP keepalives, which this driver sets to
 //     about 11 s, and one that hangs with its connection open by idle_in_transaction_session_timeout
@@ -53,6 +57,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -93,6 +98,8 @@ type Broker struct {
 
 	mu     sync.Mutex
 	topics map[string]bool // declared: the pruner's
+	parts  map[string]int  // each topic's partitions, once known
+	next   atomic.Uint64   // the partition count of the last Publish: its publishers take turns
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -143,6 +150,7 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 			GenerateMessagesOffsetsTableName: func(topic string) string { return `"` + s.TablePrefix + "offsets_" + topic + `"` },
 		},
 		topics: map[string]bool{},
+		parts:  map[string]int{},
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -160,19 +168,20 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 	return b, nil
 }
 
-// Publisher returns the stock SQL publisher (with a safe Close): Publish returns once its INSERT is
-// committed.
-func (b *Broker) Publisher() message.Publisher { return b.publisher }
+// Publisher returns the stock SQL publisher (with a safe Close) over the partitions of each topic, in
+// turn: Publish returns once the INSERT of its messages (into one partition) is committed.
+func (b *Broker) Publisher() message.Publisher { return &partitionedPublisher{b: b} }
 
 // Subscriber returns a subscriber in the consumer group group.
 func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("brokers/postgres: empty consumer group")
 	}
-	sub, err := b.newSubscriber(group)
+	stock, err := b.newSubscriber(group)
 	if err != nil {
 		return nil, err
 	}
+	sub := &partitionedSubscriber{b: b, sub: stock, closing: make(chan struct{})}
 	if !b.open.Add(sub.Close) {
 		_ = sub.Close()
 		return nil, errors.New("brokers/postgres: broker closed")
@@ -194,26 +203,39 @@ func (b *Broker) newSubscriber(group string) (*wsql.Subscriber, error) {
 	}, b.log)
 }
 
-// Declare creates the topic's tables and the row of each group (at the beginning of the topic), and
-// has the pruner look after the topic. It is idempotent.
+// Declare creates the topic's tables (those of each of its partitions, and the table of partition
+// counts) and the row of each group in each partition (at its beginning), and has the pruner look
+// after the topic. It is idempotent.
 func (b *Broker) Declare(ctx context.Context, topic string, groups []string) error {
-	if err := b.checkTopic(topic); err != nil {
+	if err := b.checkTopic(topic, b.settings.Partitions); err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if g == "" {
+			return errors.New("brokers/postgres: empty consumer group")
+		}
+	}
+	n, err := b.partitions(ctx, topic)
+	if err != nil {
+		return err
+	}
+	if err := b.checkTopic(topic, n); err != nil {
 		return err
 	}
 	init, err := b.newSubscriber("")
 	if err != nil {
 		return err
 	}
-	if err := init.SubscribeInitialize(topic); err != nil {
-		return fmt.Errorf("brokers/postgres: create the tables of topic %q: %w", topic, err)
-	}
-	for _, g := range groups {
-		if g == "" {
-			return errors.New("brokers/postgres: empty consumer group")
+	for p := range n {
+		pt := partitionTopic(topic, p)
+		if err := init.SubscribeInitialize(pt); err != nil {
+			return fmt.Errorf("brokers/postgres: create the tables of topic %q: %w", pt, err)
 		}
-		if _, err := b.pool.Exec(ctx, `INSERT INTO `+b.offsets.MessagesOffsetsTable(topic)+
-			` (consumer_group, offset_acked, last_processed_transaction_id) VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`, g); err != nil {
-			return fmt.Errorf("brokers/postgres: declare group %q of topic %q: %w", g, topic, err)
+		for _, g := range groups {
+			if _, err := b.pool.Exec(ctx, `INSERT INTO `+b.offsets.MessagesOffsetsTable(pt)+
+				` (consumer_group, offset_acked, last_processed_transaction_id) VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`, g); err != nil {
+				return fmt.Errorf("brokers/postgres: declare group %q of topic %q: %w", g, pt, err)
+			}
 		}
 	}
 	b.mu.Lock()
@@ -222,12 +244,13 @@ func (b *Broker) Declare(ctx context.Context, topic string, groups []string) err
 	return nil
 }
 
-// checkTopic refuses a topic that cannot name a table, or whose tables' names PostgreSQL would cut.
-func (b *Broker) checkTopic(topic string) error {
-	if topic == "" || disallowed.MatchString(topic) {
-		return fmt.Errorf("brokers/postgres: topic %q (bus.topic) must be letters, digits, _, -, ., : or $ (it names a table)", topic)
+// checkTopic refuses a topic that cannot name a table, that could be another topic's partition, or
+// whose tables' names PostgreSQL would cut with n partitions.
+func (b *Broker) checkTopic(topic string, n int) error {
+	if topic == "" || disallowed.MatchString(topic) || partitionSuffix.MatchString(topic) {
+		return fmt.Errorf("brokers/postgres: topic %q (bus.topic) must be letters, digits, _, -, ., : or $ (it names a table), and not end in : and digits (which name its partitions)", topic)
 	}
-	if name := b.settings.TablePrefix + "offsets_" + topic; len(name) > maxIdentifier {
+	if name := b.settings.TablePrefix + "offsets_" + partitionTopic(topic, n-1); len(name) > maxIdentifier {
 		return fmt.Errorf("brokers/postgres: topic %q (bus.topic) makes the table name %q, longer than PostgreSQL's %d bytes: shorten bus.topic or bus.postgres.table_prefix",
 			topic, name, maxIdentifier)
 	}
@@ -264,7 +287,7 @@ func (b *Broker) pruneLoop() {
 		b.mu.Unlock()
 		for _, topic := range topics {
 			ctx, cancel := context.WithTimeout(context.Background(), b.settings.PruneInterval)
-			n, err := b.prune(ctx, topic)
+			n, err := b.pruneTopic(ctx, topic)
 			cancel()
 			if err != nil {
 				b.log.Error("brokers/postgres: prune consumed rows", err, watermill.LogFields{"topic": topic})
@@ -273,6 +296,22 @@ func (b *Broker) pruneLoop() {
 			}
 		}
 	}
+}
+
+// pruneTopic prunes every partition of topic (a declared one: its partitions are known).
+func (b *Broker) pruneTopic(ctx context.Context, topic string) (int64, error) {
+	parts, err := b.partitions(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	var errs []error
+	for p := range parts {
+		n, err := b.prune(ctx, partitionTopic(topic, p))
+		sum += n
+		errs = append(errs, err)
+	}
+	return sum, errors.Join(errs...)
 }
 
 // prune deletes the rows of topic that every group has consumed and that are older than retention,

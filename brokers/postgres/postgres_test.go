@@ -68,7 +68,7 @@ func TestDeclareRefusesBadTopics(t *testing.T) {
 // log schema this driver uses: with 10 rows per poll, a subscriber that acks 3 and closes with the 4th
 // unacked leaves the other 7 to the next member, and the 3 are not offered again.
 func TestPartBatch(t *testing.T) {
-	s := testSettings()
+	s := onePartition()
 	s.SubscribeBatchSize = 10
 	b := open(t, testenv.Postgres(t), s)
 	topic, g := brokertest.Names(t, "a")
@@ -114,6 +114,115 @@ func TestPartBatch(t *testing.T) {
 
 var next = brokertest.Next
 
+// onePartition is testSettings with topics of one partition: one transaction of a group at a time,
+// in commit order.
+func onePartition() Settings {
+	s := testSettings()
+	s.Partitions = 1
+	return s
+}
+
+// A subscription hands out one chunk per partition at once: with two partitions it holds two
+// unacknowledged chunks. A group's members share the partitions, and each chunk is delivered once.
+func TestPartitionsHandOutSeveralAtOnce(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	s := testSettings()
+	s.Partitions = 2
+	one, two := open(t, dsn, s), open(t, dsn, s)
+	topic, g := brokertest.Names(t, "a")
+	ctx := context.Background()
+	if err := one.Declare(ctx, topic, g); err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string]bool{}
+	for range 4 {
+		m := brokertest.Chunk(1)
+		sent[m.UUID] = true
+		if err := one.Publisher().Publish(topic, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, ch1 := brokertest.Subscribe(t, one, g[0], topic)
+	a, b := next(t, ch1), next(t, ch1) // both unacknowledged: one from each partition
+	_, ch2 := brokertest.Subscribe(t, two, g[0], topic)
+	got := map[string]int{a.UUID: 1}
+	got[b.UUID]++
+	a.Ack()
+	b.Ack()
+	for len(got) < 4 {
+		select {
+		case m := <-ch1:
+			got[m.UUID]++
+			m.Ack()
+		case m := <-ch2:
+			got[m.UUID]++
+			m.Ack()
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of 4 chunks after 30 s", len(got))
+		}
+	}
+	select {
+	case m := <-ch1:
+		got[m.UUID]++
+	case m := <-ch2:
+		got[m.UUID]++
+	case <-time.After(300 * time.Millisecond):
+	}
+	for id, n := range got {
+		if !sent[id] || n != 1 {
+			t.Errorf("chunk %s delivered %d times (sent: %v)", id, n, sent[id])
+		}
+	}
+	var parts int
+	if err := one.pool.QueryRow(ctx, `SELECT partitions FROM `+one.topicsTable()+` WHERE topic = $1`, topic).Scan(&parts); err != nil || parts != 2 {
+		t.Errorf("%s holds %d partitions for the topic (%v), want 2", one.topicsTable(), parts, err)
+	}
+}
+
+// A topic keeps the partitions it was created with, whatever a later process's settings say; a
+// topic whose table was made before partitions existed (by the stock publisher here) has one.
+func TestTopicKeepsItsPartitions(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	ctx := context.Background()
+	two := testSettings()
+	two.Partitions = 2
+	first := open(t, dsn, two)
+	topic, g := brokertest.Names(t, "a")
+	if err := first.Declare(ctx, topic, g); err != nil {
+		t.Fatal(err)
+	}
+	later := open(t, dsn, testSettings()) // 4 partitions for a new topic
+	if n, err := later.partitions(ctx, topic); err != nil || n != 2 {
+		t.Errorf("a later process sees %d partitions (%v), want 2", n, err)
+	}
+
+	legacy, _ := brokertest.Names(t, "legacy")
+	stock, err := wsql.NewPublisher(wsql.BeginnerFromPgx(later.pool), wsql.PublisherConfig{SchemaAdapter: later.schema,
+		AutoInitializeSchema: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := brokertest.Chunk(1)
+	if err := stock.Publish(legacy, sent); err != nil {
+		t.Fatal(err)
+	}
+	if err := later.Declare(ctx, legacy, g); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := later.partitions(ctx, legacy); err != nil || n != 1 {
+		t.Errorf("the legacy topic has %d partitions (%v), want 1", n, err)
+	}
+	_, ch := brokertest.Subscribe(t, later, g[0], legacy)
+	if m := next(t, ch); m.UUID != sent.UUID {
+		t.Errorf("got %s, want %s", m.UUID, sent.UUID)
+	} else {
+		m.Ack()
+	}
+	if err := later.Declare(ctx, legacy+":3", g); err == nil || !strings.Contains(err.Error(), "partitions") {
+		t.Errorf("Declare of a topic named like a partition = %v, want a refusal", err)
+	}
+}
+
 // Chunks published before the groups were declared or subscribed are not lost: a group starts at the
 // beginning of the topic.
 func TestPublishedBeforeDeclareIsKept(t *testing.T) {
@@ -138,7 +247,7 @@ func TestPublishedBeforeDeclareIsKept(t *testing.T) {
 // a kill -9 of the worker comes to for the server), and another member of the group gets the chunk.
 func TestKilledWorkersChunkGoesToAnotherMember(t *testing.T) {
 	dsn := testenv.Postgres(t)
-	worker, other := open(t, dsn, testSettings()), open(t, dsn, testSettings())
+	worker, other := open(t, dsn, onePartition()), open(t, dsn, onePartition()) // one transaction idle: the worker's
 	topic, g := brokertest.Names(t, "a")
 	ctx := context.Background()
 	if err := worker.Declare(ctx, topic, g); err != nil {
@@ -167,6 +276,7 @@ func TestKilledWorkersChunkGoesToAnotherMember(t *testing.T) {
 // Rows are pruned once every group has consumed them, and not before.
 func TestPruneDeletesWhatEveryGroupConsumed(t *testing.T) {
 	s := testSettings()
+	s.Partitions = 2
 	s.Retention = 0
 	s.PruneInterval = time.Hour // the test prunes itself
 	b := open(t, testenv.Postgres(t), s)
@@ -186,19 +296,21 @@ func TestPruneDeletesWhatEveryGroupConsumed(t *testing.T) {
 		for range 5 {
 			next(t, ch).Ack()
 		}
-		// The offsets are committed after the last ack: wait until the group's position has moved.
+		// The offsets are committed after the last ack: wait until the group's position has moved
+		// in both partitions (3 chunks in one, 2 in the other: offsets count per table).
 		waitFor(t, func() bool {
 			var acked int64
-			_ = b.pool.QueryRow(ctx, `SELECT offset_acked FROM `+b.offsets.MessagesOffsetsTable(topic)+` WHERE consumer_group = $1`, group).Scan(&acked)
+			_ = b.pool.QueryRow(ctx, `SELECT (SELECT offset_acked FROM `+b.offsets.MessagesOffsetsTable(topic)+` WHERE consumer_group = $1) +
+				(SELECT offset_acked FROM `+b.offsets.MessagesOffsetsTable(partitionTopic(topic, 1))+` WHERE consumer_group = $1)`, group).Scan(&acked)
 			return acked == 5
 		})
 	}
 	consume(g[0])
-	if n, err := b.prune(ctx, topic); err != nil || n != 0 {
+	if n, err := b.pruneTopic(ctx, topic); err != nil || n != 0 {
 		t.Fatalf("prune with one group behind deleted %d rows (%v), want 0", n, err)
 	}
 	consume(g[1])
-	if n, err := b.prune(ctx, topic); err != nil || n != 5 {
+	if n, err := b.pruneTopic(ctx, topic); err != nil || n != 5 {
 		t.Fatalf("prune with every group done deleted %d rows (%v), want 5", n, err)
 	}
 }
@@ -220,6 +332,8 @@ func TestSettingsFromConfiguration(t *testing.T) {
 		"SLUICE_BUS_POSTGRES_TABLE_PREFIX=a b":       "bus.postgres.table_prefix",
 		"SLUICE_BUS_POSTGRES_MAX_CONNS=1":            "bus.postgres.max_conns",
 		"SLUICE_BUS_POSTGRES_RETENTION=-1s":          "bus.postgres.retention",
+		"SLUICE_BUS_POSTGRES_PARTITIONS=0":           "bus.postgres.partitions",
+		"SLUICE_BUS_POSTGRES_PARTITIONS=65":          "bus.postgres.partitions",
 	})
 	if got := s.(Settings).PollInterval; got != 100*time.Millisecond {
 		t.Errorf("poll_interval = %s, want 100ms", got)

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/sluicelog/sluice/subscribers"
@@ -10,9 +11,15 @@ import (
 // Settings are the section bus.postgres of sluice's configuration (environment variables
 // SLUICE_BUS_POSTGRES_<KEY>). This package owns their keys, defaults and validation.
 type Settings struct {
-	// TablePrefix starts the names of the bus's tables: <prefix><topic> holds the messages,
-	// <prefix>offsets_<topic> each consumer group's position.
+	// TablePrefix starts the names of the bus's tables: <prefix><topic> (and <prefix><topic>:<n>,
+	// the topic's other partitions) hold the messages, <prefix>offsets_<topic> each consumer group's
+	// position in each, and <prefix>topics each topic's number of partitions.
 	TablePrefix string `yaml:"table_prefix"`
+	// Partitions is the number of partitions of a topic that this driver creates: a message table
+	// each, read by one member of a group at a time, so that up to this many chunks of a group are
+	// written at once by the group's workers. A topic keeps the number it was created with
+	// (<prefix>topics holds it); a topic created before partitions existed has one.
+	Partitions int `yaml:"partitions"`
 	// PollInterval is how long a subscription waits before it looks again when it found nothing:
 	// the latency of an idle bus.
 	PollInterval time.Duration `yaml:"poll_interval"`
@@ -29,24 +36,25 @@ type Settings struct {
 	// deleted (for a look at what went through); PruneInterval is how often a worker deletes them.
 	Retention     time.Duration `yaml:"retention"`
 	PruneInterval time.Duration `yaml:"prune_interval"`
-	// MaxConns bounds the connection pool of a process: a subscription holds one while it hands
-	// out a chunk, a publish one while it inserts.
+	// MaxConns bounds the connection pool of a process: a subscription holds one per partition
+	// while it hands out a chunk of it, a publish one while it inserts.
 	MaxConns int `yaml:"max_conns"`
 }
 
-// DefaultSettings are the production defaults: a poll every 250 ms, 30 s to write a chunk, a nacked
-// chunk offered again after 1 s, one row per poll, consumed rows kept for an hour and pruned every
-// minute, 8 connections.
+// DefaultSettings are the production defaults: 4 partitions per topic, a poll every 250 ms, 30 s to
+// write a chunk, a nacked chunk offered again after 1 s, one row per poll, consumed rows kept for an
+// hour and pruned every minute, 16 connections.
 func DefaultSettings() Settings {
 	return Settings{
 		TablePrefix:        "sluice_bus_",
+		Partitions:         4,
 		PollInterval:       250 * time.Millisecond,
 		AckDeadline:        30 * time.Second,
 		NackDelay:          time.Second,
 		SubscribeBatchSize: 1,
 		Retention:          time.Hour,
 		PruneInterval:      time.Minute,
-		MaxConns:           8,
+		MaxConns:           16,
 	}
 }
 
@@ -59,6 +67,9 @@ func (s Settings) Validate() error {
 	}
 	if s.TablePrefix == "" || disallowed.MatchString(s.TablePrefix) {
 		bad("table_prefix", `"`+s.TablePrefix+`"`, "must be letters, digits, _, -, . or $ (it starts the bus's table names)")
+	}
+	if s.Partitions < 1 || s.Partitions > maxPartitions {
+		bad("partitions", s.Partitions, fmt.Sprintf("must be 1 to %d", maxPartitions))
 	}
 	for _, d := range []struct {
 		key string
