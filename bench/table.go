@@ -104,7 +104,11 @@ func (r *Results) WriteTable(w io.Writer) {
 		b.writeTable(t)
 	}
 	if len(r.Ratios) > 0 {
-		t.title("Ratios against the goals (one run, this machine)")
+		runs := "one run"
+		if r.Bus != nil && r.Bus.Runs > 1 {
+			runs = fmt.Sprintf("one run; the bus's, the median of %d", r.Bus.Runs)
+		}
+		t.title("Ratios against the goals (%s, this machine)", runs)
 		t.header("ratio", "value", "goal", "")
 		for _, q := range r.Ratios {
 			goal, met := "—", ""
