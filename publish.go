@@ -43,7 +43,7 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 			// Encoded once, into a buffer of this processor's; each route copies the line into
 			// its chunk, and e.Raw becomes the first route's copy.
 			scratch = encodeBuffers.Get().(*[]byte)
-			raw, err := e.AppendJSON((*scratch)[:0])
+			raw, err := e.EncodeRaw((*scratch)[:0]) // the chunker makes its copy e.Raw (SetRaw)
 			if err != nil {
 				encodeBuffers.Put(scratch)
 				p.metrics.drop(publishers.ReasonPublishError, "", 1)
@@ -145,7 +145,7 @@ func fitEvent(e *event.Event, buf []byte, limit int) (line []byte, ok bool) {
 		if !step() {
 			continue
 		}
-		out, err := e.AppendJSON(buf[:0])
+		out, err := e.EncodeRaw(buf[:0])
 		if err != nil {
 			return nil, false
 		}

@@ -3,6 +3,7 @@ package event
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -210,5 +211,58 @@ func TestRawNestedFollowsRaw(t *testing.T) {
 	}
 	if v, ok := e.RawNested("request"); ok {
 		t.Fatalf("request of a new Raw without one: %q", v)
+	}
+}
+
+// EncodeRaw notes where it wrote the nested parts, and SetRaw with a copy of its output anywhere
+// lets RawNested read them there: the same bytes RawMember finds, for random events (those the fast
+// encoder leaves to encoding/json too). SetRaw with other bytes falls back to a scan.
+func TestEncodeRawNotesTheNestedParts(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 11))
+	noted := 0
+	for i := range 2000 {
+		e := genEvent(r)
+		if i%7 == 0 {
+			e.Request, e.Attrs = nil, nil
+		}
+		line, err := e.EncodeRaw([]byte("prefix"))
+		if err != nil {
+			continue // encoding/json refuses it too
+		}
+		line = line[len("prefix"):]
+		if want, _ := e.AppendJSON(nil); string(want) != string(line) {
+			t.Fatalf("event %d: EncodeRaw wrote %s, AppendJSON %s", i, line, want)
+		}
+		if e.nested.n > 0 {
+			noted++
+		}
+		chunk := append(append([]byte("{}\n"), line...), '\n')
+		e.SetRaw(chunk[3 : len(chunk)-1])
+		for _, key := range []string{"request", "response", "attrs"} {
+			got, ok := e.RawNested(key)
+			want, wok := RawMember(e.Raw, key)
+			if ok != wok || string(got) != string(want) {
+				t.Fatalf("event %d: RawNested(%q) = %s, %v; RawMember %s, %v (line %s)", i, key, got, ok, want, wok, e.Raw)
+			}
+		}
+	}
+	if noted < 500 { // the others took encoding/json's path (odd strings, numbers)
+		t.Fatalf("EncodeRaw noted the nested parts of %d events of 2000", noted)
+	}
+	e := benchEvent() // a typical event: noted
+	line, err := e.EncodeRaw(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.SetRaw(append([]byte(nil), line...)); e.nested.base == nil {
+		t.Fatal("SetRaw of EncodeRaw's output did not take the noted places")
+	}
+	other := []byte(`{"attrs":{"a":1}}`)
+	e.SetRaw(other)
+	if v, ok := e.RawNested("attrs"); !ok || string(v) != `{"a":1}` {
+		t.Fatalf("attrs of other bytes: %q, %v", v, ok)
+	}
+	if v, ok := e.RawNested("request"); ok {
+		t.Fatalf("request of other bytes without one: %q", v)
 	}
 }

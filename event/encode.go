@@ -71,13 +71,22 @@ func (m *Message) sizeHint() int {
 // appendJSONFast appends json.Marshal(e)'s bytes to buf, or returns buf and false where it leaves the
 // event to encoding/json.
 func (e *Event) appendJSONFast(buf []byte) ([]byte, bool) {
+	b, _, ok := e.appendJSONNoting(buf)
+	return b, ok
+}
+
+// appendJSONNoting is appendJSONFast that also returns where it wrote the nested parts: at[k] is
+// [start, end) of request, response and attrs, from the start of the event's encoding (end 0:
+// absent), as nestedSpans holds them.
+func (e *Event) appendJSONNoting(buf []byte) (_ []byte, at [3][2]int32, _ bool) {
+	start := len(buf)
 	b := append(buf, `{"id":"`...)
 	b = appendUUID(b, e.ID)
 	b = append(b, `","ts":"`...)
 	n := len(b)
 	b = e.TS.AppendFormat(b, time.RFC3339Nano)
 	if !strictRFC3339(b[n:]) {
-		return buf, false
+		return buf, at, false
 	}
 	b = append(b, `","level":`...)
 	b = appendString(b, string(e.Level))
@@ -98,7 +107,7 @@ func (e *Event) appendJSONFast(buf []byte) ([]byte, bool) {
 	ok := true
 	if e.DurationMS != 0 {
 		if b, ok = appendFloat(append(b, `,"duration_ms":`...), e.DurationMS, 64); !ok {
-			return buf, false
+			return buf, at, false
 		}
 	}
 	b = appendOptString(b, `,"client_ip":`, e.ClientIP)
@@ -111,22 +120,31 @@ func (e *Event) appendJSONFast(buf []byte) ([]byte, bool) {
 	}
 	b = appendOptString(b, `,"error":`, e.Error)
 	if e.Request != nil {
-		if b, ok = e.Request.appendJSONFast(append(b, `,"request":`...)); !ok {
-			return buf, false
+		b = append(b, `,"request":`...)
+		n := len(b)
+		if b, ok = e.Request.appendJSONFast(b); !ok {
+			return buf, at, false
 		}
+		at[0] = [2]int32{int32(n - start), int32(len(b) - start)}
 	}
 	if e.Response != nil {
-		if b, ok = e.Response.appendJSONFast(append(b, `,"response":`...)); !ok {
-			return buf, false
+		b = append(b, `,"response":`...)
+		n := len(b)
+		if b, ok = e.Response.appendJSONFast(b); !ok {
+			return buf, at, false
 		}
+		at[1] = [2]int32{int32(n - start), int32(len(b) - start)}
 	}
 	if len(e.Attrs) > 0 {
-		if b, ok = appendAttrs(append(b, `,"attrs":`...), e.Attrs, 0); !ok {
-			return buf, false
+		b = append(b, `,"attrs":`...)
+		n := len(b)
+		if b, ok = appendAttrs(b, e.Attrs, 0); !ok {
+			return buf, at, false
 		}
+		at[2] = [2]int32{int32(n - start), int32(len(b) - start)}
 	}
 	b = appendOptString(b, `,"source":`, e.Source)
-	return append(b, '}'), true
+	return append(b, '}'), at, true
 }
 
 func (m *Message) appendJSONFast(b []byte) ([]byte, bool) {

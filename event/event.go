@@ -176,6 +176,35 @@ func (e *Event) AppendJSON(buf []byte) ([]byte, error) {
 	return b, nil
 }
 
+// EncodeRaw is AppendJSON for an event that is about to hold its encoding as Raw (SetRaw): it also
+// notes where it wrote the nested parts (request, response, attrs), so that RawNested reads them
+// without scanning the line. It writes e: call it only on an event no other goroutine reads.
+func (e *Event) EncodeRaw(buf []byte) ([]byte, error) {
+	if len(e.Raw) > 0 {
+		return append(buf, e.Raw...), nil
+	}
+	start := len(buf)
+	b, at, ok := e.appendJSONNoting(buf)
+	if !ok {
+		e.nested = nestedSpans{}
+		return e.AppendJSON(buf)
+	}
+	e.nested = nestedSpans{n: len(b) - start, at: at} // no base yet: SetRaw gives it
+	return b, nil
+}
+
+// SetRaw sets Raw to raw. When raw is a copy of EncodeRaw's last encoding of e (its length, and
+// the event unchanged since), RawNested then reads the nested parts where EncodeRaw noted them;
+// otherwise as RawMember does. It writes e: call it only on an event no other goroutine reads.
+func (e *Event) SetRaw(raw []byte) {
+	e.Raw = raw
+	if e.nested.base == nil && e.nested.n > 0 && e.nested.n == len(raw) {
+		e.nested.base = &raw[0]
+		return
+	}
+	e.nested = nestedSpans{}
+}
+
 // Validate reports what makes an event unstorable: a zero id or time, or an unknown level or kind.
 func (e *Event) Validate() error {
 	switch {
