@@ -126,7 +126,7 @@ func (c *chunker) add(e *event.Event, line []byte, foreign bool) error {
 	s.payload = append(append(s.payload, line...), '\n')
 	if len(e.Raw) == 0 {
 		e.SetRaw(s.payload[start : len(s.payload)-1 : len(s.payload)-1]) // where EncodeRaw noted its nested parts
-		e.Lean() // its nested parts live on in Raw only: far less memory held while it waits
+		e.Lean()                                                         // its nested parts live on in Raw only: far less memory held while it waits
 	}
 	s.events = append(s.events, e)
 	s.accepted++
