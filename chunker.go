@@ -125,8 +125,10 @@ func (c *chunker) add(e *event.Event, line []byte, foreign bool) error {
 	start := len(s.payload)
 	s.payload = append(append(s.payload, line...), '\n')
 	if len(e.Raw) == 0 {
-		e.SetRaw(s.payload[start : len(s.payload)-1 : len(s.payload)-1]) // where EncodeRaw noted its nested parts
-		e.Lean()                                                         // its nested parts live on in Raw only: far less memory held while it waits
+		// Where EncodeRaw noted its nested parts, which live on in Raw only (Lean): far less memory
+		// held while it waits.
+		e.SetRaw(s.payload[start : len(s.payload)-1 : len(s.payload)-1])
+		e.Lean()
 	}
 	s.events = append(s.events, e)
 	s.accepted++
