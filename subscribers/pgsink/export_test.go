@@ -4,14 +4,43 @@ import (
 	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluicelog/sluice/event"
 )
 
 // For the benchmarks: the rows the sink writes, so that the baselines write the very same values.
-var (
-	EventRows   = eventRows
-	ColumnNames = columnNames
-)
+var ColumnNames = columnNames
+
+// EventRows is eventRows with each row as pgx takes it.
+func EventRows(events []*event.Event) ([][]any, []error) {
+	rows, bad := eventRows(events)
+	values := make([][]any, len(rows))
+	for i := range rows {
+		values[i] = rows[i].values()
+	}
+	return values, bad
+}
+
+// EncodedRows is eventRows alone: the sink's own work per row before its COPY encoding.
+func EncodedRows(events []*event.Event) []error {
+	rows, bad := eventRows(events)
+	b := make([]byte, 0, 1<<20)
+	for i := range rows {
+		b = rows[i].appendCopy(b[:0])
+	}
+	return bad
+}
+
+// CopyRows COPYs the events' rows into table as the sink does, in one binary COPY of its own making.
+func CopyRows(ctx context.Context, pool *pgxpool.Pool, table string, events []*event.Event) error {
+	rows, bad := eventRows(events)
+	if len(bad) > 0 {
+		return bad[0]
+	}
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return copyRows(ctx, tx, pgx.Identifier{table}, rows) })
+}
 
 // ApplyUpTo applies the migrations up to version that the database does not have, and no further: a
 // database as an older release left it.

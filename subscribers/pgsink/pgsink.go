@@ -239,11 +239,8 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 // copy stores rows in one transaction. Optimistic: a plain COPY into the table, at the speed of COPY.
 // Only when some event is already there (a retried or replayed batch: SQLSTATE 23505 on the key) is
 // the batch written again through the stage, which skips the events the table has.
-func (s *Sink) copy(ctx context.Context, rows [][]any) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.CopyFrom(ctx, s.table, columnNames, pgx.CopyFromRows(rows))
-		return err
-	})
+func (s *Sink) copy(ctx context.Context, rows []row) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return copyRows(ctx, tx, s.table, rows) })
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ {
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.write(ctx, tx, rows) })
@@ -252,11 +249,11 @@ func (s *Sink) copy(ctx context.Context, rows [][]any) error {
 }
 
 // write stores rows in tx through the stage.
-func (s *Sink) write(ctx context.Context, tx pgx.Tx, rows [][]any) error {
+func (s *Sink) write(ctx context.Context, tx pgx.Tx, rows []row) error {
 	if _, err := tx.Exec(ctx, createStage); err != nil {
 		return fmt.Errorf("create stage: %w", err)
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{stageTable}, columnNames, pgx.CopyFromRows(rows)); err != nil {
+	if err := copyRows(ctx, tx, pgx.Identifier{stageTable}, rows); err != nil {
 		return fmt.Errorf("copy to stage: %w", err)
 	}
 	if _, err := tx.Exec(ctx, s.insert); err != nil {

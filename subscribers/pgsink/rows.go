@@ -26,9 +26,9 @@ var (
 
 // eventRows returns the rows of the events, skipping any whose id came earlier in the batch (the first
 // copy wins) and any that cannot be stored; for those it returns one error each.
-func eventRows(events []*event.Event) (rows [][]any, bad []error) {
+func eventRows(events []*event.Event) (rows []row, bad []error) {
 	seen := make(map[uuid.UUID]struct{}, len(events))
-	rows = make([][]any, 0, len(events))
+	rows = make([]row, 0, len(events))
 	for i, e := range events {
 		if e == nil {
 			bad = append(bad, fmt.Errorf("%w: event %d is nil", ErrInvalidEvent, i))
@@ -37,7 +37,7 @@ func eventRows(events []*event.Event) (rows [][]any, bad []error) {
 		if _, dup := seen[e.ID]; dup {
 			continue
 		}
-		r, err := eventRow(e)
+		r, err := makeRow(e)
 		if err != nil {
 			bad = append(bad, fmt.Errorf("%w: event %d: %w", ErrInvalidEvent, i, err))
 			continue
@@ -48,28 +48,43 @@ func eventRows(events []*event.Event) (rows [][]any, bad []error) {
 	return rows, bad
 }
 
-// eventRow returns an event's values in the order of columnNames, each ready for PostgreSQL: text
-// made storable (event.SafeString: an event built by hand may hold a NUL), jsonb as the event's
-// storable JSON (its Raw, or the encoder's: see event.AppendJSON), and nil (NULL) for an optional
-// column whose field the event's JSON omits (empty string, zero number).
-func eventRow(e *event.Event) ([]any, error) {
+// row is an event's values, in the order of columnNames, each ready for PostgreSQL: text made
+// storable (event.SafeString: an event built by hand may hold a NUL), jsonb as the event's storable
+// JSON (its Raw, or the encoder's: see event.AppendJSON). An optional column whose field the event's
+// JSON omits (empty string, zero number, no document) is NULL.
+type row struct {
+	id                                  uuid.UUID
+	ts                                  time.Time
+	level, kind, message                string
+	service, requestID, traceID, spanID string
+	method, route, path                 string
+	status                              int32
+	durationMS                          float64
+	clientIP, userAgent                 string
+	bytesIn, bytesOut                   int64
+	errText, source                     string
+	request, response, attrs            []byte
+}
+
+// makeRow returns an event's row, or why it cannot be stored.
+func makeRow(e *event.Event) (row, error) {
 	if err := e.Validate(); err != nil {
-		return nil, err
+		return row{}, err
 	}
 	if e.TS.Before(minTS) || !e.TS.Before(maxTS) {
-		return nil, fmt.Errorf("event %s: time %s is outside PostgreSQL's timestamptz range", e.ID, e.TS.UTC())
+		return row{}, fmt.Errorf("event %s: time %s is outside PostgreSQL's timestamptz range", e.ID, e.TS.UTC())
 	}
 	req, err := jsonMessage(e.Request)
 	if err != nil {
-		return nil, fmt.Errorf("event %s: request: %w", e.ID, err)
+		return row{}, fmt.Errorf("event %s: request: %w", e.ID, err)
 	}
 	resp, err := jsonMessage(e.Response)
 	if err != nil {
-		return nil, fmt.Errorf("event %s: response: %w", e.ID, err)
+		return row{}, fmt.Errorf("event %s: response: %w", e.ID, err)
 	}
 	attrs, err := jsonAttrs(e.Attrs)
 	if err != nil {
-		return nil, fmt.Errorf("event %s: attrs: %w", e.ID, err)
+		return row{}, fmt.Errorf("event %s: attrs: %w", e.ID, err)
 	}
 	if len(e.Raw) > 0 { // a lean event (event.Lean): its nested parts are in its encoding only
 		if e.Request == nil {
@@ -82,15 +97,38 @@ func eventRow(e *event.Event) ([]any, error) {
 			attrs = rawJSON(e, "attrs")
 		}
 	}
-	return []any{
-		pgtype.UUID{Bytes: e.ID, Valid: true}, e.TS, string(e.Level), string(e.Kind), event.SafeString(e.Message), // the id as 16 bytes: a uuid.UUID would go through its text form
-		optText(e.Service), optText(e.RequestID), optText(e.TraceID), optText(e.SpanID),
-		optText(e.Method), optText(e.Route), optText(e.Path),
-		optNumber(int32(e.Status)), optNumber(e.DurationMS),
-		optText(e.ClientIP), optText(e.UserAgent), optNumber(e.BytesIn), optNumber(e.BytesOut),
-		optText(e.Error), optText(e.Source),
-		optJSON(req), optJSON(resp), optJSON(attrs),
+	safe := event.SafeString
+	return row{
+		id: e.ID, ts: e.TS, level: string(e.Level), kind: string(e.Kind), message: safe(e.Message),
+		service: safe(e.Service), requestID: safe(e.RequestID), traceID: safe(e.TraceID), spanID: safe(e.SpanID),
+		method: safe(e.Method), route: safe(e.Route), path: safe(e.Path),
+		status: int32(e.Status), durationMS: e.DurationMS,
+		clientIP: safe(e.ClientIP), userAgent: safe(e.UserAgent), bytesIn: e.BytesIn, bytesOut: e.BytesOut,
+		errText: safe(e.Error), source: safe(e.Source),
+		request: req, response: resp, attrs: attrs,
 	}, nil
+}
+
+// values returns the row as pgx takes it (Row's form).
+func (r *row) values() []any {
+	return []any{
+		pgtype.UUID{Bytes: r.id, Valid: true}, r.ts, r.level, r.kind, r.message, // the id as 16 bytes: a uuid.UUID would go through its text form
+		optText(r.service), optText(r.requestID), optText(r.traceID), optText(r.spanID),
+		optText(r.method), optText(r.route), optText(r.path),
+		optNumber(r.status), optNumber(r.durationMS),
+		optText(r.clientIP), optText(r.userAgent), optNumber(r.bytesIn), optNumber(r.bytesOut),
+		optText(r.errText), optText(r.source),
+		optJSON(r.request), optJSON(r.response), optJSON(r.attrs),
+	}
+}
+
+// eventRow returns an event's values in the order of columnNames, as pgx takes them.
+func eventRow(e *event.Event) ([]any, error) {
+	r, err := makeRow(e)
+	if err != nil {
+		return nil, err
+	}
+	return r.values(), nil
 }
 
 // optText is an optional text column: NULL when empty.
@@ -98,7 +136,7 @@ func optText(s string) any {
 	if s == "" {
 		return nil
 	}
-	return event.SafeString(s)
+	return s
 }
 
 // optNumber is an optional number column: NULL when zero.
