@@ -33,10 +33,11 @@ func partitionTopic(topic string, p int) string {
 	return topic + ":" + strconv.Itoa(p)
 }
 
-// topicsTable is the table that holds each topic's number of partitions.
-func (b *Broker) topicsTable() string { return `"` + b.settings.TablePrefix + `topics"` }
+// topicsTable is the table that holds each topic's number of partitions. Its name has a space, which
+// no topic has: it is no topic's table.
+func (b *Broker) topicsTable() string { return `"` + b.settings.TablePrefix + `topic partitions"` }
 
-// partitions returns the number of partitions of topic: the number <prefix>topics holds for it, or,
+// partitions returns the number of partitions of topic: the number "<prefix>topic partitions" holds for it, or,
 // for a topic it does not know yet, the number it records then: 1 when the topic's table exists
 // already (made before partitions existed, or by a stock watermill-sql publisher), else
 // bus.postgres.partitions. Every process of the bus thus agrees on it, whatever its settings say.
@@ -98,15 +99,24 @@ func (p *partitionedPublisher) Publish(topic string, msgs ...*message.Message) e
 // Close closes the stock publisher: the broker's Close does too.
 func (p *partitionedPublisher) Close() error { return p.b.publisher.Close() }
 
-// partitionedSubscriber subscribes its stock subscriber to every partition of a topic and hands out
+// partitionedSubscriber subscribes a stock subscriber to every partition of a topic and hands out
 // what each hands out: one chunk at a time per partition, up to one per partition at once. Members of
 // a group take turns per partition, so a group's members write up to as many chunks at once as the
 // topic has partitions.
+//
+// A chunk's ack deadline runs from the moment the stock subscriber hands it out, and the chunks of
+// all partitions wait for the route's writes (a worker writes max_concurrent_writes at once, 2 by
+// default), so the stock subscriber of a topic of n partitions is given ack_deadline × n: each chunk
+// still has ack_deadline for its own write, after waiting for at most n-1 others.
 type partitionedSubscriber struct {
 	b       *Broker
-	sub     *wsql.Subscriber
+	group   string
 	closing chan struct{} // closed by Close
 	once    sync.Once
+
+	mu     sync.Mutex
+	closed bool
+	stocks []*wsql.Subscriber
 }
 
 func (s *partitionedSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -114,13 +124,28 @@ func (s *partitionedSubscriber) Subscribe(ctx context.Context, topic string) (<-
 	if err != nil {
 		return nil, err
 	}
+	stock, err := s.b.newSubscriber(s.group, s.b.settings.AckDeadline*time.Duration(n))
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = stock.Close()
+		return nil, errors.New("brokers/postgres: subscriber closed")
+	}
+	s.stocks = append(s.stocks, stock)
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
 	ins := make([]<-chan *message.Message, n)
 	for p := range n {
-		if ins[p], err = s.sub.Subscribe(ctx, partitionTopic(topic, p)); err != nil {
-			return nil, err // the subscriptions made end with ctx or Close
+		if ins[p], err = stock.Subscribe(ctx, partitionTopic(topic, p)); err != nil {
+			cancel() // the partitions subscribed so far stop polling
+			return nil, err
 		}
 	}
 	if n == 1 {
+		context.AfterFunc(ctx, cancel) // the subscription ends with ctx, or Close
 		return ins[0], nil
 	}
 	out := make(chan *message.Message)
@@ -128,8 +153,12 @@ func (s *partitionedSubscriber) Subscribe(ctx context.Context, topic string) (<-
 	for _, in := range ins {
 		wg.Go(func() {
 			for m := range in { // the stock subscription ends (closes in) with ctx or Close
+				if m.Context().Err() != nil {
+					continue // its deadline passed while it waited here: the stock subscriber offers it again
+				}
 				select {
 				case out <- m:
+				case <-m.Context().Done():
 				case <-ctx.Done():
 					m.Nack()
 				case <-s.closing:
@@ -140,6 +169,7 @@ func (s *partitionedSubscriber) Subscribe(ctx context.Context, topic string) (<-
 	}
 	go func() {
 		wg.Wait()
+		cancel()
 		close(out)
 	}()
 	return out, nil
@@ -148,5 +178,14 @@ func (s *partitionedSubscriber) Subscribe(ctx context.Context, topic string) (<-
 // Close ends the subscriptions: what they were handing out is offered again.
 func (s *partitionedSubscriber) Close() error {
 	s.once.Do(func() { close(s.closing) })
-	return s.sub.Close()
+	s.mu.Lock()
+	s.closed = true
+	stocks := s.stocks
+	s.stocks = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, st := range stocks {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
 }

@@ -8,7 +8,7 @@
 // pgx's stdlib adapter; nothing that sluice uses forces v3 (same log schema, same offsets table).
 //
 // Topology: a topic has partitions (bus.postgres.partitions, 4, fixed when the topic is first used and
-// kept in the table <table_prefix>topics). Partition p is watermill-sql's topic <topic> for p = 0 (so a
+// kept in the table "<table_prefix>topic partitions", a name no topic can have). Partition p is watermill-sql's topic <topic> for p = 0 (so a
 // topic made before partitions existed is its partition 0, of 1) and <topic>:p for the others, each a
 // table <table_prefix><that> (one row per chunk: uuid, payload as bytea, metadata as JSON, the
 // inserting transaction's id and an offset) and a table <table_prefix>offsets_<that> with one row per
@@ -38,7 +38,9 @@
 //     transaction at once and another member takes over at its next poll (poll_interval); a worker
 //     whose machine vanished is found by the server's TCP keepalives, which this driver sets to
 //     about 11 s, and one that hangs with its connection open by idle_in_transaction_session_timeout
-//     (ack_deadline times subscribe_batch_size, plus 10 s).
+//     (ack_deadline times subscribe_batch_size times partitions, plus 10 s: 130 s by default). A
+//     subscription of a topic of n partitions holds up to n chunks, which wait for the route's
+//     writes, so a chunk is offered again when not acknowledged within ack_deadline × n.
 //   - Visibility: a row is read only once every transaction older than it has ended
 //     (pg_snapshot_xmin), so a long transaction in the same database delays delivery (never loses).
 //     Give the bus a database of its own under load.
@@ -118,8 +120,9 @@ func Open(ctx context.Context, dsn string, s Settings, log watermill.LoggerAdapt
 		return nil, fmt.Errorf("bus.url: not a PostgreSQL DSN (bus.driver is postgres): %w", err) // pgconn masks the password
 	}
 	cfg.MaxConns = int32(s.MaxConns)
-	// A worker that vanished without closing its connection must not hold its group's row forever.
-	idle := s.AckDeadline*time.Duration(s.SubscribeBatchSize) + 10*time.Second
+	// A worker that vanished without closing its connection must not hold its group's row forever;
+	// one that holds a chunk of each partition may take ack_deadline per partition (see Subscribe).
+	idle := s.AckDeadline*time.Duration(s.SubscribeBatchSize*s.Partitions) + 10*time.Second
 	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(idle.Milliseconds(), 10)
 	// A worker whose machine vanished is found by the server's TCP keepalives within about 11 s
 	// (5 s idle, then 3 probes 2 s apart) while its transaction waits for it.
@@ -177,11 +180,7 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("brokers/postgres: empty consumer group")
 	}
-	stock, err := b.newSubscriber(group)
-	if err != nil {
-		return nil, err
-	}
-	sub := &partitionedSubscriber{b: b, sub: stock, closing: make(chan struct{})}
+	sub := &partitionedSubscriber{b: b, group: group, closing: make(chan struct{})}
 	if !b.open.Add(sub.Close) {
 		_ = sub.Close()
 		return nil, errors.New("brokers/postgres: broker closed")
@@ -189,8 +188,9 @@ func (b *Broker) Subscriber(group string) (message.Subscriber, error) {
 	return sub, nil
 }
 
-func (b *Broker) newSubscriber(group string) (*wsql.Subscriber, error) {
-	ackDeadline := b.settings.AckDeadline
+// newSubscriber returns a stock subscriber in group whose hand-outs are offered again when not
+// acknowledged within ackDeadline.
+func (b *Broker) newSubscriber(group string, ackDeadline time.Duration) (*wsql.Subscriber, error) {
 	return wsql.NewSubscriber(wsql.BeginnerFromPgx(b.pool), wsql.SubscriberConfig{
 		ConsumerGroup:    group,
 		AckDeadline:      &ackDeadline,
@@ -207,7 +207,7 @@ func (b *Broker) newSubscriber(group string) (*wsql.Subscriber, error) {
 // counts) and the row of each group in each partition (at its beginning), and has the pruner look
 // after the topic. It is idempotent.
 func (b *Broker) Declare(ctx context.Context, topic string, groups []string) error {
-	if err := b.checkTopic(topic, b.settings.Partitions); err != nil {
+	if err := b.checkTopic(topic, 1); err != nil { // before it is recorded, with its shortest names
 		return err
 	}
 	for _, g := range groups {
@@ -222,7 +222,7 @@ func (b *Broker) Declare(ctx context.Context, topic string, groups []string) err
 	if err := b.checkTopic(topic, n); err != nil {
 		return err
 	}
-	init, err := b.newSubscriber("")
+	init, err := b.newSubscriber("", b.settings.AckDeadline)
 	if err != nil {
 		return err
 	}

@@ -347,7 +347,8 @@ func BenchmarkBroker(b *testing.B) {
 }
 
 // The sessions carry the settings that cut off a vanished or hung worker: TCP keepalives of about
-// 11 s, and idle_in_transaction_session_timeout of ack_deadline × subscribe_batch_size + 10 s.
+// 11 s, and idle_in_transaction_session_timeout of ack_deadline × subscribe_batch_size × partitions
+// + 10 s.
 func TestSessionsCutOffAVanishedWorker(t *testing.T) {
 	b := open(t, testenv.Postgres(t), DefaultSettings())
 	var idle, count, interval, timeout string
@@ -356,8 +357,8 @@ func TestSessionsCutOffAVanishedWorker(t *testing.T) {
 		current_setting('idle_in_transaction_session_timeout')`).Scan(&idle, &count, &interval, &timeout); err != nil {
 		t.Fatal(err)
 	}
-	if idle != "5" || count != "3" || interval != "2" || timeout != "40s" {
-		t.Errorf("keepalives idle %s, count %s, interval %s; idle_in_transaction_session_timeout %s; want 5, 3, 2 and 40s",
+	if idle != "5" || count != "3" || interval != "2" || timeout != "130s" {
+		t.Errorf("keepalives idle %s, count %s, interval %s; idle_in_transaction_session_timeout %s; want 5, 3, 2 and 130s",
 			idle, count, interval, timeout)
 	}
 }
@@ -387,5 +388,94 @@ func TestCloseWhilePublishing(t *testing.T) {
 	wg.Wait()
 	if err := b.Publisher().Publish(topic, brokertest.Chunk(1)); !errors.Is(err, wsql.ErrPublisherClosed) {
 		t.Errorf("Publish after Close = %v, want ErrPublisherClosed", err)
+	}
+}
+
+// A worker writes fewer chunks at once than a subscription holds (one per partition): a chunk that
+// waits for a write keeps its own ack_deadline for the write. With 2 partitions and ack_deadline
+// 1 s, two chunks acknowledged 0.7 s apart, the second 1.4 s after it was handed out, are each
+// delivered once.
+func TestChunksWaitingForAWriteKeepTheirDeadline(t *testing.T) {
+	s := testSettings()
+	s.Partitions, s.AckDeadline = 2, time.Second
+	b := open(t, testenv.Postgres(t), s)
+	topic, g := brokertest.Names(t, "a")
+	ctx := context.Background()
+	if err := b.Declare(ctx, topic, g); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := b.Publisher().Publish(topic, brokertest.Chunk(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, ch := brokertest.Subscribe(t, b, g[0], topic)
+	first, second := next(t, ch), next(t, ch)
+	time.Sleep(700 * time.Millisecond) // the first one's write
+	first.Ack()
+	time.Sleep(700 * time.Millisecond) // the second one's, after waiting for the first
+	second.Ack()
+	select {
+	case m := <-ch:
+		t.Fatalf("chunk %s offered again (first %s, second %s)", m.UUID, first.UUID, second.UUID)
+	case <-time.After(2500 * time.Millisecond):
+	}
+}
+
+// A chunk whose deadline passed while the consumer did not read is not handed out: the stock
+// subscriber offers it again, and that copy is. Every message handed out has a live context, and each
+// chunk is acknowledged once.
+func TestNoStaleChunkIsHandedOut(t *testing.T) {
+	s := testSettings()
+	s.Partitions, s.AckDeadline = 2, 300*time.Millisecond
+	b := open(t, testenv.Postgres(t), s)
+	topic, g := brokertest.Names(t, "a")
+	ctx := context.Background()
+	if err := b.Declare(ctx, topic, g); err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string]bool{}
+	for range 2 {
+		m := brokertest.Chunk(1)
+		sent[m.UUID] = true
+		if err := b.Publisher().Publish(topic, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, ch := brokertest.Subscribe(t, b, g[0], topic)
+	time.Sleep(1500 * time.Millisecond) // past 2 × 300 ms: what the forwarders held is stale
+	acked := map[string]int{}
+	for len(acked) < 2 {
+		m := next(t, ch)
+		if err := m.Context().Err(); err != nil {
+			t.Fatalf("chunk %s handed out with its context done: %v", m.UUID, err)
+		}
+		acked[m.UUID]++
+		m.Ack()
+	}
+	for id, n := range acked {
+		if !sent[id] || n != 1 {
+			t.Errorf("chunk %s acknowledged %d times (sent: %v)", id, n, sent[id])
+		}
+	}
+}
+
+// A topic may be called topics: the table of partition counts is no topic's.
+func TestATopicCalledTopics(t *testing.T) {
+	b := open(t, testenv.Postgres(t), testSettings())
+	_, g := brokertest.Names(t, "a")
+	ctx := context.Background()
+	if err := b.Declare(ctx, "topics", g); err != nil {
+		t.Fatal(err)
+	}
+	sent := brokertest.Chunk(1)
+	if err := b.Publisher().Publish("topics", sent); err != nil {
+		t.Fatal(err)
+	}
+	_, ch := brokertest.Subscribe(t, b, g[0], "topics")
+	if m := next(t, ch); m.UUID != sent.UUID {
+		t.Errorf("got %s, want %s", m.UUID, sent.UUID)
+	} else {
+		m.Ack()
 	}
 }

@@ -13,18 +13,20 @@ import (
 type Settings struct {
 	// TablePrefix starts the names of the bus's tables: <prefix><topic> (and <prefix><topic>:<n>,
 	// the topic's other partitions) hold the messages, <prefix>offsets_<topic> each consumer group's
-	// position in each, and <prefix>topics each topic's number of partitions.
+	// position in each, and "<prefix>topic partitions" each topic's number of partitions.
 	TablePrefix string `yaml:"table_prefix"`
 	// Partitions is the number of partitions of a topic that this driver creates: a message table
 	// each, read by one member of a group at a time, so that up to this many chunks of a group are
 	// written at once by the group's workers. A topic keeps the number it was created with
-	// (<prefix>topics holds it); a topic created before partitions existed has one.
+	// ("<prefix>topic partitions" holds it); a topic created before partitions existed has one.
 	Partitions int `yaml:"partitions"`
 	// PollInterval is how long a subscription waits before it looks again when it found nothing:
 	// the latency of an idle bus.
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// AckDeadline is how long a worker may take to write a chunk; after it the chunk is offered
-	// again (and the worker's late ack is lost, which costs a second, idempotent write).
+	// again (and the worker's late ack is lost, which costs a second, idempotent write). A
+	// subscription holds up to one chunk per partition, waiting for the route's writes: it gives
+	// the chunks of a topic of n partitions AckDeadline × n.
 	AckDeadline time.Duration `yaml:"ack_deadline"`
 	// NackDelay is how long a nacked chunk waits before it is offered again.
 	NackDelay time.Duration `yaml:"nack_delay"`
