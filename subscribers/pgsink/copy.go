@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The rows of a write go to PostgreSQL as one COPY in its binary format, encoded here from their typed
@@ -78,6 +81,49 @@ func appendText(b []byte, s string, optional bool) []byte {
 }
 
 func appendNull(b []byte) []byte { return append(b, 0xff, 0xff, 0xff, 0xff) }
+
+// columnTypes are the types of the columns the COPY writes, as format_type names them: its binary
+// tuples hold exactly these (a column of another type, even a compatible one such as smallint, would
+// refuse them or, for text instead of jsonb, store jsonb's version byte). The others are text.
+var columnTypes = map[string]string{"id": "uuid", "ts": "timestamp with time zone", "status": "integer",
+	"duration_ms": "double precision", "bytes_in": "bigint", "bytes_out": "bigint",
+	"request": "jsonb", "response": "jsonb", "attrs": "jsonb"}
+
+// checkTypes reports a column of table that the COPY does not write as its type, naming it: a table
+// of the sink's own migrations always passes; one made by hand (Config.Table) may not.
+func checkTypes(ctx context.Context, pool *pgxpool.Pool, table pgx.Identifier) error {
+	rows, err := pool.Query(ctx, `SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, table.Sanitize())
+	if err != nil {
+		return fmt.Errorf("the column types of %s: %w", table.Sanitize(), err)
+	}
+	have, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]string, error) {
+		var c [2]string
+		err := r.Scan(&c[0], &c[1])
+		return c, err
+	})
+	if err != nil {
+		return fmt.Errorf("the column types of %s: %w", table.Sanitize(), err)
+	}
+	types := make(map[string]string, len(have))
+	for _, c := range have {
+		types[c[0]] = c[1]
+	}
+	var errs []error
+	for _, c := range columnNames {
+		want := columnTypes[c]
+		if want == "" {
+			want = "text"
+		}
+		switch got, ok := types[c]; {
+		case !ok:
+			errs = append(errs, fmt.Errorf("%s has no column %s (%s)", table.Sanitize(), c, want))
+		case got != want && !(want == "text" && strings.HasPrefix(got, "character varying")):
+			errs = append(errs, fmt.Errorf("column %s of %s is %s: the sink writes %s", c, table.Sanitize(), got, want))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // copyRows COPYs rows into table in tx, in one binary COPY.
 func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, rows []row) error {

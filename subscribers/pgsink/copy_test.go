@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/subscribers"
 	"github.com/sluicelog/sluice/subscribers/pgsink"
 	"github.com/sluicelog/sluice/subscribers/sinktest"
 )
@@ -71,5 +72,33 @@ func TestCopyBinaryMatchesPgx(t *testing.T) {
 	}
 	if n != len(events) || differ != 0 {
 		t.Fatalf("the sink's COPY stored %d rows of %d, %d rows differ from pgx's", n, len(events), differ)
+	}
+}
+
+// A table made by hand whose column has another type than the one the sink's COPY writes (here
+// status smallint) is named in the write's error, which is not permanent (the events are not dead
+// letters: the table is wrong), and nothing is written.
+func TestWriteNamesAColumnOfAnotherType(t *testing.T) {
+	ctx := context.Background()
+	pool := migratedPool(t)
+	if _, err := pool.Exec(ctx, "CREATE TABLE custom_logs (LIKE application_logs INCLUDING ALL)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "ALTER TABLE custom_logs ALTER status TYPE smallint, ALTER request TYPE text"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgsink.New(pool, pgsink.Config{Table: "custom_logs", WriteTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Write(ctx, subscribers.NewBatch(sinktest.Events(10, time.Now())))
+	if err == nil || !strings.Contains(err.Error(), "column status") || !strings.Contains(err.Error(), "smallint") ||
+		!strings.Contains(err.Error(), "column request") || subscribers.IsPermanent(err) {
+		t.Fatalf("Write = %v, want a transient error naming status (smallint) and request", err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM custom_logs").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("custom_logs holds %d rows (%v), want 0", n, err)
 	}
 }

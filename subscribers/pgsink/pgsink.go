@@ -55,7 +55,8 @@ var (
 // Config configures a Sink. Its zero value is valid: every field has a default.
 type Config struct {
 	// Table is the table written to, optionally schema-qualified ("logs.application_logs"). It must have
-	// the columns of application_logs and a unique key on (id, ts). When it is partitioned by range on
+	// the columns of application_logs, of their types (text may be varchar: the first write checks,
+	// and names a column that differs), and a unique key on (id, ts). When it is partitioned by range on
 	// ts, the sink makes the day partitions it writes to (Partitions). Default "application_logs".
 	Table string
 	// DeadLetterTable is the table WriteDeadLetters writes, optionally schema-qualified. It must have the
@@ -115,6 +116,7 @@ type Sink struct {
 	// insertDeadLetters is the statement of WriteDeadLetters.
 	insertDeadLetters string
 	closed            atomic.Bool
+	typesChecked      atomic.Bool // the table's column types are those the COPY encodes (checkTypes)
 }
 
 var (
@@ -240,6 +242,12 @@ func (s *Sink) Write(ctx context.Context, b subscribers.Batch) error {
 // Only when some event is already there (a retried or replayed batch: SQLSTATE 23505 on the key) is
 // the batch written again through the stage, which skips the events the table has.
 func (s *Sink) copy(ctx context.Context, rows []row) error {
+	if !s.typesChecked.Load() {
+		if err := checkTypes(ctx, s.pool, s.table); err != nil {
+			return err
+		}
+		s.typesChecked.Store(true)
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return copyRows(ctx, tx, s.table, rows) })
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" /* unique_violation */ {
