@@ -1,6 +1,7 @@
 package sluice
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -381,3 +382,26 @@ type discardSink struct{}
 func (discardSink) Name() string                                   { return "discard" }
 func (discardSink) Close() error                                   { return nil }
 func (discardSink) Write(context.Context, subscribers.Batch) error { return nil }
+
+// An event whose Raw is empty but not nil is encoded like one without Raw: its line is its JSON, not
+// an empty line (which a worker's decoder would skip, losing the event).
+func TestEmptyRawIsEncoded(t *testing.T) {
+	sink := &fakeSink{}
+	p := testPipeline(t, sink, nil)
+	e := appEvent(1)
+	e.Raw = []byte{}
+	if err := p.Publish(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	calls, stored := sink.snapshot()
+	if stored[e.ID] != 1 || len(calls) == 0 {
+		t.Fatalf("stored %d times in %d batches", stored[e.ID], len(calls))
+	}
+	got := calls[len(calls)-1].Events[0]
+	if !bytes.Contains(got.Raw, []byte(`"message":"event 1"`)) {
+		t.Fatalf("the event's Raw is %q, want its JSON", got.Raw)
+	}
+}

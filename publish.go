@@ -39,7 +39,7 @@ func (p *Pipeline) Publish(_ context.Context, e *event.Event) error {
 			continue
 		}
 		matched++
-		if line == nil {
+		if len(line) == 0 { // not nil alone: an empty Raw is no encoding either
 			// Encoded once, into a buffer of this processor's; each route copies the line into
 			// its chunk, and e.Raw becomes the first route's copy.
 			scratch = encodeBuffers.Get().(*[]byte)
