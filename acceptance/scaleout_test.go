@@ -1,6 +1,7 @@
 package acceptance_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/internal/brokerclean"
 	"github.com/sluicelog/sluice/internal/testenv"
 )
 
@@ -171,19 +174,32 @@ func (d *demo) kill9() {
 
 // scaleEnv is the bus configuration of a scale-out test: its own topic and groups, small forward
 // chunks that linger briefly (so that a kill lands on chunks in flight), and batches written fast.
-func scaleEnv(driver, url string) []string { return busEnv(driver, url, newBusID()) }
+func scaleEnv(t *testing.T, driver, url string) []string { return busEnv(t, driver, url, newBusID()) }
 
 // newBusID names a test's topic and groups.
 func newBusID() string { return strings.ReplaceAll(uuid.NewString()[:8], "-", "") }
 
 // busEnv is scaleEnv with the topic and groups of id: a web node behind a proxy and a worker that
-// reaches the broker directly share them.
-func busEnv(driver, url, id string) []string {
+// reaches the broker directly share them. When the test ends, the topic and its groups are removed
+// from the broker at url (a long-lived one, this machine's Redis, keeps them otherwise).
+func busEnv(t *testing.T, driver, url, id string) []string {
+	topic, group := "sluice_acc_"+id, "acc_"+id
+	t.Cleanup(func() { // after the processes' (registered later): nothing reads or writes the topic then
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var groups []string // a group per route of the demo's
+		for _, r := range config.DefaultRoutes() {
+			groups = append(groups, group+"."+r.Name)
+		}
+		if err := brokerclean.Topic(ctx, driver, url, topic, groups); err != nil {
+			t.Logf("%s: topic %s left on the broker at %s: %v", driver, topic, url, err)
+		}
+	})
 	return []string{
 		"SLUICE_BUS_DRIVER=" + driver,
 		"SLUICE_BUS_URL=" + url,
-		"SLUICE_BUS_TOPIC=sluice_acc_" + id,
-		"SLUICE_BUS_GROUP=acc_" + id,
+		"SLUICE_BUS_TOPIC=" + topic,
+		"SLUICE_BUS_GROUP=" + group,
 		"SLUICE_BUS_FORWARD_CHUNK_MAX_EVENTS=200",
 		"SLUICE_BUS_FORWARD_CHUNK_LINGER=200ms",
 		"SLUICE_BUS_FORWARD_BREAKER_COOLDOWN=1s",
@@ -208,7 +224,7 @@ func TestScaleOut(t *testing.T) {
 func scaleOut(t *testing.T, b busUnderTest) {
 	st := &demo{dsn: testenv.Postgres(t), azure: testenv.Azurite(t), cont: testenv.Container(t)}
 	url, broker := b.url(t, st)
-	env := scaleEnv(b.driver, url)
+	env := scaleEnv(t, b.driver, url)
 	web := startSluice(t, st, "demo", "", env...)
 	w1, w2 := startSluice(t, st, "worker", "", env...), startSluice(t, st, "worker", "", env...)
 	reqs := burst(scaleRequests)
@@ -279,8 +295,8 @@ func TestBrokerOutage(t *testing.T) {
 	st := &demo{dsn: testenv.Postgres(t), azure: testenv.Azurite(t), cont: testenv.Container(t)}
 	proxy := newProxy(t, "127.0.0.1:6379")
 	id := newBusID()
-	web := startSluice(t, st, "demo", "", busEnv("redis", "redis://"+proxy.Addr()+"/0", id)...)
-	worker := startSluice(t, st, "worker", "", busEnv("redis", "redis://127.0.0.1:6379/0", id)...)
+	web := startSluice(t, st, "demo", "", busEnv(t, "redis", "redis://"+proxy.Addr()+"/0", id)...)
+	worker := startSluice(t, st, "worker", "", busEnv(t, "redis", "redis://127.0.0.1:6379/0", id)...)
 	reqs := burst(int((time.Second+before+outage+after).Seconds())*rate + rate)
 	smp := startSampler(t, web.base)
 	lg := startLoad(t, web.base, reqs, rate)

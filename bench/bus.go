@@ -26,6 +26,7 @@ import (
 	"github.com/sluicelog/sluice/bus"
 	"github.com/sluicelog/sluice/config"
 	"github.com/sluicelog/sluice/event"
+	"github.com/sluicelog/sluice/internal/brokerclean"
 	"github.com/sluicelog/sluice/internal/testenv"
 )
 
@@ -221,11 +222,14 @@ func checkpoint(ctx context.Context, dsn string) error {
 	return err
 }
 
-// removeAfter removes the measurement's topic from the broker (removeTopic), saying so if it cannot.
+// removeAfter removes the measurement's topic and its groups from the broker, with whatever they still
+// hold (a Redis stream holds every chunk until a worker's next trim, 10 s after it starts; the
+// measurements end sooner), so that a run leaves a long-lived broker as it found it; it says so if
+// it cannot.
 func removeAfter(ctx context.Context, driver, url, topic string, groups []string, pr *progress) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := removeTopic(ctx, driver, url, topic, groups); err != nil {
+	if err := brokerclean.Topic(ctx, driver, url, topic, groups); err != nil {
 		pr.say("bus: %s: topic %s left on the broker: %v", driver, topic, err)
 	}
 }
