@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"regexp"
 	"strconv"
 	"sync"
@@ -51,9 +50,7 @@ func (b *Broker) partitions(ctx context.Context, topic string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		h := fnv.New32a()
-		_, _ = h.Write([]byte("sluice-bus-topics:" + b.topicsTable()))
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum32())); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("sluice-bus-topics:"+b.topicsTable())); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+b.topicsTable()+
@@ -143,10 +140,6 @@ func (s *partitionedSubscriber) Subscribe(ctx context.Context, topic string) (<-
 			cancel() // the partitions subscribed so far stop polling
 			return nil, err
 		}
-	}
-	if n == 1 {
-		context.AfterFunc(ctx, cancel) // the subscription ends with ctx, or Close
-		return ins[0], nil
 	}
 	out := make(chan *message.Message)
 	var wg sync.WaitGroup

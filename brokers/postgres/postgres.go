@@ -314,6 +314,13 @@ func (b *Broker) pruneTopic(ctx context.Context, topic string) (int64, error) {
 	return sum, errors.Join(errs...)
 }
 
+// lockKey is the key of the PostgreSQL advisory lock named name.
+func lockKey(name string) int64 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name))
+	return int64(h.Sum32())
+}
+
 // prune deletes the rows of topic that every group has consumed and that are older than retention,
 // unless another process is pruning the topic. It returns how many it deleted.
 func (b *Broker) prune(ctx context.Context, topic string) (int64, error) {
@@ -322,10 +329,8 @@ func (b *Broker) prune(ctx context.Context, topic string) (int64, error) {
 		return 0, err
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	h := fnv.New32a()
-	_, _ = h.Write([]byte("sluice-bus-prune:" + b.schema.MessagesTable(topic)))
 	var mine bool
-	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, int64(h.Sum32())).Scan(&mine); err != nil || !mine {
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, lockKey("sluice-bus-prune:"+b.schema.MessagesTable(topic))).Scan(&mine); err != nil || !mine {
 		return 0, err
 	}
 	offsets := b.offsets.MessagesOffsetsTable(topic)
