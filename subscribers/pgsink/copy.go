@@ -125,6 +125,15 @@ func checkTypes(ctx context.Context, pool *pgxpool.Pool, table pgx.Identifier) e
 	return errors.Join(errs...)
 }
 
+// copyColumns is the COPY statement's column list: columnNames, quoted.
+var copyColumns = func() string {
+	quoted := make([]string, len(columnNames))
+	for i, c := range columnNames {
+		quoted[i] = pgx.Identifier{c}.Sanitize()
+	}
+	return strings.Join(quoted, ", ")
+}()
+
 // copyRows COPYs rows into table in tx, in one binary COPY.
 func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, rows []row) error {
 	size := len(copyHeader) + len(copyTrailer)
@@ -138,11 +147,7 @@ func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, rows []row) 
 		b = rows[i].appendCopy(b)
 	}
 	b = append(b, copyTrailer...)
-	quoted := make([]string, len(columnNames))
-	for i, c := range columnNames {
-		quoted[i] = pgx.Identifier{c}.Sanitize()
-	}
-	sql := "COPY " + table.Sanitize() + " (" + strings.Join(quoted, ", ") + ") FROM STDIN BINARY"
+	sql := "COPY " + table.Sanitize() + " (" + copyColumns + ") FROM STDIN BINARY"
 	_, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(b), sql)
 	return err
 }
