@@ -169,6 +169,11 @@ func (e *Event) AppendJSON(buf []byte) ([]byte, error) {
 	if b, ok := e.appendJSONFast(buf); ok {
 		return b, nil
 	}
+	return e.appendSlow(buf)
+}
+
+// appendSlow is AppendJSON's rare path, where the fast encoder leaves the event to encoding/json.
+func (e *Event) appendSlow(buf []byte) ([]byte, error) {
 	b, err := appendMarshaled(buf, e)
 	if err != nil {
 		return buf, fmt.Errorf("event %s: %w", e.ID, err)
@@ -187,7 +192,7 @@ func (e *Event) EncodeRaw(buf []byte) ([]byte, error) {
 	b, at, ok := e.appendJSONNoting(buf)
 	if !ok {
 		e.nested = nestedSpans{}
-		return e.AppendJSON(buf)
+		return e.appendSlow(buf)
 	}
 	e.nested = nestedSpans{n: len(b) - start, at: at} // no base yet: SetRaw gives it
 	return b, nil
