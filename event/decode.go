@@ -44,6 +44,10 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 		bad    []*LineError
 	)
 	line := 0
+	var tops *topMembers // lean: the scan's notes of each line's top-level members, one for them all
+	if lean {
+		tops = new(topMembers)
+	}
 	for len(payload) > 0 {
 		i := bytes.IndexByte(payload, '\n')
 		var l []byte
@@ -56,13 +60,24 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 		if len(bytes.TrimSpace(l)) == 0 {
 			continue
 		}
-		safe, err := safeJSON(l, nil, decodeDepth) // storable from here on, whoever wrote the line
-		if err != nil {
-			bad = append(bad, &LineError{Line: line, Raw: l, Err: err})
+		// Storable from here on, whoever wrote the line. Lean, the scan notes the top-level members,
+		// which readTop then reads without a walk of its own where the line did not change.
+		s := jsonScanner{in: l, limit: decodeDepth}
+		if lean {
+			tops.object, tops.over, tops.n = false, false, 0
+			s.tops = tops
+		}
+		if !s.document() {
+			bad = append(bad, &LineError{Line: line, Raw: l, Err: &JSONError{Offset: s.at, Why: s.why}})
 			continue
 		}
+		safe := l
+		if s.changed {
+			safe = append(s.out, l[s.from:]...)
+		}
 		e := new(Event)
-		if lean && e.readTop(safe) {
+		noted := lean && !s.changed && !tops.over // the notes hold every member, where safe has them
+		if lean && (noted && e.readTops(safe, tops) || !noted && e.readTop(safe)) {
 			e.nested.base, e.nested.n = &safe[0], len(safe) // readTop noted where its nested parts are
 		} else {
 			*e = Event{}
@@ -134,6 +149,26 @@ func (e *Event) readTop(doc []byte) bool {
 			return false
 		}
 	}
+}
+
+// readTops is readTop for a document whose top-level members the scan that validated it noted (all
+// of them: not over): it reads the same members, and reports false where readTop would, without
+// walking the document again.
+func (e *Event) readTops(doc []byte, t *topMembers) bool {
+	if !t.object {
+		return false
+	}
+	var nested uint8
+	for _, m := range t.m[:t.n] {
+		key := doc[m[0]+1 : m[1]-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return false // encoding/json matches the key unescaped
+		}
+		if !e.readMember(key, doc[m[2]:m[3]], int(m[2]), &nested) {
+			return false
+		}
+	}
+	return true
 }
 
 // readMember sets the field of key from the JSON value v, which starts at offset at of the document

@@ -111,6 +111,20 @@ type jsonScanner struct {
 	strStart int    // where the content of the last string scanned starts
 	at       int    // where the document failed
 	why      string // and why
+	// tops, when not nil, is given the members of the document's top-level object as they are
+	// scanned (Decode's fields read from them, without a second walk): where each key and each value
+	// starts and ends in in.
+	tops *topMembers
+}
+
+// topMembers are the members of a document's top-level object, at most len(m) of them noted: m[:n]
+// (over is set when there were more). Each is [key start, key end, value start, value end) in the
+// scanned input, the key with its quotes.
+type topMembers struct {
+	object bool // the document is an object
+	over   bool
+	n      int
+	m      [40][4]int32
 }
 
 type keyAnswer struct {
@@ -239,6 +253,9 @@ func (s *jsonScanner) more(closer byte) (more, ok bool) {
 }
 
 func (s *jsonScanner) object() bool {
+	if s.tops != nil && s.depth == 0 {
+		s.tops.object = true
+	}
 	if empty, ok := s.open('}'); empty || !ok {
 		return ok
 	}
@@ -246,10 +263,12 @@ func (s *jsonScanner) object() bool {
 		if s.next() != '"' {
 			return s.fail(s.i, "expected a key")
 		}
+		keyAt := s.i
 		value, replace, ok := s.key()
 		if !ok {
 			return false
 		}
+		keyEnd := s.i
 		if s.next() != ':' {
 			return s.fail(s.i, "expected ':'")
 		}
@@ -265,6 +284,14 @@ func (s *jsonScanner) object() bool {
 		if replace {
 			s.hold--
 			s.replace(start, s.i, value)
+		}
+		if t := s.tops; t != nil && s.depth == 1 {
+			if t.n == len(t.m) {
+				t.over = true
+			} else {
+				t.m[t.n] = [4]int32{int32(keyAt), int32(keyEnd), int32(start), int32(s.i)}
+				t.n++
+			}
 		}
 		if more, ok := s.more('}'); !more || !ok {
 			return ok
