@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -134,6 +135,14 @@ var copyColumns = func() string {
 	return strings.Join(quoted, ", ")
 }()
 
+// copyBuffers are the buffers of finished COPYs (*[]byte), for the next: a write's COPY is about as
+// large as its batch's JSON (half a MiB for a chunk of a web node's), which otherwise is allocated,
+// zeroed and collected again at every write.
+var copyBuffers sync.Pool
+
+// maxCopyBuffer is the largest buffer kept for another COPY.
+const maxCopyBuffer = 16 << 20
+
 // copyRows COPYs rows into table in tx, in one binary COPY.
 func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, rows []row) error {
 	size := len(copyHeader) + len(copyTrailer)
@@ -141,13 +150,23 @@ func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, rows []row) 
 		r := &rows[i]
 		size += 300 + len(r.message) + len(r.path) + len(r.userAgent) + len(r.errText) + len(r.request) + len(r.response) + len(r.attrs)
 	}
-	b := make([]byte, 0, size)
-	b = append(b, copyHeader...)
+	buf, _ := copyBuffers.Get().(*[]byte)
+	if buf == nil || cap(*buf) < size {
+		buf = &[]byte{}
+		*buf = make([]byte, 0, size)
+	}
+	b := append((*buf)[:0], copyHeader...)
 	for i := range rows {
 		b = rows[i].appendCopy(b)
 	}
 	b = append(b, copyTrailer...)
 	sql := "COPY " + table.Sanitize() + " (" + copyColumns + ") FROM STDIN BINARY"
 	_, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(b), sql)
+	// Only a COPY that succeeded has surely stopped reading b: on some errors pgconn returns while
+	// its sending goroutine may still read.
+	if err == nil && cap(b) <= maxCopyBuffer {
+		*buf = b[:0]
+		copyBuffers.Put(buf)
+	}
 	return err
 }
