@@ -81,6 +81,20 @@ func Subscribe(t testing.TB, b brokers.Broker, group, topic string) (message.Sub
 	return s, ch
 }
 
+// Publish publishes n chunks of events events each (Chunk) to topic and returns their UUIDs.
+func Publish(t testing.TB, b brokers.Broker, topic string, n, events int) map[string]bool {
+	t.Helper()
+	sent := make(map[string]bool, n)
+	for range n {
+		m := Chunk(events)
+		sent[m.UUID] = true
+		if err := b.Publisher().Publish(topic, m); err != nil {
+			t.Fatalf("Publish(%s): %v", topic, err)
+		}
+	}
+	return sent
+}
+
 // Next returns the next message from ch, failing the test when none comes within 30 s.
 func Next(t testing.TB, ch <-chan *message.Message) *message.Message {
 	t.Helper()

@@ -305,14 +305,7 @@ func TestBrokerKilledAndRestarted(t *testing.T) {
 	if err := b.Declare(context.Background(), topic, g); err != nil {
 		t.Fatal(err)
 	}
-	sent := map[string]bool{}
-	for range 10 {
-		m := brokertest.Chunk(5)
-		sent[m.UUID] = true
-		if err := b.Publisher().Publish(topic, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sent := brokertest.Publish(t, b, topic, 10, 5)
 	k.Kill()
 	during := brokertest.Chunk(5)
 	sent[during.UUID] = true

@@ -134,14 +134,7 @@ func TestPartitionsHandOutSeveralAtOnce(t *testing.T) {
 	if err := one.Declare(ctx, topic, g); err != nil {
 		t.Fatal(err)
 	}
-	sent := map[string]bool{}
-	for range 4 {
-		m := brokertest.Chunk(1)
-		sent[m.UUID] = true
-		if err := one.Publisher().Publish(topic, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sent := brokertest.Publish(t, one, topic, 4, 1)
 	_, ch1 := brokertest.Subscribe(t, one, g[0], topic)
 	a, b := next(t, ch1), next(t, ch1) // both unacknowledged: one from each partition
 	_, ch2 := brokertest.Subscribe(t, two, g[0], topic)
@@ -434,14 +427,7 @@ func TestNoStaleChunkIsHandedOut(t *testing.T) {
 	if err := b.Declare(ctx, topic, g); err != nil {
 		t.Fatal(err)
 	}
-	sent := map[string]bool{}
-	for range 2 {
-		m := brokertest.Chunk(1)
-		sent[m.UUID] = true
-		if err := b.Publisher().Publish(topic, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sent := brokertest.Publish(t, b, topic, 2, 1)
 	_, ch := brokertest.Subscribe(t, b, g[0], topic)
 	time.Sleep(1500 * time.Millisecond) // past 2 × 300 ms: what the forwarders held is stale
 	acked := map[string]int{}
