@@ -46,7 +46,7 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 	line := 0
 	var tops *topMembers // lean: the scan's notes of each line's top-level members, one for them all
 	if lean {
-		tops = new(topMembers)
+		tops = &topMembers{m: make([][4]int32, 0, 32)}
 	}
 	for len(payload) > 0 {
 		i := bytes.IndexByte(payload, '\n')
@@ -61,10 +61,10 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 			continue
 		}
 		// Storable from here on, whoever wrote the line. Lean, the scan notes the top-level members,
-		// which readTop then reads without a walk of its own where the line did not change.
+		// which readTops reads where the line did not change.
 		s := jsonScanner{in: l, limit: decodeDepth}
 		if lean {
-			tops.object, tops.over, tops.n = false, false, 0
+			tops.object, tops.m = false, tops.m[:0]
 			s.tops = tops
 		}
 		if !s.document() {
@@ -76,9 +76,8 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 			safe = append(s.out, l[s.from:]...)
 		}
 		e := new(Event)
-		noted := lean && !s.changed && !tops.over // the notes hold every member, where safe has them
-		if lean && (noted && e.readTops(safe, tops) || !noted && e.readTop(safe)) {
-			e.nested.base, e.nested.n = &safe[0], len(safe) // readTop noted where its nested parts are
+		if lean && (!s.changed && e.readTops(safe, tops) || s.changed && e.readTop(safe)) {
+			e.nested.base, e.nested.n = &safe[0], len(safe) // readMember noted where its nested parts are
 		} else {
 			*e = Event{}
 			if err := json.Unmarshal(safe, e); err != nil {
@@ -104,62 +103,21 @@ func decode(payload []byte, lean bool) ([]*Event, []*LineError) {
 // reports false for anything it does not read exactly as json.Unmarshal would (not an object, a key
 // with escapes, a number a field cannot hold, a field of the wrong type, a key that matches a field
 // only case-insensitively, a nested part twice): json.Unmarshal then reads the line, and says what is
-// wrong with it. After false, e holds anything.
+// wrong with it. After false, e holds anything. Decode calls it only for a line its scan changed:
+// elsewhere that scan's notes are read at once (readTops).
 func (e *Event) readTop(doc []byte) bool {
-	i := skipSpace(doc, 0)
-	if i >= len(doc) || doc[i] != '{' {
-		return false
-	}
-	i = skipSpace(doc, i+1)
-	if i < len(doc) && doc[i] == '}' {
-		return true
-	}
-	var nested uint8 // the nested parts seen: 1 request, 2 response, 4 attrs
-	for {
-		if i >= len(doc) || doc[i] != '"' {
-			return false
-		}
-		kend := skipString(doc, i)
-		if kend < 0 {
-			return false
-		}
-		key := doc[i+1 : kend-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			return false // encoding/json matches the key unescaped
-		}
-		i = skipSpace(doc, kend)
-		if i >= len(doc) || doc[i] != ':' {
-			return false
-		}
-		i = skipSpace(doc, i+1)
-		vend := skipValue(doc, i)
-		if vend < 0 || !e.readMember(key, doc[i:vend], i, &nested) {
-			return false
-		}
-		i = skipSpace(doc, vend)
-		if i >= len(doc) {
-			return false
-		}
-		switch doc[i] {
-		case ',':
-			i = skipSpace(doc, i+1)
-		case '}':
-			return true
-		default:
-			return false
-		}
-	}
+	var t topMembers
+	s := jsonScanner{in: doc, limit: decodeDepth, tops: &t}
+	return s.document() && !s.changed && e.readTops(doc, &t)
 }
 
-// readTops is readTop for a document whose top-level members the scan that validated it noted (all
-// of them: not over): it reads the same members, and reports false where readTop would, without
-// walking the document again.
+// readTops is readTop for a document whose top-level members the scan that validated it noted, t.
 func (e *Event) readTops(doc []byte, t *topMembers) bool {
 	if !t.object {
 		return false
 	}
-	var nested uint8
-	for _, m := range t.m[:t.n] {
+	var nested uint8 // the nested parts seen: 1 request, 2 response, 4 attrs
+	for _, m := range t.m {
 		key := doc[m[0]+1 : m[1]-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			return false // encoding/json matches the key unescaped

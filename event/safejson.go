@@ -117,14 +117,11 @@ type jsonScanner struct {
 	tops *topMembers
 }
 
-// topMembers are the members of a document's top-level object, at most len(m) of them noted: m[:n]
-// (over is set when there were more). Each is [key start, key end, value start, value end) in the
-// scanned input, the key with its quotes.
+// topMembers are the members of a document's top-level object, as the scan met them: each is [key
+// start, key end, value start, value end) in the scanned input, the key with its quotes.
 type topMembers struct {
 	object bool // the document is an object
-	over   bool
-	n      int
-	m      [40][4]int32
+	m      [][4]int32
 }
 
 type keyAnswer struct {
@@ -286,12 +283,7 @@ func (s *jsonScanner) object() bool {
 			s.replace(start, s.i, value)
 		}
 		if t := s.tops; t != nil && s.depth == 1 {
-			if t.n == len(t.m) {
-				t.over = true
-			} else {
-				t.m[t.n] = [4]int32{int32(keyAt), int32(keyEnd), int32(start), int32(s.i)}
-				t.n++
-			}
+			t.m = append(t.m, [4]int32{int32(keyAt), int32(keyEnd), int32(start), int32(s.i)})
 		}
 		if more, ok := s.more('}'); !more || !ok {
 			return ok
