@@ -152,8 +152,8 @@ func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, rows []row) 
 	}
 	buf, _ := copyBuffers.Get().(*[]byte)
 	if buf == nil || cap(*buf) < size {
-		buf = &[]byte{}
-		*buf = make([]byte, 0, size)
+		b := make([]byte, 0, size)
+		buf = &b
 	}
 	b := append((*buf)[:0], copyHeader...)
 	for i := range rows {

@@ -122,15 +122,6 @@ func (r *row) values() []any {
 	}
 }
 
-// eventRow returns an event's values in the order of columnNames, as pgx takes them.
-func eventRow(e *event.Event) ([]any, error) {
-	r, err := makeRow(e)
-	if err != nil {
-		return nil, err
-	}
-	return r.values(), nil
-}
-
 // optText is an optional text column: NULL when empty.
 func optText(s string) any {
 	if s == "" {
@@ -216,14 +207,20 @@ func Columns() []string { return append([]string(nil), columnNames...) }
 // Row returns an event's row as the sink writes it, in the order of Columns: text made safe for
 // PostgreSQL, NULL for empty optional fields, the nested parts as jsonb. It fails for an event the
 // sink refuses (see Write).
-func Row(e *event.Event) ([]any, error) { return eventRow(e) }
+func Row(e *event.Event) ([]any, error) {
+	r, err := makeRow(e)
+	if err != nil {
+		return nil, err
+	}
+	return r.values(), nil
+}
 
 // Rows returns the events' rows, in order, as Row makes each: what a COPY into Columns takes. It
 // fails at the first event the sink refuses.
 func Rows(events []*event.Event) ([][]any, error) {
 	rows := make([][]any, len(events))
 	for i, e := range events {
-		r, err := eventRow(e)
+		r, err := Row(e)
 		if err != nil {
 			return nil, err
 		}
