@@ -101,7 +101,7 @@ type Broker struct {
 	mu     sync.Mutex
 	topics map[string]bool // declared: the pruner's
 	parts  map[string]int  // each topic's partitions, once known
-	next   atomic.Uint64   // the partition count of the last Publish: its publishers take turns
+	next   atomic.Uint64   // Publish calls so far: each goes to the next partition
 	stop   chan struct{}
 	done   chan struct{}
 }
